@@ -1,0 +1,273 @@
+"""The `controlroom` command."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from controlroom.config import Settings
+from controlroom.errors import ConfigError, ControlroomError
+
+
+def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, ControlroomError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def _store(db: str | None) -> Any:
+    from controlroom.store.engine import Store
+
+    settings = Settings.load(database_url=db)
+    store = Store(settings.database_url)
+    store.migrate()
+    return store
+
+
+db_option = click.option(
+    "--db", envvar="CONTROLROOM_DATABASE_URL", help="Database URL (default: ~/.controlroom/controlroom.db)."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="controlroom")
+def main() -> None:
+    """controlroom: runs, spans, cost, caps, approvals and evals for AI agents."""
+
+
+@main.command()
+@db_option
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8750).")
+@click.option(
+    "--print-key",
+    "print_key",
+    metavar="PROJECT",
+    help="Create PROJECT if needed and print a new API key for it.",
+)
+@_fail_cleanly
+def serve(db: str | None, host: str | None, port: int | None, print_key: str | None) -> None:
+    """Run the API server, projector and sweeper in one process."""
+    import uvicorn
+
+    from controlroom.server.app import create_app
+    from controlroom.store.engine import Store
+
+    settings = Settings.load(database_url=db, host=host, port=port)
+    store = Store(settings.database_url)
+    store.migrate()
+    url = f"http://{settings.host}:{settings.port}"
+    click.echo(f"controlroom {url}  (database: {settings.database_url})")
+    if print_key:
+        key = _new_key(store, print_key)
+        click.echo(f"API key for project {print_key!r}: {key}")
+        click.echo(f"  export CONTROLROOM_URL={url} CONTROLROOM_API_KEY={key}")
+    app = create_app(settings, store=store)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+
+@main.command()
+@db_option
+@_fail_cleanly
+def worker(db: str | None) -> None:
+    """Run only the projector and the abandoned-run sweeper (for a separate deployment)."""
+    from controlroom.projections.worker import Worker
+
+    settings = Settings.load(database_url=db)
+    store = _store(settings.database_url)
+    click.echo("controlroom worker: folding the run log into the read model (Ctrl-C to stop)")
+    w = Worker(store, batch=settings.projector_batch, abandon_after_seconds=settings.abandon_after_seconds)
+    with contextlib.suppress(KeyboardInterrupt):
+        w.run_forever()
+
+
+@main.command()
+@db_option
+@_fail_cleanly
+def migrate(db: str | None) -> None:
+    """Apply pending schema migrations."""
+    store = _store(db)
+    click.echo(f"schema at revision {store.current_revision()}")
+
+
+@main.command()
+@db_option
+@_fail_cleanly
+def rebuild(db: str | None) -> None:
+    """Drop the read model and replay the whole run log from zero."""
+    from controlroom.projections.projector import Projector
+
+    store = _store(db)
+    n = Projector(store).rebuild()
+    click.echo(f"rebuilt the read model from {n} events")
+
+
+def _new_key(store: Any, project_name: str, name: str = "default") -> str:
+    from controlroom import projects
+
+    with store.write() as conn:
+        project = projects.ensure_project(conn, name=project_name)
+        return projects.create_key(conn, project=project, name=name).key
+
+
+@main.group()
+def keys() -> None:
+    """Project API keys."""
+
+
+@keys.command("create")
+@db_option
+@click.option("--project", required=True, help="Project name (created if it does not exist).")
+@click.option("--name", default="default", show_default=True, help="A label for the key.")
+@_fail_cleanly
+def keys_create(db: str | None, project: str, name: str) -> None:
+    """Create an API key; it is shown once."""
+    key = _new_key(_store(db), project, name)
+    click.echo(key)
+    click.echo(f"(API key for project {project!r}: store it now, it is not shown again)", err=True)
+
+
+@keys.command("list")
+@db_option
+@click.option("--project", required=True)
+@_fail_cleanly
+def keys_list(db: str | None, project: str) -> None:
+    """List a project's keys (prefixes only)."""
+    from controlroom import projects
+
+    with _store(db).read() as conn:
+        p = _project(conn, project)
+        for k in projects.list_keys(conn, project=p):
+            state = "revoked" if k["revoked_at"] else "active"
+            click.echo(f"{k['id']}\t{k['prefix']}…\t{k['name']}\t{state}")
+
+
+@keys.command("revoke")
+@db_option
+@click.argument("key_id", type=int)
+@_fail_cleanly
+def keys_revoke(db: str | None, key_id: int) -> None:
+    """Revoke a key by id (see `keys list`)."""
+    from controlroom import projects
+
+    with _store(db).write() as conn:
+        projects.revoke_key(conn, key_id=key_id)
+    click.echo(f"revoked key {key_id}")
+
+
+def _project(conn: Any, name: str) -> Any:
+    from controlroom import projects
+
+    p = projects.get_project(conn, name=name)
+    if p is None:
+        raise click.ClickException(f"no project named {name!r}")
+    return p
+
+
+@main.group()
+def projects() -> None:
+    """Projects."""
+
+
+@projects.command("create")
+@db_option
+@click.argument("name")
+@click.option("--timezone", default="UTC", show_default=True, help="IANA timezone of the project's days.")
+@_fail_cleanly
+def projects_create(db: str | None, name: str, timezone: str) -> None:
+    """Create a project."""
+    from controlroom import projects as p
+
+    with _store(db).write() as conn:
+        project = p.create_project(conn, name=name, timezone=timezone)
+    click.echo(f"created project {project.name!r} (timezone {project.timezone})")
+
+
+@projects.command("list")
+@db_option
+@_fail_cleanly
+def projects_list(db: str | None) -> None:
+    """List projects."""
+    from sqlalchemy import select
+
+    from controlroom.store.tables import projects as t
+
+    with _store(db).read() as conn:
+        for pid, name, tz in conn.execute(select(t.c.id, t.c.name, t.c.timezone).order_by(t.c.id)):
+            click.echo(f"{pid}\t{name}\t{tz}")
+
+
+@projects.command("set-timezone")
+@db_option
+@click.argument("name")
+@click.argument("timezone")
+@_fail_cleanly
+def projects_set_timezone(db: str | None, name: str, timezone: str) -> None:
+    """Change the timezone that defines a project's days (then run `controlroom rebuild`)."""
+    from controlroom import projects as p
+
+    with _store(db).write() as conn:
+        p.set_timezone(conn, project=_project(conn, name), timezone=timezone)
+    click.echo(
+        f"project {name!r} now counts days in {timezone}; run `controlroom rebuild` to re-bucket past days"
+    )
+
+
+@main.group()
+def prices() -> None:
+    """Per-project price overrides (USD per million tokens)."""
+
+
+@prices.command("set")
+@db_option
+@click.option("--project", required=True)
+@click.option("--model", required=True)
+@click.option("--provider", default=None, help="Only for this provider (default: any).")
+@click.option("--input", "input_per_mtok", required=True, help="USD per million input tokens.")
+@click.option("--output", "output_per_mtok", required=True, help="USD per million output tokens.")
+@click.option("--cache-read", "cache_read_per_mtok", default=None, help="USD per million cache-read tokens.")
+@click.option(
+    "--cache-write", "cache_write_per_mtok", default=None, help="USD per million cache-write tokens."
+)
+@click.option("--effective-from", default=None, help="RFC 3339 time from which it applies (default: always).")
+@_fail_cleanly
+def prices_set(db: str | None, project: str, **kw: Any) -> None:
+    """Set the price of a model for a project."""
+    from controlroom import prices as pr
+
+    with _store(db).write() as conn:
+        out = pr.set_price(conn, project=_project(conn, project), **kw)
+    click.echo(
+        f"price {out['id']}: {out['model']} input ${out['input_per_mtok']}/Mtok, output ${out['output_per_mtok']}/Mtok"
+    )
+
+
+@prices.command("list")
+@db_option
+@click.option("--project", required=True)
+@_fail_cleanly
+def prices_list(db: str | None, project: str) -> None:
+    """List a project's price overrides."""
+    from controlroom import prices as pr
+
+    with _store(db).read() as conn:
+        for p in pr.list_prices(conn, project=_project(conn, project)):
+            click.echo(
+                f"{p['id']}\t{p['provider'] or '*'}\t{p['model']}\tin={p['input_per_mtok']}\tout={p['output_per_mtok']}"
+                f"\tcache_read={p['cache_read_per_mtok'] or '-'}\tcache_write={p['cache_write_per_mtok'] or '-'}"
+                f"\tfrom={p['effective_from'] or 'always'}"
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

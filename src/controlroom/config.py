@@ -1,0 +1,127 @@
+"""Server settings: one table, read from ``CONTROLROOM_*`` environment variables, validated once.
+
+Each setting is declared once in ``SETTINGS``; the docs list is checked against this table by a test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from controlroom.errors import ConfigError
+
+
+def default_database_url() -> str:
+    home = Path(os.environ.get("CONTROLROOM_HOME", Path.home() / ".controlroom"))
+    return f"sqlite:///{home / 'controlroom.db'}"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    env: str
+    parse: Callable[[str], Any]
+    default: Callable[[], Any]
+    help: str
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    if not raw.startswith(("sqlite:///", "postgresql+psycopg://", "postgresql://")):
+        raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
+    if raw.startswith("postgresql://"):
+        raw = "postgresql+psycopg://" + raw.removeprefix("postgresql://")
+    return raw
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "database_url",
+        "CONTROLROOM_DATABASE_URL",
+        _database_url,
+        default_database_url,
+        "SQLAlchemy URL of the store: sqlite:///PATH (default ~/.controlroom/controlroom.db) "
+        "or postgresql+psycopg://USER@HOST/DB.",
+    ),
+    Setting("host", "CONTROLROOM_HOST", str, lambda: "127.0.0.1", "Address `serve` listens on."),
+    Setting("port", "CONTROLROOM_PORT", _positive_int, lambda: 8750, "Port `serve` listens on."),
+    Setting(
+        "max_batch_events",
+        "CONTROLROOM_MAX_BATCH_EVENTS",
+        _positive_int,
+        lambda: 5000,
+        "Most events one POST /v1/events may carry (more answers 413).",
+    ),
+    Setting(
+        "max_body_bytes",
+        "CONTROLROOM_MAX_BODY_BYTES",
+        _positive_int,
+        lambda: 16 * 1024 * 1024,
+        "Largest request body accepted, after decompression (more answers 413).",
+    ),
+    Setting(
+        "abandon_after_seconds",
+        "CONTROLROOM_ABANDON_AFTER_SECONDS",
+        _positive_float,
+        lambda: 3600.0,
+        "A run with no end and no event for this long is marked abandoned (a failure).",
+    ),
+    Setting(
+        "projector_batch",
+        "CONTROLROOM_PROJECTOR_BATCH",
+        _positive_int,
+        lambda: 5000,
+        "Events the projector folds per transaction.",
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    host: str
+    port: int
+    max_batch_events: int
+    max_body_bytes: int
+    abandon_after_seconds: float
+    projector_batch: int
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment, then ``overrides`` (e.g. CLI flags); a bad value raises ConfigError."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for s in SETTINGS:
+            if overrides.get(s.name) is not None:
+                raw = overrides[s.name]
+                source = f"--{s.name.replace('_', '-')}"
+            elif s.env in env:
+                raw = env[s.env]
+                source = s.env
+            else:
+                values[s.name] = s.default()
+                continue
+            try:
+                values[s.name] = s.parse(str(raw))
+            except ValueError as e:
+                raise ConfigError(f"{source}={raw!r}: {e}") from None
+        return cls(**values)
+
+
+assert {f.name for f in fields(Settings)} == {s.name for s in SETTINGS}

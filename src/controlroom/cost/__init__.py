@@ -1,0 +1,5 @@
+"""Cost of LLM calls: token usage priced in integer nano-dollars."""
+
+from controlroom.cost.pricing import PriceOverride, Pricer, Rates, Usage, canonical_provider
+
+__all__ = ["PriceOverride", "Pricer", "Rates", "Usage", "canonical_provider"]

@@ -1,0 +1,259 @@
+"""The run log's event types: immutable facts, named in the past tense, with stable wire names.
+
+Every event has the envelope ``{id, type, run_id, ts, body}``:
+
+- ``id``: a client-made unique string (<= 64 chars); re-sending the same id is a no-op.
+- ``run_id``: 32 hex chars (an OpenTelemetry trace id); ``span_id``: 16 hex chars.
+- ``ts``: when it happened: an RFC 3339 string (nanoseconds allowed) or integer epoch nanoseconds.
+
+Clients send the types in ``CLIENT_EVENT_TYPES``; the server itself writes the others.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+
+SCHEMA_VERSION = 1
+
+RUN_STARTED = "run.started"
+RUN_ENDED = "run.ended"
+RUN_ABANDONED = "run.abandoned"  # written by the server's sweeper
+SPAN_STARTED = "span.started"
+SPAN_ENDED = "span.ended"
+SPAN_RECORDED = "span.recorded"
+SCORE_RECORDED = "score.recorded"
+
+CLIENT_EVENT_TYPES = (RUN_STARTED, RUN_ENDED, SPAN_STARTED, SPAN_ENDED, SPAN_RECORDED, SCORE_RECORDED)
+SERVER_EVENT_TYPES = (RUN_ABANDONED,)
+
+SPAN_KINDS = ("agent", "llm", "tool", "retrieval", "embedding", "approval", "guardrail", "chain", "other")
+RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "abandoned")
+
+# 2000-01-01T00:00:00Z .. now + 1 day: anything outside is a client clock or encoding bug.
+MIN_TS_NS = 946_684_800 * 10**9
+MAX_FUTURE_NS = 86_400 * 10**9
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})")
+
+
+def parse_ts(value: Any) -> int:
+    """An RFC 3339 string or integer epoch nanoseconds -> epoch nanoseconds, range-checked."""
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be an RFC 3339 string or integer epoch nanoseconds")
+    if isinstance(value, int):
+        ns = value
+    elif isinstance(value, str):
+        m = _RFC3339.fullmatch(value)
+        if m is None:
+            raise ValueError(f"timestamp {value!r} is not RFC 3339 (e.g. 2026-01-31T12:00:00.123456789Z)")
+        date, clock, frac, tz = m.groups()
+        try:
+            dt = datetime.fromisoformat(f"{date}T{clock}{'+00:00' if tz in ('Z', 'z') else tz}")
+        except ValueError as e:
+            raise ValueError(f"timestamp {value!r}: {e}") from None
+        ns = int(dt.timestamp()) * 10**9 + int((frac or "0").ljust(9, "0"))
+    else:
+        raise ValueError("timestamp must be an RFC 3339 string or integer epoch nanoseconds")
+    if ns < MIN_TS_NS:
+        raise ValueError(f"timestamp {value!r} is before 2000-01-01")
+    if ns > time.time_ns() + MAX_FUTURE_NS:
+        raise ValueError(f"timestamp {value!r} is more than a day in the future")
+    return ns
+
+
+def format_ts(ns: int | None) -> str | None:
+    """Epoch nanoseconds -> RFC 3339 UTC string with nanoseconds."""
+    if ns is None:
+        return None
+    secs, frac = divmod(ns, 10**9)
+    return datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+
+
+def _hex_id(pattern: re.Pattern[str], what: str, length: int) -> Any:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"{what} must be a string of {length} hex characters")
+        v = value.lower()
+        if pattern.fullmatch(v) is None:
+            raise ValueError(f"{what} {value!r} is not {length} hex characters")
+        if v.count("0") == length:
+            raise ValueError(f"{what} must not be all zeros")
+        return v
+
+    return check
+
+
+RunId = Annotated[str, BeforeValidator(_hex_id(_HEX32, "run_id", 32))]
+SpanId = Annotated[str, BeforeValidator(_hex_id(_HEX16, "span_id", 16))]
+Timestamp = Annotated[int, BeforeValidator(parse_ts)]
+EventId = Annotated[str, Field(min_length=1, max_length=64)]
+ShortText = Annotated[str, Field(max_length=256)]
+NonNegInt = Annotated[int, Field(ge=0, le=10**12)]
+Cost = Annotated[Decimal, Field(ge=0, le=10**6, allow_inf_nan=False)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ErrorInfo(_Body):
+    type: Annotated[str, Field(min_length=1, max_length=256)]
+    message: Annotated[str, Field(max_length=8192)] = ""
+
+
+class Usage(_Body):
+    """Token counts: ``input_tokens`` includes cached tokens, ``output_tokens`` includes reasoning tokens."""
+
+    input_tokens: NonNegInt = 0
+    output_tokens: NonNegInt = 0
+    cache_read_tokens: NonNegInt = 0
+    cache_write_tokens: NonNegInt = 0
+    reasoning_tokens: NonNegInt = 0
+
+
+class RunStartedBody(_Body):
+    agent: Annotated[str, Field(min_length=1, max_length=256)]
+    inputs: Any = None
+    model: ShortText | None = None
+    agent_version: ShortText | None = None
+    environment: ShortText | None = None
+    session_id: ShortText | None = None
+    user_id: ShortText | None = None
+    tags: Annotated[list[ShortText], Field(max_length=64)] = []
+    metadata: dict[str, Any] = {}
+
+
+class RunEndedBody(_Body):
+    status: Literal["succeeded", "failed", "cancelled"]
+    output: Any = None
+    error: ErrorInfo | None = None
+    failing_span_id: SpanId | None = None
+
+
+class _SpanFields(_Body):
+    provider: ShortText | None = None
+    model: ShortText | None = None
+    attempt: Annotated[int, Field(ge=1, le=1000)] | None = None
+    retry_of: SpanId | None = None
+    fallback_from: SpanId | None = None
+    attributes: dict[str, Any] = {}
+
+
+class SpanStartedBody(_SpanFields):
+    span_id: SpanId
+    parent_span_id: SpanId | None = None
+    kind: Literal[SPAN_KINDS] = "other"  # type: ignore[valid-type]
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    input: Any = None
+
+
+class SpanEndedBody(_SpanFields):
+    span_id: SpanId
+    status: Literal["ok", "error"] = "ok"
+    output: Any = None
+    error: ErrorInfo | None = None
+    usage: Usage | None = None
+    cost_usd: Cost | None = None
+
+
+class SpanRecordedBody(SpanStartedBody):
+    ended_at: Timestamp
+    status: Literal["ok", "error"] = "ok"
+    output: Any = None
+    error: ErrorInfo | None = None
+    usage: Usage | None = None
+    cost_usd: Cost | None = None
+
+
+class ScoreRecordedBody(_Body):
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    value: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    label: ShortText | None = None
+    comment: Annotated[str, Field(max_length=8192)] | None = None
+    span_id: SpanId | None = None
+    source: Literal["sdk", "human", "evaluator"] = "sdk"
+    evaluator: ShortText | None = None
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: EventId
+    run_id: RunId
+    ts: Timestamp
+
+
+class RunStarted(_Event):
+    type: Literal["run.started"]
+    body: RunStartedBody
+
+
+class RunEnded(_Event):
+    type: Literal["run.ended"]
+    body: RunEndedBody
+
+
+class SpanStarted(_Event):
+    type: Literal["span.started"]
+    body: SpanStartedBody
+
+
+class SpanEnded(_Event):
+    type: Literal["span.ended"]
+    body: SpanEndedBody
+
+
+class SpanRecorded(_Event):
+    type: Literal["span.recorded"]
+    body: SpanRecordedBody
+
+
+class ScoreRecorded(_Event):
+    type: Literal["score.recorded"]
+    body: ScoreRecordedBody
+
+
+ClientEvent = Annotated[
+    RunStarted | RunEnded | SpanStarted | SpanEnded | SpanRecorded | ScoreRecorded,
+    Field(discriminator="type"),
+]
+_client_event: TypeAdapter[Any] = TypeAdapter(ClientEvent)
+
+
+def _reason(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors(include_url=False):
+        path = list(e["loc"])
+        if path and path[0] in CLIENT_EVENT_TYPES:
+            path = path[1:]  # the union's tag, not part of the event
+        loc = ".".join(str(p) for p in path)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "union_tag_invalid":
+            msg = f"unknown event type; expected one of {', '.join(CLIENT_EVENT_TYPES)}"
+        elif e["type"] == "union_tag_not_found":
+            msg = "missing event type"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def validate_event(
+    raw: Any,
+) -> RunStarted | RunEnded | SpanStarted | SpanEnded | SpanRecorded | ScoreRecorded:
+    """Validate one client event; raises ValueError with a readable reason."""
+    if isinstance(raw, dict) and raw.get("type") in SERVER_EVENT_TYPES:
+        raise ValueError(f"type: {raw['type']!r} is written by the server, clients cannot send it")
+    try:
+        event = _client_event.validate_python(raw)
+    except ValidationError as e:
+        raise ValueError(_reason(e)) from None
+    if isinstance(event, ScoreRecorded) and event.body.value is None and event.body.label is None:
+        raise ValueError("body: a score needs a value or a label")
+    return event  # type: ignore[no-any-return]

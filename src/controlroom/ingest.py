@@ -1,0 +1,102 @@
+"""Ingest: validate a batch of client events and append the valid ones to the run log, durably.
+
+Valid events are appended in one transaction that commits before this returns; invalid ones are
+reported per index with a reason and never block the valid ones. A re-sent event id is a no-op.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from controlroom.errors import InvalidEvent, PayloadTooLarge
+from controlroom.events import validate_event
+from controlroom.store import log
+from controlroom.store.engine import Store
+
+
+@dataclass(slots=True)
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+
+def ingest_events(
+    store: Store,
+    project_id: int,
+    payload: Any,
+    *,
+    max_events: int,
+    on_append: Callable[[], None] | None = None,
+) -> IngestResult:
+    """Validate and append ``payload`` (``{"events": [...]}``). Raises InvalidEvent when nothing in it
+    is valid, PayloadTooLarge when it has more than ``max_events`` events."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
+        raise InvalidEvent('the body must be a JSON object {"events": [...]}')
+    raw_events = payload["events"]
+    if len(raw_events) > max_events:
+        raise PayloadTooLarge(
+            f"{len(raw_events)} events in one batch; the limit is {max_events}", limit=max_events
+        )
+    result = IngestResult()
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    received_at = time.time_ns()
+    for index, raw in enumerate(raw_events):
+        try:
+            event = validate_event(raw)
+        except ValueError as e:
+            result.rejected.append({"index": index, "id": _raw_id(raw), "reason": str(e)})
+            continue
+        if event.id in seen:
+            result.duplicates += 1
+            continue
+        seen.add(event.id)
+        rows.append(
+            to_row(
+                project_id,
+                event.id,
+                event.type,
+                event.run_id,
+                event.ts,
+                received_at,
+                event.body.model_dump(mode="json", exclude_defaults=True),
+            )
+        )
+    if rows:
+        with store.write() as conn:
+            inserted = log.append(store, conn, rows)
+        result.accepted = len(inserted)
+        result.duplicates += len(rows) - len(inserted)
+        if inserted and on_append is not None:
+            on_append()
+    if raw_events and not rows and not result.duplicates:
+        raise InvalidEvent("no event in the batch is valid", rejected=result.rejected)
+    return result
+
+
+def to_row(
+    project_id: int, event_id: str, etype: str, run_id: str, ts: int, received_at: int, body: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "project_id": project_id,
+        "event_id": event_id,
+        "type": etype,
+        "run_id": run_id,
+        "ts": ts,
+        "received_at": received_at,
+        "body": orjson.dumps(body),
+    }
+
+
+def _raw_id(raw: Any) -> str | None:
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value[:64] if isinstance(value, str) else None

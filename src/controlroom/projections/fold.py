@@ -1,0 +1,281 @@
+"""Pure folding of log events into run and span rows (dicts of the read-model columns).
+
+No database here: the projector loads rows, these functions change them, the projector writes them.
+Every merge is written so that the final row does not depend on the arrival order of a span's
+start and end (end before start works), and a run's aggregates are recomputed from its spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from controlroom import events as ev
+from controlroom.cost import Usage
+
+Row = dict[str, Any]
+CostFn = Callable[[str | None, str | None, Usage, int], int | None]
+
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+CALL_KINDS = ("llm", "embedding")
+
+
+def usd_to_nanos(value: Any) -> int:
+    return int((Decimal(str(value)) * 10**9).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def new_span(project_id: int, run_id: str, span_id: str, seq: int) -> Row:
+    return {
+        "project_id": project_id,
+        "run_id": run_id,
+        "span_id": span_id,
+        "parent_span_id": None,
+        "kind": None,
+        "name": None,
+        "status": "running",
+        "started_at": None,
+        "ended_at": None,
+        "input": None,
+        "output": None,
+        "attributes": None,
+        "error_type": None,
+        "error_message": None,
+        "provider": None,
+        "model": None,
+        "attempt": None,
+        "retry_of": None,
+        "fallback_from": None,
+        **dict.fromkeys(TOKEN_FIELDS),
+        "reported_cost_nanos": None,
+        "computed_cost_nanos": None,
+        "cost_nanos": None,
+        "cost_source": None,
+        "first_seq": seq,
+    }
+
+
+def new_run(project_id: int, run_id: str, seq: int, ts: int, received_at: int) -> Row:
+    return {
+        "project_id": project_id,
+        "run_id": run_id,
+        "agent": None,
+        "status": "running",
+        "inputs": None,
+        "output": None,
+        "model": None,
+        "agent_version": None,
+        "environment": None,
+        "session_id": None,
+        "user_id": None,
+        "tags": None,
+        "metadata": None,
+        "started_at": ts,
+        "ended_at": None,
+        "end_status": None,
+        "abandoned_at": None,
+        "failing_span_id": None,
+        "error_type": None,
+        "error_message": None,
+        "end_error_type": None,
+        "end_error_message": None,
+        "end_failing_span_id": None,
+        **dict.fromkeys(TOKEN_FIELDS, 0),
+        "cost_nanos": 0,
+        "unpriced_calls": 0,
+        "span_count": 0,
+        "llm_count": 0,
+        "tool_count": 0,
+        "retry_count": 0,
+        "fallback_count": 0,
+        "error_count": 0,
+        "has_error": False,
+        "last_event_at": received_at,
+        "first_seq": seq,
+    }
+
+
+def apply_run_event(run: Row, etype: str, ts: int, body: dict[str, Any]) -> None:
+    if etype == ev.RUN_STARTED:
+        run["started_at"] = ts
+        run["agent"] = body["agent"]
+        run["inputs"] = body.get("inputs")
+        for key in ("model", "agent_version", "environment", "session_id", "user_id"):
+            run[key] = body.get(key)
+        run["tags"] = body.get("tags") or []
+        run["metadata"] = body.get("metadata") or {}
+    elif etype == ev.RUN_ENDED:
+        run["ended_at"] = ts
+        run["end_status"] = body["status"]
+        run["output"] = body.get("output")
+        error = body.get("error") or {}
+        run["end_error_type"] = error.get("type")
+        run["end_error_message"] = error.get("message")
+        run["end_failing_span_id"] = body.get("failing_span_id")
+        run["abandoned_at"] = None
+    elif etype == ev.RUN_ABANDONED and run["end_status"] is None:
+        run["abandoned_at"] = ts
+
+
+def apply_span_event(span: Row, etype: str, ts: int, body: dict[str, Any]) -> None:
+    ended_before = span["ended_at"] is not None
+    if etype in (ev.SPAN_STARTED, ev.SPAN_RECORDED):
+        span["started_at"] = ts
+        span["parent_span_id"] = body.get("parent_span_id")
+        span["kind"] = body.get("kind", "other")
+        span["name"] = body["name"]
+        span["input"] = body.get("input")
+    if etype in (ev.SPAN_ENDED, ev.SPAN_RECORDED):
+        span["ended_at"] = body["ended_at"] if etype == ev.SPAN_RECORDED else ts
+        span["status"] = body.get("status", "ok")
+        span["output"] = body.get("output")
+        error = body.get("error") or {}
+        span["error_type"] = error.get("type")
+        span["error_message"] = error.get("message")
+        if span["status"] == "error" and span["error_type"] is None:
+            span["error_type"] = "error"
+        usage = body.get("usage")
+        if usage is not None:
+            for key in TOKEN_FIELDS:
+                span[key] = usage.get(key, 0)
+        if body.get("cost_usd") is not None:
+            span["reported_cost_nanos"] = usd_to_nanos(body["cost_usd"])
+    # Identity fields: the end's values (the response model) win over the start's (the request model).
+    start_only = etype == ev.SPAN_STARTED and ended_before
+    for key in ("provider", "model", "attempt", "retry_of", "fallback_from"):
+        value = body.get(key)
+        if value is not None and not (start_only and span[key] is not None):
+            span[key] = value
+    attrs = body.get("attributes")
+    if attrs:
+        merged = dict(span["attributes"] or {})
+        if start_only:
+            merged = {**attrs, **merged}
+        else:
+            merged.update(attrs)
+        span["attributes"] = merged
+
+
+def price_span(span: Row, cost: CostFn) -> None:
+    """Set cost_nanos / computed_cost_nanos / cost_source from the span's usage and reported cost."""
+    has_usage = span["input_tokens"] is not None
+    computed = None
+    if has_usage:
+        usage = Usage(**{k: span[k] or 0 for k in TOKEN_FIELDS})
+        computed = cost(span["provider"], span["model"], usage, span["started_at"] or span["ended_at"] or 0)
+    span["computed_cost_nanos"] = computed
+    if span["reported_cost_nanos"] is not None:
+        span["cost_nanos"], span["cost_source"] = span["reported_cost_nanos"], "reported"
+    elif computed is not None:
+        span["cost_nanos"], span["cost_source"] = computed, "computed"
+    elif has_usage:
+        span["cost_nanos"], span["cost_source"] = None, "unknown"
+    else:
+        span["cost_nanos"], span["cost_source"] = None, None
+
+
+def is_call(span: Row) -> bool:
+    return span["kind"] in CALL_KINDS or span["cost_source"] is not None
+
+
+def summarise_run(run: Row, spans: Iterable[Row]) -> None:
+    """Recompute a run's aggregates, status, failing span and error from its spans."""
+    spans = list(spans)
+    if run["agent"] is None:  # no run.started yet: the run started no later than its first span
+        times = [t for s in spans for t in (s["started_at"], s["ended_at"]) if t is not None]
+        run["started_at"] = min([run["started_at"], *times])
+    for key in TOKEN_FIELDS:
+        run[key] = sum(s[key] or 0 for s in spans if is_call(s))
+    run["cost_nanos"] = sum(s["cost_nanos"] or 0 for s in spans)
+    run["unpriced_calls"] = sum(1 for s in spans if s["cost_source"] == "unknown")
+    run["span_count"] = len(spans)
+    run["llm_count"] = sum(1 for s in spans if s["kind"] == "llm")
+    run["tool_count"] = sum(1 for s in spans if s["kind"] == "tool")
+    run["retry_count"] = sum(1 for s in spans if s["retry_of"] or (s["attempt"] or 1) > 1)
+    run["fallback_count"] = sum(1 for s in spans if s["fallback_from"])
+    run["error_count"] = sum(1 for s in spans if s["status"] == "error")
+    if run["end_status"] is not None:
+        run["status"] = run["end_status"]
+    elif run["abandoned_at"] is not None:
+        run["status"] = "abandoned"
+    else:
+        run["status"] = "running"
+    failed = run["status"] in ("failed", "abandoned")
+    run["has_error"] = failed or run["error_count"] > 0
+    run["failing_span_id"] = run["error_type"] = run["error_message"] = None
+    if not failed:
+        return
+    by_id = {s["span_id"]: s for s in spans}
+    failing = by_id.get(run["end_failing_span_id"] or "") or root_cause(spans)
+    if failing is not None:
+        run["failing_span_id"] = failing["span_id"]
+    if run["end_error_type"]:
+        run["error_type"], run["error_message"] = run["end_error_type"], run["end_error_message"]
+    elif failing is not None:
+        run["error_type"], run["error_message"] = failing["error_type"], failing["error_message"]
+    elif run["status"] == "abandoned":
+        run["error_type"] = "abandoned"
+        run["error_message"] = "the run sent no events for the quiet period and never ended"
+
+
+def root_cause(spans: list[Row]) -> Row | None:
+    """The failing span: follow the chain of errored spans from the top down, taking the one that
+    ended last at each level, to the deepest one (the error that the others propagated)."""
+    errored = [s for s in spans if s["status"] == "error"]
+    if not errored:
+        return None
+    ids = {s["span_id"] for s in errored}
+    children: dict[str | None, list[Row]] = {}
+    for s in errored:
+        parent = s["parent_span_id"] if s["parent_span_id"] in ids else None
+        children.setdefault(parent, []).append(s)
+
+    def last(rows: list[Row]) -> Row:
+        return max(rows, key=lambda s: (s["ended_at"] or 0, s["first_seq"]))
+
+    node = last(children[None])
+    while node["span_id"] in children:
+        node = last(children[node["span_id"]])
+    return node
+
+
+@dataclass(frozen=True, slots=True)
+class DayKey:
+    project_id: int
+    day: str
+    agent: str
+    provider: str
+    model: str
+
+
+def local_day(ns: int, tz: str) -> str:
+    return datetime.fromtimestamp(ns // 10**9, ZoneInfo(tz)).strftime("%Y-%m-%d")
+
+
+def contributions(run: Row, spans: Iterable[Row], tz: str) -> dict[DayKey, list[int]]:
+    """The run's contribution to cost_daily: per (day, agent, provider, model):
+    [calls, 5 token counts, cost_nanos, unpriced_calls]."""
+    out: dict[DayKey, list[int]] = {}
+    for s in spans:
+        if not is_call(s) or s["status"] == "running":
+            continue
+        at = s["started_at"] or s["ended_at"]
+        key = DayKey(
+            run["project_id"], local_day(at, tz), run["agent"] or "", s["provider"] or "", s["model"] or ""
+        )
+        acc = out.setdefault(key, [0] * 8)
+        acc[0] += 1
+        for i, k in enumerate(TOKEN_FIELDS, start=1):
+            acc[i] += s[k] or 0
+        acc[6] += s["cost_nanos"] or 0
+        acc[7] += s["cost_source"] == "unknown"
+    return out

@@ -1,0 +1,296 @@
+"""The projector: folds the run log, in sequence order, into the read model.
+
+Each pass is one transaction that reads a batch of events after the stored position, folds them
+into the affected runs and spans, applies the cost_daily deltas, and stores the new position —
+so a crash at any point resumes exactly where it stopped, and replaying from zero (rebuild)
+yields the same read model as folding incrementally.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, delete, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from controlroom import events as ev
+from controlroom.cost import PriceOverride, Pricer
+from controlroom.projections import fold
+from controlroom.store import log
+from controlroom.store.engine import Store
+from controlroom.store.tables import (
+    READ_MODEL_TABLES,
+    cost_daily,
+    price_overrides,
+    projector_positions,
+    projects,
+    run_tags,
+    runs,
+    scores,
+    spans,
+)
+
+logger = logging.getLogger(__name__)
+
+NAME = "read_model"
+RUN_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, ev.RUN_ABANDONED)
+SPAN_EVENTS = (ev.SPAN_STARTED, ev.SPAN_ENDED, ev.SPAN_RECORDED)
+_COST_COLS = ("calls", *fold.TOKEN_FIELDS, "cost_nanos", "unpriced_calls")
+
+
+class Projector:
+    def __init__(self, store: Store, *, batch: int = 5000) -> None:
+        self.store = store
+        self.batch = batch
+        self._pricers: dict[int, tuple[tuple[Any, ...], Pricer]] = {}
+
+    # -- public -----------------------------------------------------------------------------
+    def run_once(self, limit: int | None = None) -> int:
+        """Fold up to ``limit`` events; returns how many were folded (0: caught up or locked)."""
+        with self.store.write() as conn:
+            if not self.store.try_projector_lock(conn):
+                return 0
+            position = self.position(conn)
+            batch = log.read_after(conn, position, limit or self.batch)
+            if not batch:
+                return 0
+            self._fold(conn, batch)
+            self._save_position(conn, batch[-1].seq)
+            return len(batch)
+
+    def catch_up(self) -> int:
+        total = 0
+        while n := self.run_once():
+            total += n
+        return total
+
+    def rebuild(self) -> int:
+        """Drop the read model and replay the whole log from zero."""
+        with self.store.write() as conn:
+            for table in READ_MODEL_TABLES:
+                conn.execute(delete(table))
+            conn.execute(delete(projector_positions).where(projector_positions.c.name == NAME))
+        self._pricers.clear()
+        return self.catch_up()
+
+    def lag(self, conn: Connection) -> tuple[int, int]:
+        """(events not yet folded, age in ns of the oldest of them)."""
+        position = self.position(conn)
+        head = log.head(conn)
+        if head <= position:
+            return 0, 0
+        oldest = log.read_after(conn, position, 1)
+        return head - position, max(0, time.time_ns() - oldest[0].received_at) if oldest else 0
+
+    @staticmethod
+    def position(conn: Connection) -> int:
+        pos = conn.execute(
+            select(projector_positions.c.position).where(projector_positions.c.name == NAME)
+        ).scalar()
+        return int(pos or 0)
+
+    # -- folding ----------------------------------------------------------------------------
+    def _fold(self, conn: Connection, batch: list[log.LoggedEvent]) -> None:
+        run_keys = sorted({(e.project_id, e.run_id) for e in batch})
+        timezones = dict(conn.execute(select(projects.c.id, projects.c.timezone)).all())
+        old_runs, old_spans = self._load(conn, run_keys)
+        new_runs = {k: dict(v) for k, v in old_runs.items()}
+        new_spans: dict[tuple[int, str], dict[str, fold.Row]] = defaultdict(dict)
+        for k, by_id in old_spans.items():
+            new_spans[k] = {sid: dict(s) for sid, s in by_id.items()}
+        touched_spans: set[tuple[int, str, str]] = set()
+        new_scores: list[dict[str, Any]] = []
+
+        for e in batch:
+            key = (e.project_id, e.run_id)
+            run = new_runs.get(key)
+            if run is None:
+                run = new_runs[key] = fold.new_run(e.project_id, e.run_id, e.seq, e.ts, e.received_at)
+            elif run["abandoned_at"] is not None and e.type != ev.RUN_ABANDONED:
+                run["abandoned_at"] = None  # it was alive after all; the sweeper may abandon it again
+            run["last_event_at"] = max(run["last_event_at"], e.received_at)
+            body = orjson.loads(e.body)
+            if e.type in RUN_EVENTS:
+                fold.apply_run_event(run, e.type, e.ts, body)
+            elif e.type in SPAN_EVENTS:
+                span_id = body["span_id"]
+                span = new_spans[key].get(span_id)
+                if span is None:
+                    span = new_spans[key][span_id] = fold.new_span(e.project_id, e.run_id, span_id, e.seq)
+                fold.apply_span_event(span, e.type, e.ts, body)
+                touched_spans.add((e.project_id, e.run_id, span_id))
+            elif e.type == ev.SCORE_RECORDED:
+                new_scores.append(_score_row(e, body))
+
+        pricers = {pid: self._pricer(conn, pid) for pid, _ in run_keys}
+        for project_id, run_id, span_id in touched_spans:
+            pricer = pricers[project_id]
+            fold.price_span(
+                new_spans[(project_id, run_id)][span_id],
+                lambda p, m, u, at, pr=pricer: pr.cost_nanos(provider=p, model=m, usage=u, at_ns=at),
+            )
+
+        deltas: dict[fold.DayKey, list[int]] = defaultdict(lambda: [0] * 8)
+        for key, run in new_runs.items():
+            spans_now = new_spans[key].values()
+            fold.summarise_run(run, spans_now)
+            tz = timezones.get(key[0], "UTC")
+            for dk, acc in fold.contributions(run, spans_now, tz).items():
+                deltas[dk] = [a + b for a, b in zip(deltas[dk], acc, strict=True)]
+            if key in old_runs:
+                old = old_runs[key]
+                for dk, acc in fold.contributions(old, old_spans.get(key, {}).values(), tz).items():
+                    deltas[dk] = [a - b for a, b in zip(deltas[dk], acc, strict=True)]
+
+        self._write(conn, old_runs, new_runs, new_spans, touched_spans, new_scores, deltas)
+
+    def _load(
+        self, conn: Connection, run_keys: list[tuple[int, str]]
+    ) -> tuple[dict[tuple[int, str], fold.Row], dict[tuple[int, str], dict[str, fold.Row]]]:
+        old_runs: dict[tuple[int, str], fold.Row] = {}
+        old_spans: dict[tuple[int, str], dict[str, fold.Row]] = defaultdict(dict)
+        for i in range(0, len(run_keys), 500):
+            chunk = run_keys[i : i + 500]
+            for r in conn.execute(
+                select(runs).where(tuple_(runs.c.project_id, runs.c.run_id).in_(chunk))
+            ).mappings():
+                old_runs[(r["project_id"], r["run_id"])] = dict(r)
+            present = [k for k in chunk if k in old_runs]
+            if not present:
+                continue
+            rows = conn.execute(
+                select(spans).where(tuple_(spans.c.project_id, spans.c.run_id).in_(present))
+            ).mappings()
+            for s in rows:
+                old_spans[(s["project_id"], s["run_id"])][s["span_id"]] = dict(s)
+        return old_runs, old_spans
+
+    def _write(
+        self,
+        conn: Connection,
+        old_runs: dict[tuple[int, str], fold.Row],
+        new_runs: dict[tuple[int, str], fold.Row],
+        new_spans: dict[tuple[int, str], dict[str, fold.Row]],
+        touched_spans: set[tuple[int, str, str]],
+        new_scores: list[dict[str, Any]],
+        deltas: dict[fold.DayKey, list[int]],
+    ) -> None:
+        insert = sqlite_insert if self.store.is_sqlite else pg_insert
+        span_rows = [new_spans[(p, r)][s] for p, r, s in sorted(touched_spans)]
+        if span_rows:
+            stmt = insert(spans)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["project_id", "run_id", "span_id"],
+                set_={c.name: stmt.excluded[c.name] for c in spans.c if not c.primary_key},
+            )
+            conn.execute(stmt, span_rows)
+        changed = [r for k, r in new_runs.items() if old_runs.get(k) != r]
+        if changed:
+            stmt = insert(runs)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["project_id", "run_id"],
+                set_={c.name: stmt.excluded[c.name] for c in runs.c if not c.primary_key},
+            )
+            conn.execute(stmt, changed)
+        tag_rows = [
+            {"project_id": r["project_id"], "tag": t, "run_id": r["run_id"], "started_at": r["started_at"]}
+            for k, r in new_runs.items()
+            if r["tags"] and (old_runs.get(k) or {}).get("tags") != r["tags"]
+            for t in set(r["tags"])
+        ]
+        if tag_rows:
+            stmt = insert(run_tags)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["project_id", "tag", "run_id"],
+                    set_={"started_at": stmt.excluded.started_at},
+                ),
+                tag_rows,
+            )
+        if new_scores:
+            conn.execute(insert(scores).on_conflict_do_nothing(), new_scores)
+        rows = [
+            {
+                "project_id": k.project_id,
+                "day": k.day,
+                "agent": k.agent,
+                "provider": k.provider,
+                "model": k.model,
+                **dict(zip(_COST_COLS, acc, strict=True)),
+            }
+            for k, acc in deltas.items()
+            if any(acc)
+        ]
+        if rows:
+            stmt = insert(cost_daily)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["project_id", "day", "agent", "provider", "model"],
+                set_={c: cost_daily.c[c] + stmt.excluded[c] for c in _COST_COLS},
+            )
+            conn.execute(stmt, rows)
+
+    def _save_position(self, conn: Connection, seq: int) -> None:
+        now = time.time_ns()
+        n = conn.execute(
+            update(projector_positions)
+            .where(projector_positions.c.name == NAME)
+            .values(position=seq, updated_at=now)
+        ).rowcount
+        if n == 0:
+            conn.execute(projector_positions.insert().values(name=NAME, position=seq, updated_at=now))
+
+    def _pricer(self, conn: Connection, project_id: int) -> Pricer:
+        rows = tuple(
+            conn.execute(
+                select(
+                    price_overrides.c.model,
+                    price_overrides.c.provider,
+                    price_overrides.c.input_per_mtok,
+                    price_overrides.c.output_per_mtok,
+                    price_overrides.c.cache_read_per_mtok,
+                    price_overrides.c.cache_write_per_mtok,
+                    price_overrides.c.effective_from,
+                )
+                .where(price_overrides.c.project_id == project_id)
+                .order_by(price_overrides.c.id)
+            ).all()
+        )
+        cached = self._pricers.get(project_id)
+        if cached is not None and cached[0] == rows:
+            return cached[1]
+        pricer = Pricer(
+            PriceOverride(
+                model=m,
+                provider=p,
+                input_per_mtok=Decimal(i),
+                output_per_mtok=Decimal(o),
+                cache_read_per_mtok=Decimal(cr) if cr is not None else None,
+                cache_write_per_mtok=Decimal(cw) if cw is not None else None,
+                effective_from_ns=eff,
+            )
+            for m, p, i, o, cr, cw, eff in rows
+        )
+        self._pricers[project_id] = (rows, pricer)
+        return pricer
+
+
+def _score_row(e: log.LoggedEvent, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "project_id": e.project_id,
+        "event_id": e.event_id,
+        "run_id": e.run_id,
+        "span_id": body.get("span_id"),
+        "name": body["name"],
+        "value": body.get("value"),
+        "label": body.get("label"),
+        "comment": body.get("comment"),
+        "source": body.get("source", "sdk"),
+        "evaluator": body.get("evaluator"),
+        "ts": e.ts,
+    }

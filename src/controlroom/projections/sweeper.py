@@ -1,0 +1,48 @@
+"""The abandoned-run sweeper: a run with no end and no event for the quiet period gets a
+``run.abandoned`` event in the log (so a rebuild reproduces it), which marks it failed."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+
+from controlroom import events as ev
+from controlroom.ingest import to_row
+from controlroom.store import log
+from controlroom.store.engine import Store
+from controlroom.store.tables import runs
+
+
+def sweep_abandoned(
+    store: Store, *, quiet_seconds: float, now_ns: int | None = None, limit: int = 1000
+) -> int:
+    """Append run.abandoned for runs that went quiet; returns how many."""
+    now = time.time_ns() if now_ns is None else now_ns
+    cutoff = now - int(quiet_seconds * 1e9)
+    with store.read() as conn:
+        quiet = conn.execute(
+            select(runs.c.project_id, runs.c.run_id, runs.c.last_event_at)
+            .where(runs.c.status == "running", runs.c.last_event_at < cutoff)
+            .limit(limit)
+        ).all()
+    if not quiet:
+        return 0
+    by_project: dict[int, list[dict[str, object]]] = {}
+    for project_id, run_id, last_event_at in quiet:
+        by_project.setdefault(project_id, []).append(
+            to_row(
+                project_id,
+                f"abandoned-{run_id}-{last_event_at}",
+                ev.RUN_ABANDONED,
+                run_id,
+                now,
+                now,
+                {"quiet_seconds": quiet_seconds, "last_event_at": last_event_at},
+            )
+        )
+    appended = 0
+    for rows in by_project.values():
+        with store.write() as conn:
+            appended += len(log.append(store, conn, rows))
+    return appended

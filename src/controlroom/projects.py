@@ -1,0 +1,132 @@
+"""Projects and their API keys. A key is shown once and stored as a SHA-256 hash: keys carry
+256 bits of randomness, so a fast hash is safe and keeps per-request authentication cheap."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+import zoneinfo
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, insert, select, update
+
+from controlroom.errors import Conflict, NotFound, ValidationFailed
+from controlroom.store.tables import api_keys, projects
+
+KEY_PREFIX = "cr_"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: int
+    name: str
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    id: int
+    project: Project
+    key: str  # the secret; shown once
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def check_timezone(tz: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationFailed(f"unknown timezone {tz!r}: use an IANA name such as Europe/Paris") from None
+    return tz
+
+
+def get_project(conn: Connection, *, name: str) -> Project | None:
+    row = conn.execute(
+        select(projects.c.id, projects.c.name, projects.c.timezone).where(projects.c.name == name)
+    ).first()
+    return Project(*row) if row else None
+
+
+def project_by_id(conn: Connection, project_id: int) -> Project:
+    row = conn.execute(
+        select(projects.c.id, projects.c.name, projects.c.timezone).where(projects.c.id == project_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"project {project_id} does not exist")
+    return Project(*row)
+
+
+def create_project(conn: Connection, *, name: str, timezone: str = "UTC") -> Project:
+    if _NAME.fullmatch(name) is None:
+        raise ValidationFailed(f"bad project name {name!r}: letters, digits, '.', '_', '-' (1-128 chars)")
+    if get_project(conn, name=name) is not None:
+        raise Conflict(f"project {name!r} already exists")
+    check_timezone(timezone)
+    pid = conn.execute(
+        insert(projects)
+        .values(name=name, timezone=timezone, created_at=time.time_ns())
+        .returning(projects.c.id)
+    ).scalar_one()
+    return Project(pid, name, timezone)
+
+
+def ensure_project(conn: Connection, *, name: str) -> Project:
+    return get_project(conn, name=name) or create_project(conn, name=name)
+
+
+def create_key(conn: Connection, *, project: Project, name: str = "default") -> NewKey:
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = conn.execute(
+        insert(api_keys)
+        .values(
+            project_id=project.id,
+            name=name,
+            prefix=key[:10],
+            key_hash=hash_key(key),
+            created_at=time.time_ns(),
+        )
+        .returning(api_keys.c.id)
+    ).scalar_one()
+    return NewKey(key_id, project, key)
+
+
+def list_keys(conn: Connection, *, project: Project) -> list[dict[str, object]]:
+    rows = conn.execute(
+        select(
+            api_keys.c.id, api_keys.c.name, api_keys.c.prefix, api_keys.c.created_at, api_keys.c.revoked_at
+        )
+        .where(api_keys.c.project_id == project.id)
+        .order_by(api_keys.c.id)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def revoke_key(conn: Connection, *, key_id: int) -> None:
+    n = conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=time.time_ns())
+    ).rowcount
+    if n == 0:
+        raise NotFound(f"no active API key with id {key_id}")
+
+
+def project_for_key(conn: Connection, key: str) -> Project | None:
+    """The project an active key belongs to, or None."""
+    row = conn.execute(
+        select(projects.c.id, projects.c.name, projects.c.timezone)
+        .join(api_keys, api_keys.c.project_id == projects.c.id)
+        .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
+    ).first()
+    return Project(*row) if row else None
+
+
+def set_timezone(conn: Connection, *, project: Project, timezone: str) -> Project:
+    check_timezone(timezone)
+    conn.execute(update(projects).where(projects.c.id == project.id).values(timezone=timezone))
+    return Project(project.id, project.name, timezone)

@@ -1,0 +1,135 @@
+"""The app factory: one ASGI app serving ingest, the read API, and (later) the dashboard."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from controlroom import __version__
+from controlroom.config import Settings
+from controlroom.errors import ControlroomError
+from controlroom.projections.worker import Worker
+from controlroom.server.deps import KeyCache
+from controlroom.server.responses import JSONResponse
+from controlroom.server.routers import ingest, runs, system
+from controlroom.server.schemas import EventBatch
+from controlroom.store.engine import Store
+
+logger = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(doc: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON, headers=headers)
+
+
+def create_app(settings: Settings, *, store: Store | None = None, run_worker: bool = True) -> FastAPI:
+    """The controlroom app. With ``run_worker`` the projector and sweeper run in this process."""
+    store = store or Store(settings.database_url)
+    worker = Worker(
+        store, batch=settings.projector_batch, abandon_after_seconds=settings.abandon_after_seconds
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store.migrate()
+        app.state.schema_revision = store.current_revision()
+        if run_worker:
+            worker.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+
+    app = FastAPI(
+        title="controlroom",
+        version=__version__,
+        description="The control layer for AI agents in production. Errors are RFC 9457 problem "
+        "documents with a stable `code`. Authenticate with `Authorization: Bearer <project API key>`.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.keys = KeyCache(store)
+    app.state.worker = worker
+    app.state.schema_revision = None
+    app.state.notify_projector = worker.notify
+    for r in (ingest.router, runs.router, system.router):
+        app.include_router(r)
+    _install_error_handlers(app)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ControlroomError)
+    async def _controlroom(_: Request, exc: ControlroomError) -> JSONResponse:
+        return problem_response(exc.problem())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"parameter": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "reason": e["msg"]}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['parameter']}: {e['reason']}" for e in errors)
+        return problem_response(
+            {
+                "type": "https://controlroom.dev/problems/invalid_request",
+                "title": "Invalid request",
+                "status": 400,
+                "code": "invalid_request",
+                "detail": detail,
+                "errors": errors,
+            }
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem_response(
+            {
+                "type": f"https://controlroom.dev/problems/{code}",
+                "title": str(exc.detail),
+                "status": exc.status_code,
+                "code": code,
+                "detail": str(exc.detail),
+            },
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", exc_info=exc)
+        return problem_response(
+            {
+                "type": "https://controlroom.dev/problems/internal_error",
+                "title": "Internal error",
+                "status": 500,
+                "code": "internal_error",
+                "detail": "an unexpected error; see the server log",
+            }
+        )
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema = TypeAdapter(EventBatch).json_schema(ref_template="#/components/schemas/{model}")
+    components = doc.setdefault("components", {}).setdefault("schemas", {})
+    components.update(schema.pop("$defs", {}))
+    components["EventBatch"] = schema
+    doc["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+    doc["security"] = [{"apiKey": []}]
+    app.openapi_schema = doc
+    return doc

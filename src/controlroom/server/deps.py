@@ -1,0 +1,137 @@
+"""Request-scoped dependencies: the store, the authenticated project, bounded body reading."""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from controlroom.config import Settings
+from controlroom.errors import (
+    InvalidEncoding,
+    InvalidJSON,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from controlroom.projects import Project, hash_key, project_for_key
+from controlroom.store.engine import Store
+
+KEY_CACHE_SECONDS = 30.0
+
+
+class KeyCache:
+    """API key -> project, cached briefly so ingest does not hit the database per request.
+    A revoked key stops working within KEY_CACHE_SECONDS."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[float, Project | None]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, key: str) -> Project | None:
+        h = hash_key(key)
+        now = time.monotonic()
+        hit = self._cache.get(h)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self.store.read() as conn:
+            project = project_for_key(conn, key)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[h] = (now + KEY_CACHE_SECONDS, project)
+        return project
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def current_project(request: Request) -> Project:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("send the project API key as 'Authorization: Bearer <key>'")
+    cache: KeyCache = request.app.state.keys
+    project = await run_in_threadpool(cache.lookup, key.strip())
+    if project is None:
+        raise Unauthorized("the API key is not valid (unknown or revoked)")
+    return project
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ProjectDep = Annotated[Project, Depends(current_project)]
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, decompressed (gzip / deflate), refusing more than ``max_bytes`` either way."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {max_bytes}", limit=max_bytes)
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"body exceeds the limit of {max_bytes} bytes", limit=max_bytes)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"content-encoding {encoding!r} is not supported; use gzip or deflate")
+    return _inflate(body, encoding, max_bytes)
+
+
+def _inflate(body: bytes, encoding: str, max_bytes: int) -> bytes:
+    wbits = 31 if encoding == "gzip" else 15
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(body, max_bytes + 1)
+        if len(out) > max_bytes or d.unconsumed_tail:
+            raise PayloadTooLarge(
+                f"decompressed body exceeds the limit of {max_bytes} bytes", limit=max_bytes
+            )
+        out += d.flush()
+        if not d.eof:
+            raise zlib.error("truncated stream")
+    except zlib.error as e:
+        if encoding == "deflate" and not body.startswith(b"x"):
+            return _raw_deflate(body, max_bytes)
+        raise InvalidEncoding(f"the body is not valid {encoding} data: {e}") from None
+    return out
+
+
+def _raw_deflate(body: bytes, max_bytes: int) -> bytes:
+    d = zlib.decompressobj(-15)
+    try:
+        out = d.decompress(body, max_bytes + 1)
+    except zlib.error as e:
+        raise InvalidEncoding(f"the body is not valid deflate data: {e}") from None
+    if len(out) > max_bytes:
+        raise PayloadTooLarge(f"decompressed body exceeds the limit of {max_bytes} bytes", limit=max_bytes)
+    return out
+
+
+def parse_json(body: bytes, content_type: str | None) -> Any:
+    ct = (content_type or "application/json").split(";")[0].strip().lower()
+    if ct != "application/json" and not ct.endswith("+json"):
+        raise UnsupportedMediaType(f"content-type {ct!r} is not supported here; send application/json")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidJSON(f"the body is not valid JSON: {e}") from None

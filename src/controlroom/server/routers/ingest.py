@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from controlroom.ingest import ingest_events
+from controlroom.server.deps import ProjectDep, SettingsDep, StoreDep, parse_json, read_body
+from controlroom.server.responses import JSONResponse
+from controlroom.server.schemas import IngestResponse, Problem
+
+router = APIRouter(tags=["ingest"])
+
+PROBLEMS = {
+    400: {"model": Problem, "description": "Malformed body, or no valid event in the batch"},
+    401: {"model": Problem, "description": "Missing or invalid API key"},
+    413: {"model": Problem, "description": "Too many events, or body too large"},
+    415: {"model": Problem, "description": "Unsupported content type or encoding"},
+}
+
+
+@router.post(
+    "/v1/events",
+    response_model=IngestResponse,
+    responses=PROBLEMS,  # type: ignore[arg-type]
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventBatch"}}},
+        }
+    },
+    summary="Append a batch of events to the run log",
+)
+async def post_events(
+    request: Request, project: ProjectDep, store: StoreDep, settings: SettingsDep
+) -> JSONResponse:
+    """Validates each event; appends the valid ones durably before answering. A re-sent event id is
+    counted in ``duplicates`` and stored once; invalid events are listed in ``rejected`` by index
+    and do not stop the valid ones. The body may be gzip- or deflate-encoded."""
+    body = await read_body(request, settings.max_body_bytes)
+    payload = parse_json(body, request.headers.get("content-type"))
+    result = await run_in_threadpool(
+        ingest_events,
+        store,
+        project.id,
+        payload,
+        max_events=settings.max_batch_events,
+        on_append=request.app.state.notify_projector,
+    )
+    return JSONResponse(result.as_dict())

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from controlroom import __version__, prices
+from controlroom.projections.projector import Projector
+from controlroom.server.deps import ProjectDep, StoreDep
+from controlroom.server.responses import JSONResponse
+from controlroom.server.schemas import Health, PriceIn, PriceList, PriceOut, Problem
+from controlroom.store import log
+
+router = APIRouter()
+
+
+@router.get(
+    "/v1/health", response_model=Health, tags=["system"], summary="Liveness, schema and projector lag"
+)
+async def health(request: Request, store: StoreDep) -> JSONResponse:
+    """No API key needed. ``projector.lag_seconds`` is the age of the oldest event not yet folded
+    into the read model (0 when caught up)."""
+
+    def query() -> dict[str, Any]:
+        with store.read() as conn:
+            position = Projector.position(conn)
+            head = log.head(conn)
+            events, age_ns = Projector(store).lag(conn)
+        return {
+            "status": "ok",
+            "version": __version__,
+            "database": store.dialect,
+            "schema_revision": request.app.state.schema_revision,
+            "projector": {
+                "position": position,
+                "head": head,
+                "lag_events": events,
+                "lag_seconds": age_ns / 1e9,
+            },
+        }
+
+    return JSONResponse(await run_in_threadpool(query))
+
+
+@router.get("/v1/prices", response_model=PriceList, tags=["cost"], summary="This project's price overrides")
+async def list_prices(project: ProjectDep, store: StoreDep) -> JSONResponse:
+    def query() -> dict[str, Any]:
+        with store.read() as conn:
+            return {"prices": prices.list_prices(conn, project=project)}
+
+    return JSONResponse(await run_in_threadpool(query))
+
+
+@router.post(
+    "/v1/prices",
+    response_model=PriceOut,
+    status_code=201,
+    tags=["cost"],
+    responses={422: {"model": Problem}},  # type: ignore[dict-item]
+    summary="Set a price override for a model",
+)
+async def set_price(price: PriceIn, project: ProjectDep, store: StoreDep) -> JSONResponse:
+    """Prices are USD per million tokens, as decimal strings. The override applies to calls at or
+    after ``effective_from`` (default: always) and wins over the built-in price list. Calls already
+    folded keep their cost until `controlroom rebuild`."""
+
+    def write() -> dict[str, Any]:
+        with store.write() as conn:
+            return prices.set_price(conn, project=project, **price.model_dump())
+
+    return JSONResponse(await run_in_threadpool(write), status_code=201)

@@ -1,0 +1,136 @@
+"""Engines for SQLite (embedded default, WAL) and PostgreSQL, transactions, and migrations.
+
+Dialect-specific SQL lives in this package only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Key of the PostgreSQL advisory lock that serialises appends to the run log, so that sequence
+# numbers become visible in commit order and the projector never skips a late-committing event.
+LOG_APPEND_LOCK = 0x636F6E74726F6C  # "control"
+PROJECTOR_LOCK = 0x70726F6A  # "proj"
+
+
+class Store:
+    """One database: an engine plus the few places where SQLite and PostgreSQL differ."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        u = make_url(url)
+        self.dialect = u.get_backend_name()
+        if self.dialect == "sqlite":
+            if u.database and u.database != ":memory:":
+                Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                pool_size=pool_size,
+                max_overflow=16,
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
+            )
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", _sqlite_on_begin)
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=16,
+                pool_pre_ping=True,
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
+            )
+        else:
+            raise ValueError(f"unsupported database {url!r}: use sqlite:/// or postgresql+psycopg://")
+        self._lock = threading.Lock()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so a
+        read-then-write transaction never fails with a stale snapshot."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def lock_log_for_append(self, conn: Connection) -> None:
+        """Serialise appends so commit order equals sequence order (SQLite already has one writer)."""
+        if not self.is_sqlite:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOG_APPEND_LOCK})")
+
+    def try_projector_lock(self, conn: Connection) -> bool:
+        """Transaction-scoped: only one projector folds the log at a time across processes."""
+        if self.is_sqlite:
+            return True
+        return bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({PROJECTOR_LOCK})").scalar())
+
+    # -- migrations ---------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Apply every pending migration (idempotent)."""
+        with self._lock, self.engine.begin() as conn:
+            if not self.is_sqlite:
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7368291)")  # one migrator at a time
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # transactions are begun explicitly in _sqlite_on_begin
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # a commit is on disk before it returns: acknowledged = durable
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")

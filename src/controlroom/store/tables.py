@@ -1,0 +1,230 @@
+"""The schema: the append-only run log, projects and keys, and the read model derived from the log.
+
+Times are integer epoch nanoseconds (UTC); money is integer nano-dollars (1e-9 USD).
+Migrations under ``migrations/versions`` create exactly this; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import postgresql
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (monotonic, fast); PostgreSQL gets BIGINT.
+SeqInt = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+)
+
+# The run log. Rows are only ever inserted: no UPDATE or DELETE touches this table.
+events = Table(
+    "events",
+    metadata,
+    Column("seq", SeqInt, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("run_id", String(32), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Column("body", LargeBinary, nullable=False),  # canonical JSON (UTF-8)
+    UniqueConstraint("project_id", "event_id"),
+    Index("ix_events_project_id_run_id", "project_id", "run_id"),
+)
+
+projector_positions = Table(
+    "projector_positions",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("project_id", Integer, primary_key=True),
+    Column("run_id", String(32), primary_key=True),
+    Column("agent", String(256)),
+    Column("status", String(16), nullable=False),
+    Column("inputs", Json),
+    Column("output", Json),
+    Column("model", String(256)),
+    Column("agent_version", String(256)),
+    Column("environment", String(256)),
+    Column("session_id", String(256)),
+    Column("user_id", String(256)),
+    Column("tags", Json),
+    Column("metadata", Json),
+    Column("started_at", BigInteger),
+    Column("ended_at", BigInteger),
+    Column("end_status", String(16)),  # what run.ended said; abandoned is derived on top
+    Column("abandoned_at", BigInteger),
+    Column("failing_span_id", String(16)),
+    Column("error_type", String(256)),
+    Column("error_message", Text),
+    Column("end_error_type", String(256)),
+    Column("end_error_message", Text),
+    Column("end_failing_span_id", String(16)),
+    Column("input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("output_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cache_read_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cache_write_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("reasoning_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cost_nanos", BigInteger, nullable=False, server_default="0"),
+    Column("unpriced_calls", Integer, nullable=False, server_default="0"),
+    Column("span_count", Integer, nullable=False, server_default="0"),
+    Column("llm_count", Integer, nullable=False, server_default="0"),
+    Column("tool_count", Integer, nullable=False, server_default="0"),
+    Column("retry_count", Integer, nullable=False, server_default="0"),
+    Column("fallback_count", Integer, nullable=False, server_default="0"),
+    Column("error_count", Integer, nullable=False, server_default="0"),
+    Column("has_error", Boolean, nullable=False, server_default="0"),
+    Column("last_event_at", BigInteger, nullable=False),  # server clock, for the abandoned sweep
+    Column("first_seq", BigInteger, nullable=False),
+    Index("ix_runs_list", "project_id", "started_at", "run_id"),
+    Index("ix_runs_agent", "project_id", "agent", "started_at", "run_id"),
+    Index("ix_runs_status", "project_id", "status", "started_at", "run_id"),
+    Index("ix_runs_environment", "project_id", "environment", "started_at", "run_id"),
+    Index("ix_runs_cost", "project_id", "cost_nanos"),
+    Index("ix_runs_open", "status", "last_event_at"),
+)
+
+run_tags = Table(
+    "run_tags",
+    metadata,
+    Column("project_id", Integer, primary_key=True),
+    Column("tag", String(256), primary_key=True),
+    Column("run_id", String(32), primary_key=True),
+    Column("started_at", BigInteger),
+    Index("ix_run_tags_list", "project_id", "tag", "started_at", "run_id"),
+)
+
+spans = Table(
+    "spans",
+    metadata,
+    Column("project_id", Integer, primary_key=True),
+    Column("run_id", String(32), primary_key=True),
+    Column("span_id", String(16), primary_key=True),
+    Column("parent_span_id", String(16)),
+    Column("kind", String(16)),
+    Column("name", String(256)),
+    Column("status", String(16), nullable=False),  # running / ok / error
+    Column("started_at", BigInteger),
+    Column("ended_at", BigInteger),
+    Column("input", Json),
+    Column("output", Json),
+    Column("attributes", Json),
+    Column("error_type", String(256)),
+    Column("error_message", Text),
+    Column("provider", String(256)),
+    Column("model", String(256)),
+    Column("attempt", Integer),
+    Column("retry_of", String(16)),
+    Column("fallback_from", String(16)),
+    Column("input_tokens", BigInteger),
+    Column("output_tokens", BigInteger),
+    Column("cache_read_tokens", BigInteger),
+    Column("cache_write_tokens", BigInteger),
+    Column("reasoning_tokens", BigInteger),
+    Column("reported_cost_nanos", BigInteger),
+    Column("computed_cost_nanos", BigInteger),
+    Column("cost_nanos", BigInteger),
+    Column("cost_source", String(16)),  # reported / computed / unknown; NULL for spans without usage
+    Column("first_seq", BigInteger, nullable=False),
+)
+
+cost_daily = Table(
+    "cost_daily",
+    metadata,
+    Column("project_id", Integer, primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD in the project's timezone
+    Column("agent", String(256), primary_key=True),
+    Column("provider", String(256), primary_key=True),
+    Column("model", String(256), primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("unpriced_calls", BigInteger, nullable=False),
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("project_id", Integer, primary_key=True),
+    Column("event_id", String(64), primary_key=True),
+    Column("run_id", String(32), nullable=False),
+    Column("span_id", String(16)),
+    Column("name", String(256), nullable=False),
+    Column("value", Float),
+    Column("label", String(256)),
+    Column("comment", Text),
+    Column("source", String(16), nullable=False),
+    Column("evaluator", String(256)),
+    Column("ts", BigInteger, nullable=False),
+    Index("ix_scores_run", "project_id", "run_id"),
+    Index("ix_scores_name", "project_id", "name", "ts"),
+)
+
+price_overrides = Table(
+    "price_overrides",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False, index=True),
+    Column("provider", String(256)),
+    Column("model", String(256), nullable=False),
+    Column("input_per_mtok", String(40), nullable=False),  # decimal USD per million tokens, exact
+    Column("output_per_mtok", String(40), nullable=False),
+    Column("cache_read_per_mtok", String(40)),
+    Column("cache_write_per_mtok", String(40)),
+    Column("effective_from", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+READ_MODEL_TABLES = (runs, run_tags, spans, cost_daily, scores)

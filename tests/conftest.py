@@ -1,0 +1,130 @@
+"""Shared fixtures: a real store on SQLite (a file) and on PostgreSQL, and a real HTTP server on a
+free loopback port. PostgreSQL is never skipped: if it is unreachable, the tests fail."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, text
+
+from controlroom import projects
+from controlroom.config import Settings
+from controlroom.server.app import create_app
+from controlroom.store.engine import Store
+from controlroom.store.tables import metadata
+
+PG_ADMIN_URL = os.environ.get("CONTROLROOM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def pg_url(worker_id: str) -> Iterator[str]:
+    """A database of this test worker's own, migrated once."""
+    name = f"controlroom_test_{worker_id}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    store = Store(url)
+    store.migrate()
+    store.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'controlroom.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    _truncate(url)
+    return url
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url)
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+@pytest.fixture
+def project(store: Store) -> projects.Project:
+    with store.write() as conn:
+        return projects.create_project(conn, name="acme")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    key: str
+    store: Store
+    settings: Settings
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {key or self.key}"}, timeout=30
+        )
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # running in a thread
+        pass
+
+
+def start_server(store: Store, settings: Settings) -> tuple[_Server, threading.Thread]:
+    app = create_app(settings, store=store)
+    server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("server failed to start")
+        threading.Event().wait(0.01)
+    return server, thread
+
+
+@pytest.fixture
+def live(store: Store) -> Iterator[LiveServer]:
+    """A real controlroom server (API + projector) on a free loopback port, with a project key."""
+    port = free_port()
+    settings = Settings.load(
+        env={},
+        database_url=store.url,
+        port=port,
+        max_batch_events=1000,
+        max_body_bytes=2_000_000,
+        abandon_after_seconds=3600,
+    )
+    with store.write() as conn:
+        p = projects.ensure_project(conn, name="acme")
+        key = projects.create_key(conn, project=p).key
+    server, thread = start_server(store, settings)
+    yield LiveServer(f"http://127.0.0.1:{port}", key, store, settings)
+    server.should_exit = True
+    thread.join(10)
