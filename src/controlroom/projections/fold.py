@@ -7,7 +7,7 @@ start and end (end before start works), and a run's aggregates are recomputed fr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -15,10 +15,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from controlroom import events as ev
-from controlroom.cost import Usage
+from controlroom.cost import Pricer, Usage
 
 Row = dict[str, Any]
-CostFn = Callable[[str | None, str | None, Usage, int], int | None]
 
 TOKEN_FIELDS = (
     "input_tokens",
@@ -165,13 +164,14 @@ def apply_span_event(span: Row, etype: str, ts: int, body: dict[str, Any]) -> No
         span["attributes"] = merged
 
 
-def price_span(span: Row, cost: CostFn) -> None:
+def price_span(span: Row, pricer: Pricer) -> None:
     """Set cost_nanos / computed_cost_nanos / cost_source from the span's usage and reported cost."""
     has_usage = span["input_tokens"] is not None
     computed = None
     if has_usage:
         usage = Usage(**{k: span[k] or 0 for k in TOKEN_FIELDS})
-        computed = cost(span["provider"], span["model"], usage, span["started_at"] or span["ended_at"] or 0)
+        at = span["started_at"] or span["ended_at"] or 0
+        computed = pricer.cost_nanos(provider=span["provider"], model=span["model"], usage=usage, at_ns=at)
     span["computed_cost_nanos"] = computed
     if span["reported_cost_nanos"] is not None:
         span["cost_nanos"], span["cost_source"] = span["reported_cost_nanos"], "reported"

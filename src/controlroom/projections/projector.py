@@ -130,11 +130,7 @@ class Projector:
 
         pricers = {pid: self._pricer(conn, pid) for pid, _ in run_keys}
         for project_id, run_id, span_id in touched_spans:
-            pricer = pricers[project_id]
-            fold.price_span(
-                new_spans[(project_id, run_id)][span_id],
-                lambda p, m, u, at, pr=pricer: pr.cost_nanos(provider=p, model=m, usage=u, at_ns=at),
-            )
+            fold.price_span(new_spans[(project_id, run_id)][span_id], pricers[project_id])
 
         deltas: dict[fold.DayKey, list[int]] = defaultdict(lambda: [0] * 8)
         for key, run in new_runs.items():
@@ -234,6 +230,22 @@ class Projector:
                 set_={c: cost_daily.c[c] + stmt.excluded[c] for c in _COST_COLS},
             )
             conn.execute(stmt, rows)
+        # A bucket whose every call moved elsewhere (e.g. its agent became known) is dropped, as a
+        # rebuild would never have created it.
+        emptied = [k for k, acc in deltas.items() if any(a < 0 for a in acc)]
+        if emptied:
+            conn.execute(
+                delete(cost_daily).where(
+                    tuple_(
+                        cost_daily.c.project_id,
+                        cost_daily.c.day,
+                        cost_daily.c.agent,
+                        cost_daily.c.provider,
+                        cost_daily.c.model,
+                    ).in_([(k.project_id, k.day, k.agent, k.provider, k.model) for k in emptied]),
+                    *(cost_daily.c[c] == 0 for c in _COST_COLS),
+                )
+            )
 
     def _save_position(self, conn: Connection, seq: int) -> None:
         now = time.time_ns()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -10,7 +12,7 @@ from controlroom.server.schemas import IngestResponse, Problem
 
 router = APIRouter(tags=["ingest"])
 
-PROBLEMS = {
+PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "Malformed body, or no valid event in the batch"},
     401: {"model": Problem, "description": "Missing or invalid API key"},
     413: {"model": Problem, "description": "Too many events, or body too large"},
@@ -21,7 +23,7 @@ PROBLEMS = {
 @router.post(
     "/v1/events",
     response_model=IngestResponse,
-    responses=PROBLEMS,  # type: ignore[arg-type]
+    responses=PROBLEMS,
     openapi_extra={
         "requestBody": {
             "required": True,

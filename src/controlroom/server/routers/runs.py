@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
@@ -15,7 +15,11 @@ from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import DailyCosts, Problem, RunDetail, RunList
 
 router = APIRouter(tags=["runs"])
-PROBLEMS = {400: {"model": Problem}, 401: {"model": Problem}, 404: {"model": Problem}}
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem},
+    401: {"model": Problem},
+    404: {"model": Problem},
+}
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -27,7 +31,7 @@ def _time(value: str | None, name: str) -> int | None:
         raise InvalidQuery(f"{name}: {e}", parameter=name) from None
 
 
-@router.get("/v1/runs", response_model=RunList, responses=PROBLEMS, summary="List runs, newest first")  # type: ignore[arg-type]
+@router.get("/v1/runs", response_model=RunList, responses=PROBLEMS, summary="List runs, newest first")
 async def list_runs(
     project: ProjectDep,
     store: StoreDep,
@@ -66,7 +70,7 @@ async def list_runs(
     response_model=RunDetail,
     responses=PROBLEMS,
     summary="One run with its span tree and scores",
-)  # type: ignore[arg-type]
+)
 async def get_run(run_id: str, project: ProjectDep, store: StoreDep) -> JSONResponse:
     rid = run_id.lower()
     if len(rid) != 32 or any(c not in "0123456789abcdef" for c in rid):
@@ -81,7 +85,7 @@ async def get_run(run_id: str, project: ProjectDep, store: StoreDep) -> JSONResp
 
 @router.get(
     "/v1/costs/daily", response_model=DailyCosts, responses=PROBLEMS, summary="Cost and tokens per day"
-)  # type: ignore[arg-type]
+)
 async def costs_daily(
     project: ProjectDep,
     store: StoreDep,

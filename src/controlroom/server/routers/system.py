@@ -57,7 +57,7 @@ async def list_prices(project: ProjectDep, store: StoreDep) -> JSONResponse:
     response_model=PriceOut,
     status_code=201,
     tags=["cost"],
-    responses={422: {"model": Problem}},  # type: ignore[dict-item]
+    responses={422: {"model": Problem}},
     summary="Set a price override for a model",
 )
 async def set_price(price: PriceIn, project: ProjectDep, store: StoreDep) -> JSONResponse:
