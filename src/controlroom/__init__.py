@@ -1,3 +1,162 @@
-"""controlroom: the control layer for AI agents in production."""
+"""controlroom: the control layer for AI agents in production.
+
+The SDK in a few lines::
+
+    import controlroom
+
+    controlroom.init()  # CONTROLROOM_URL and CONTROLROOM_API_KEY
+
+    @controlroom.run("support-bot")
+    def answer(question: str) -> str:
+        with controlroom.llm("openai", "gpt-4o-mini", input=question) as call:
+            text = ...  # the model call
+            call.record(output=text, input_tokens=812, output_tokens=96)
+        return text
+
+Importing this package is cheap: the server, store and CLI live in submodules that the SDK never imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, overload
+
+from controlroom.errors import ConfigError
+from controlroom.sdk._client import Client, init, shutdown
+from controlroom.sdk._client import get_client as _get_client
+from controlroom.sdk._tracing import (
+    LLMSpan,
+    Run,
+    Span,
+    ToolSpan,
+    call_with_fallback,
+    current_run,
+    current_span,
+    score,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "ConfigError",
+    "LLMSpan",
+    "Run",
+    "Span",
+    "ToolSpan",
+    "__version__",
+    "call_with_fallback",
+    "current_run",
+    "current_span",
+    "flush",
+    "init",
+    "llm",
+    "run",
+    "score",
+    "shutdown",
+    "span",
+    "tool",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def run(agent: F, /) -> F: ...
+@overload
+def run(
+    agent: str,
+    /,
+    *,
+    inputs: Any = ...,
+    model: str | None = ...,
+    tags: list[str] | None = ...,
+    agent_version: str | None = ...,
+    environment: str | None = ...,
+    session_id: str | None = ...,
+    user_id: str | None = ...,
+    metadata: Mapping[str, Any] | None = ...,
+    run_id: str | None = ...,
+) -> Run: ...
+def run(
+    agent: str | F,
+    /,
+    *,
+    inputs: Any = None,
+    model: str | None = None,
+    tags: list[str] | None = None,
+    agent_version: str | None = None,
+    environment: str | None = None,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+) -> Run | F:
+    """One agent run: ``with controlroom.run("support-bot", inputs=...) as r:`` or ``@controlroom.run("support-bot")``
+    (as a decorator, the call's arguments are the inputs and its return value the output). An exception
+    escaping it marks the run failed, at the span it came from."""
+    if callable(agent):
+        return Run(agent.__name__)(agent)
+    return Run(
+        agent,
+        inputs=inputs,
+        run_id=run_id,
+        model=model,
+        tags=tags,
+        agent_version=agent_version,
+        environment=environment,
+        session_id=session_id,
+        user_id=user_id,
+        metadata=dict(metadata) if metadata else None,
+    )
+
+
+def span(
+    name: str, *, kind: str = "other", input: Any = None, attributes: Mapping[str, Any] | None = None
+) -> Span:
+    """A step of the current run (kind: agent, llm, tool, retrieval, embedding, guardrail, chain, other)."""
+    return Span(name, kind=kind, input=input, attributes=attributes)
+
+
+def llm(
+    provider: str,
+    model: str,
+    *,
+    name: str | None = None,
+    input: Any = None,
+    attributes: Mapping[str, Any] | None = None,
+    max_tokens: int | None = None,
+    attempt: int | None = None,
+    retry_of: str | None = None,
+    fallback_from: str | None = None,
+) -> LLMSpan:
+    """A model call; record its result with ``.record(output=, input_tokens=, output_tokens=, ...)``."""
+    return LLMSpan(
+        provider,
+        model,
+        name=name,
+        input=input,
+        attributes=attributes,
+        max_tokens=max_tokens,
+        attempt=attempt,
+        retry_of=retry_of,
+        fallback_from=fallback_from,
+    )
+
+
+@overload
+def tool(name: F, /) -> F: ...
+@overload
+def tool(name: str, /, *, input: Any = ..., attributes: Mapping[str, Any] | None = ...) -> ToolSpan: ...
+def tool(name: str | F, /, *, input: Any = None, attributes: Mapping[str, Any] | None = None) -> ToolSpan | F:
+    """A tool call: ``with controlroom.tool("lookup_order"):``, ``@controlroom.tool("lookup_order")`` or ``@controlroom.tool``."""
+    if callable(name):
+        return ToolSpan(name.__name__)(name)
+    return ToolSpan(name, input=input, attributes=attributes)
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Send everything recorded so far; True if it reached the server within ``timeout`` seconds
+    (otherwise it stays queued or spooled, and is sent later)."""
+    client = _get_client()
+    return client.flush(timeout) if client is not None else True

@@ -256,4 +256,6 @@ def validate_event(
         raise ValueError(_reason(e)) from None
     if isinstance(event, ScoreRecorded) and event.body.value is None and event.body.label is None:
         raise ValueError("body: a score needs a value or a label")
+    if isinstance(event, SpanRecorded) and event.body.ended_at < event.ts:
+        raise ValueError("body.ended_at: a span cannot end before it starts (ts)")
     return event  # type: ignore[no-any-return]

@@ -1,0 +1,273 @@
+"""The background exporter: drains the in-memory queue in batches, gzips them, POSTs them to
+/v1/events with retries and backoff, and spills to the on-disk spool whenever the server cannot
+take them — never dropping an event, never doing network I/O on the agent's thread."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import logging
+import random
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from controlroom.sdk._spool import Spool
+
+logger = logging.getLogger("controlroom.sdk")
+
+
+def _default(obj: Any) -> Any:
+    """JSON for whatever an agent passes as input or output."""
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(mode="json")
+        except Exception:
+            pass
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    return repr(obj)
+
+
+def encode(events: list[dict[str, Any]]) -> bytes:
+    """A gzip-encoded ``{"events": [...]}`` body."""
+    try:
+        raw = orjson.dumps({"events": events}, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # e.g. an int beyond 64 bits: fall back to a slower, total encoder
+        import json
+
+        raw = json.dumps({"events": events}, default=lambda o: repr(o)).encode()
+    return gzip.compress(raw, compresslevel=1)
+
+
+class SendError(Exception):
+    """The server did not take the batch now (unreachable, 5xx, 429): retry later."""
+
+
+class Rejected(Exception):
+    """The server refused the batch as invalid (4xx): retrying would not help."""
+
+
+class Exporter:
+    def __init__(
+        self,
+        *,
+        url: str,
+        api_key: str,
+        spool_dir: Path,
+        batch_size: int,
+        max_queue: int,
+        flush_interval: float,
+        timeout: float,
+        strict: bool,
+    ) -> None:
+        parts = urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = parts.path.rstrip("/") + "/v1/events"
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+        }
+        self.queue: deque[dict[str, Any]] = deque()
+        self.batch_size = batch_size
+        self.max_queue = max_queue
+        self.flush_interval = flush_interval
+        self.timeout = timeout
+        self.strict = strict
+        self.spool = Spool(spool_dir)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._send_lock = threading.Lock()
+        self._conn: http.client.HTTPConnection | None = None
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._down = False
+        self.sent_events = 0
+        self._thread = threading.Thread(target=self._loop, name="controlroom-exporter", daemon=True)
+        self._thread.start()
+
+    # -- called on the agent's thread: cheap, never blocks on the network ---------------------
+    def put(self, event: dict[str, Any]) -> None:
+        q = self.queue
+        q.append(event)
+        n = len(q)
+        if n >= self.batch_size:
+            self._wake.set()
+            if n >= self.max_queue:
+                self._spill()
+
+    def _spill(self) -> None:
+        """The queue is full (the server is slow or away): move it to disk, in order."""
+        with self._send_lock:
+            events = self._drain(len(self.queue))
+            if events:
+                self.spool.put(encode(events))
+
+    # -- the exporter thread -----------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self.pump()
+            except Exception:
+                logger.exception("controlroom exporter failed; will retry")
+                self._failed()
+
+    def pump(self, *, deadline: float | None = None) -> bool:
+        """Send what can be sent now: the spool first (oldest first), then the queue.
+        Returns True when everything went out."""
+        with self._send_lock:
+            if time.monotonic() < self._retry_at and deadline is None:
+                self._to_spool_if_large()
+                return False
+            try:
+                self._replay_spool()
+                while self.queue:
+                    batch = self._drain(self.batch_size)
+                    body = encode(batch)
+                    try:
+                        self._post(body)
+                    except SendError:
+                        self.spool.put(body)
+                        self.spool_rest()
+                        raise
+                    self.sent_events += len(batch)
+                if self._down:
+                    self._down = False
+                    logger.warning("controlroom server reachable again; spooled events were re-sent")
+                self._backoff = 0.0
+                return True
+            except SendError as e:
+                if not self._down:
+                    self._down = True
+                    logger.warning(
+                        "controlroom server unavailable (%s); events are spooled to %s until it is back",
+                        e,
+                        self.spool.dir,
+                    )
+                self._failed()
+                return False
+
+    def _to_spool_if_large(self) -> None:
+        if len(self.queue) >= self.batch_size:
+            while len(self.queue) >= self.batch_size:
+                self.spool.put(encode(self._drain(self.batch_size)))
+
+    def spool_rest(self) -> None:
+        while self.queue:
+            self.spool.put(encode(self._drain(self.batch_size)))
+
+    def _replay_spool(self) -> None:
+        if not self.spool.pending():
+            return
+        with self.spool.replaying() as mine:
+            if not mine:
+                raise SendError("another process is replaying the spool")
+            for path in self.spool.pending():
+                try:
+                    body = path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                try:
+                    self._post(body)
+                except Rejected as e:
+                    logger.error("controlroom rejected a spooled batch (%s); kept in %s", e, self.spool.dead)
+                    self.spool.reject(path)
+                    continue
+                path.unlink(missing_ok=True)
+
+    def _drain(self, n: int) -> list[dict[str, Any]]:
+        q = self.queue
+        out = []
+        try:
+            for _ in range(n):
+                out.append(q.popleft())
+        except IndexError:
+            pass
+        return out
+
+    def _failed(self) -> None:
+        self._close()
+        self._backoff = min(30.0, max(0.25, self._backoff * 2))
+        self._retry_at = time.monotonic() + self._backoff * random.uniform(0.5, 1.0)
+
+    def _post(self, body: bytes) -> None:
+        for attempt in (1, 2):  # one quiet retry on a stale keep-alive connection
+            try:
+                conn = self._connection()
+                conn.request("POST", self._path, body=body, headers=self._headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                self._close()
+                if attempt == 2:
+                    raise SendError(str(e) or type(e).__name__) from None
+                continue
+            if resp.status == 200:
+                rejected = orjson.loads(data).get("rejected") or []
+                if rejected:
+                    logger.error("controlroom rejected %d event(s): %s", len(rejected), rejected[:5])
+                    if self.strict:
+                        raise AssertionError(f"controlroom rejected events: {rejected[:5]}")
+                return
+            if resp.status == 413:
+                self._post_halves(body)
+                return
+            if resp.status in (429, 502, 503, 504) or resp.status >= 500:
+                raise SendError(f"HTTP {resp.status}")
+            raise Rejected(f"HTTP {resp.status}: {data[:500]!r}")
+        raise SendError("unreachable")  # pragma: no cover
+
+    def _post_halves(self, body: bytes) -> None:
+        events = orjson.loads(gzip.decompress(body))["events"]
+        if len(events) <= 1:
+            raise Rejected("a single event is larger than the server's body limit")
+        mid = len(events) // 2
+        self._post(encode(events[:mid]))
+        self._post(encode(events[mid:]))
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self.timeout)
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- flush and shutdown ------------------------------------------------------------------
+    def flush(self, timeout: float) -> bool:
+        """Send everything queued and spooled; True if it all reached the server in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pump(deadline=deadline) and not self.spool.pending():
+                return True
+            remaining = deadline - time.monotonic()
+            self._stop.wait(min(0.2, max(0.0, remaining)))
+        return not self.queue and not self.spool.pending()
+
+    def shutdown(self, timeout: float) -> bool:
+        """Flush within ``timeout``; what could not be sent stays in the spool for a later process."""
+        ok = self.flush(timeout)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=1.0)
+        with self._send_lock:
+            self.spool_rest()
+        self._close()
+        return ok

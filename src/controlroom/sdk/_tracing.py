@@ -1,0 +1,644 @@
+"""Runs and spans on the agent's side: context managers and decorators that emit run-log events to
+the background exporter. Nesting follows the call stack through contextvars, so every thread and
+every asyncio task keeps its own current run and span.
+
+Cost on the agent's thread is a few microseconds per span: ids from a PRNG, two dicts, two deque
+appends. Inputs and outputs are serialised later, on the exporter's thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from controlroom.sdk._client import Client, get_client
+
+logger = logging.getLogger("controlroom.sdk")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_current_run: ContextVar[Run | None] = ContextVar("controlroom_run", default=None)
+_current_span: ContextVar[Span | None] = ContextVar("controlroom_span", default=None)
+_attempt_plan: ContextVar[AttemptPlan | None] = ContextVar("controlroom_attempt", default=None)
+
+_rand = random.Random()
+_ERROR_MARK = "__controlroom_span_id__"
+MAX_MESSAGE = 8192
+
+
+def _new_span_id() -> str:
+    return f"{_rand.getrandbits(64) | 1:016x}"
+
+
+def _new_run_id() -> str:
+    return f"{_rand.getrandbits(128) | 1:032x}"
+
+
+def internal_error(client: Client | None, exc: BaseException) -> None:
+    """An SDK bug must never break the agent: log it; under tests (strict) re-raise it."""
+    if client is not None and client.config.strict:
+        raise exc
+    logger.exception("controlroom SDK internal error (the agent is unaffected)", exc_info=exc)
+
+
+def error_info(exc: BaseException) -> dict[str, str]:
+    return {"type": type(exc).__name__, "message": str(exc)[:MAX_MESSAGE]}
+
+
+def _mark(exc: BaseException, span_id: str) -> None:
+    """Remember the innermost span an exception escaped from (the run's failing span)."""
+    if getattr(exc, _ERROR_MARK, None) is None:
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(exc, _ERROR_MARK, span_id)
+
+
+def _call_args(sig: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if sig is None:
+        return {"args": list(args), "kwargs": kwargs} if args or kwargs else None
+    try:
+        bound = sig.bind_partial(*args, **kwargs)
+    except TypeError:
+        return {"args": list(args), "kwargs": kwargs}
+    return {k: v for k, v in bound.arguments.items() if k not in ("self", "cls")}
+
+
+class _Decorates:
+    """Used as ``with x(...)`` it is one run/span; used as ``@x(...)`` it makes a fresh one per call."""
+
+    def _fresh(self, call_input: Any) -> _Decorates:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        raise NotImplementedError
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+        raise NotImplementedError
+
+    def __call__(self, fn: F) -> F:
+        try:
+            sig: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            sig = None
+        template = self
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with template._fresh(_call_args(sig, args, kwargs)) as scope:
+                    result = await fn(*args, **kwargs)
+                    scope.set_output(result)
+                    return result
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with template._fresh(_call_args(sig, args, kwargs)) as scope:
+                result = fn(*args, **kwargs)
+                scope.set_output(result)
+                return result
+
+        return cast(F, wrapper)
+
+
+class Run(_Decorates):
+    """One agent invocation. Use :func:`controlroom.run`."""
+
+    __slots__ = (
+        "_client",
+        "_fields",
+        "_output",
+        "_token",
+        "agent",
+        "inputs",
+        "run_id",
+        "started",
+        "status",
+    )
+
+    def __init__(self, agent: str, *, inputs: Any = None, run_id: str | None = None, **fields: Any) -> None:
+        self.agent = agent
+        self.inputs = inputs
+        self.run_id = run_id or _new_run_id()
+        self._fields = fields
+        self._client: Client | None = None
+        self._output: Any = None
+        self._token: Token[Run | None] | None = None
+        self.started = False
+        self.status: str | None = None
+
+    def _fresh(self, call_input: Any) -> Run:
+        return Run(self.agent, inputs=self.inputs if self.inputs is not None else call_input, **self._fields)
+
+    def set_output(self, output: Any) -> None:
+        self._output = output
+
+    def __enter__(self) -> Run:
+        self._client = get_client()
+        self._token = _current_run.set(self)
+        self.started = True
+        if self._client is None:
+            return self
+        try:
+            body: dict[str, Any] = {"agent": self.agent}
+            if self.inputs is not None:
+                body["inputs"] = self.inputs
+            env = self._fields.get("environment") or self._client.config.environment
+            if env:
+                body["environment"] = env
+            for key, value in self._fields.items():
+                if value is not None and key != "environment":
+                    body[key] = list(value) if key == "tags" else value
+            self._client.emit(
+                {
+                    "id": f"{self.run_id}.start",
+                    "type": "run.started",
+                    "run_id": self.run_id,
+                    "ts": time.time_ns(),
+                    "body": body,
+                }
+            )
+        except Exception as exc:
+            internal_error(self._client, exc)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+        if self._token is not None:
+            _current_run.reset(self._token)
+        client = self._client
+        if e is None:
+            self.status = "succeeded"
+        elif isinstance(e, GeneratorExit | KeyboardInterrupt) or type(e).__name__ == "CancelledError":
+            self.status = "cancelled"
+        else:
+            self.status = "failed"
+        if client is None:
+            return
+        try:
+            body: dict[str, Any] = {"status": self.status}
+            if self._output is not None:
+                body["output"] = self._output
+            if e is not None:
+                body["error"] = error_info(e)
+                failing = getattr(e, _ERROR_MARK, None)
+                if failing:
+                    body["failing_span_id"] = failing
+            client.emit(
+                {
+                    "id": f"{self.run_id}.end",
+                    "type": "run.ended",
+                    "run_id": self.run_id,
+                    "ts": time.time_ns(),
+                    "body": body,
+                }
+            )
+        except Exception as exc:
+            internal_error(client, exc)
+
+    async def __aenter__(self) -> Run:
+        return self.__enter__()
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+        self.__exit__(et, e, tb)
+
+
+class Span(_Decorates):
+    """One step of a run: a model call, a tool call, retrieval, or any block of work."""
+
+    __slots__ = (
+        "_client",
+        "_end_attrs",
+        "_implicit_run",
+        "_output",
+        "_run_token",
+        "_start_body",
+        "_token",
+        "attributes",
+        "input",
+        "kind",
+        "name",
+        "parent_span_id",
+        "run_id",
+        "span_id",
+        "status",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        kind: str = "other",
+        input: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.input = input
+        self.attributes = attributes
+        self.span_id = _new_span_id()
+        self.run_id: str | None = None
+        self.parent_span_id: str | None = None
+        self.status: str | None = None
+        self._client: Client | None = None
+        self._token: Token[Span | None] | None = None
+        self._implicit_run: Run | None = None
+        self._run_token: Any = None
+        self._output: Any = None
+        self._end_attrs: dict[str, Any] | None = None
+        self._start_body: dict[str, Any] | None = None
+
+    def _fresh(self, call_input: Any) -> Span:
+        return type(self)(
+            self.name,
+            kind=self.kind,
+            input=self.input if self.input is not None else call_input,
+            attributes=self.attributes,
+        )
+
+    # -- what the agent records --------------------------------------------------------------
+    def set_output(self, output: Any) -> None:
+        self._output = output
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end_attrs is None:
+            self._end_attrs = {}
+        self._end_attrs[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        for k, v in attributes.items():
+            self.set_attribute(k, v)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _start_fields(self, body: dict[str, Any]) -> None:
+        """Subclasses add their start fields (provider, model, attempt, ...)."""
+
+    def _end_fields(self, body: dict[str, Any]) -> None:
+        """Subclasses add their end fields (usage, cost, ...)."""
+
+    def __enter__(self) -> Span:
+        client = self._client = get_client()
+        run = _current_run.get()
+        if run is None:  # a span outside any run starts a run of its own
+            run = self._implicit_run = Run(self.name)
+            run.__enter__()
+        self.run_id = run.run_id
+        parent = _current_span.get()
+        if parent is not None and parent.run_id == run.run_id:
+            self.parent_span_id = parent.span_id
+        self._token = _current_span.set(self)
+        if client is None:
+            return self
+        try:
+            body: dict[str, Any] = {"span_id": self.span_id, "kind": self.kind, "name": self.name}
+            if self.parent_span_id is not None:
+                body["parent_span_id"] = self.parent_span_id
+            if self.input is not None:
+                body["input"] = self.input
+            if self.attributes:
+                body["attributes"] = dict(self.attributes)
+            self._start_fields(body)
+            client.emit(
+                {
+                    "id": f"{self.run_id}{self.span_id}.s",
+                    "type": "span.started",
+                    "run_id": self.run_id,
+                    "ts": time.time_ns(),
+                    "body": body,
+                }
+            )
+        except Exception as exc:
+            internal_error(client, exc)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+        if self._token is not None:
+            _current_span.reset(self._token)
+        self.status = "ok" if e is None else "error"
+        client = self._client
+        if e is not None:
+            _mark(e, self.span_id)
+        if client is not None:
+            try:
+                body: dict[str, Any] = {"span_id": self.span_id, "status": self.status}
+                if self._output is not None:
+                    body["output"] = self._output
+                if e is not None:
+                    body["error"] = error_info(e)
+                if self._end_attrs:
+                    body["attributes"] = self._end_attrs
+                self._end_fields(body)
+                client.emit(
+                    {
+                        "id": f"{self.run_id}{self.span_id}.e",
+                        "type": "span.ended",
+                        "run_id": self.run_id,
+                        "ts": time.time_ns(),
+                        "body": body,
+                    }
+                )
+            except Exception as exc:
+                internal_error(client, exc)
+        if self._implicit_run is not None:
+            self._implicit_run.__exit__(et, e, tb)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+        self.__exit__(et, e, tb)
+
+
+@dataclass(slots=True)
+class AttemptPlan:
+    """Set by :func:`call_with_fallback` around one attempt; the next LLM span takes it."""
+
+    attempt: int
+    retry_of: str | None
+    fallback_from: str | None
+    span: LLMSpan | None = None
+
+
+USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+
+
+class LLMSpan(Span):
+    """A model call. Record what came back with :meth:`record`."""
+
+    __slots__ = (
+        "attempt",
+        "cost_usd",
+        "fallback_from",
+        "max_tokens",
+        "model",
+        "provider",
+        "response_model",
+        "retry_of",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        *,
+        name: str | None = None,
+        input: Any = None,
+        attributes: Mapping[str, Any] | None = None,
+        max_tokens: int | None = None,
+        attempt: int | None = None,
+        retry_of: str | None = None,
+        fallback_from: str | None = None,
+    ) -> None:
+        super().__init__(name or f"{provider}.{model}", kind="llm", input=input, attributes=attributes)
+        self.provider = provider
+        self.model = model
+        self.max_tokens = max_tokens
+        self.attempt = attempt
+        self.retry_of = retry_of
+        self.fallback_from = fallback_from
+        self.usage: dict[str, int] | None = None
+        self.cost_usd: Any = None
+        self.response_model: str | None = None
+        plan = _attempt_plan.get()
+        if plan is not None and plan.span is None:
+            plan.span = self
+            self.attempt = plan.attempt
+            self.retry_of = plan.retry_of
+            self.fallback_from = plan.fallback_from
+
+    def _fresh(self, call_input: Any) -> LLMSpan:
+        return LLMSpan(
+            self.provider,
+            self.model,
+            name=self.name,
+            input=self.input if self.input is not None else call_input,
+            attributes=self.attributes,
+            max_tokens=self.max_tokens,
+        )
+
+    def record(
+        self,
+        *,
+        output: Any = None,
+        usage: Mapping[str, int] | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cache_read_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+        cost_usd: Any = None,
+        model: str | None = None,
+    ) -> None:
+        """What the call returned: output, token usage (``input_tokens`` includes cached tokens,
+        ``output_tokens`` includes reasoning tokens), a cost the provider reported, the response model."""
+        merged = dict(self.usage or {})
+        if usage:
+            merged.update({k: int(v) for k, v in usage.items() if k in USAGE_FIELDS and v is not None})
+        for key, value in zip(
+            USAGE_FIELDS,
+            (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens),
+            strict=True,
+        ):
+            if value is not None:
+                merged[key] = int(value)
+        if merged:
+            self.usage = merged
+        if output is not None:
+            self._output = output
+        if cost_usd is not None:
+            self.cost_usd = cost_usd
+        if model:
+            self.response_model = model
+
+    def _start_fields(self, body: dict[str, Any]) -> None:
+        body["provider"] = self.provider
+        body["model"] = self.model
+        if self.attempt is not None:
+            body["attempt"] = self.attempt
+        if self.retry_of:
+            body["retry_of"] = self.retry_of
+        if self.fallback_from:
+            body["fallback_from"] = self.fallback_from
+        if self.max_tokens is not None:
+            body.setdefault("attributes", {})["gen_ai.request.max_tokens"] = self.max_tokens
+
+    def _end_fields(self, body: dict[str, Any]) -> None:
+        if self.usage is not None:
+            body["usage"] = self.usage
+        if self.cost_usd is not None:
+            body["cost_usd"] = str(self.cost_usd)
+        if self.response_model:
+            body["model"] = self.response_model
+
+
+class ToolSpan(Span):
+    __slots__ = ()
+
+    def __init__(self, name: str, *, input: Any = None, attributes: Mapping[str, Any] | None = None) -> None:
+        super().__init__(name, kind="tool", input=input, attributes=attributes)
+
+    def _fresh(self, call_input: Any) -> ToolSpan:
+        return ToolSpan(
+            self.name, input=self.input if self.input is not None else call_input, attributes=self.attributes
+        )
+
+
+def current_run() -> Run | None:
+    return _current_run.get()
+
+
+def current_span() -> Span | None:
+    return _current_span.get()
+
+
+def score(
+    name: str,
+    value: float | None = None,
+    *,
+    label: str | None = None,
+    comment: str | None = None,
+    run_id: str | None = None,
+    span_id: str | None = None,
+) -> None:
+    """Attach a score to a run (the current one by default), optionally to one of its spans."""
+    client = get_client()
+    if client is None:
+        return
+    try:
+        if value is None and label is None:
+            raise ValueError("controlroom.score needs a value or a label")
+        if run_id is None:
+            run = _current_run.get()
+            if run is None:
+                raise ValueError("controlroom.score outside a run needs run_id=")
+            run_id = run.run_id
+        body: dict[str, Any] = {"name": name, "source": "sdk"}
+        for key, v in (("value", value), ("label", label), ("comment", comment), ("span_id", span_id)):
+            if v is not None:
+                body[key] = v
+        client.emit(
+            {
+                "id": f"{run_id}.score.{_new_span_id()}",
+                "type": "score.recorded",
+                "run_id": run_id,
+                "ts": time.time_ns(),
+                "body": body,
+            }
+        )
+    except ValueError:
+        raise
+    except Exception as exc:
+        internal_error(client, exc)
+
+
+T = TypeVar("T")
+
+
+def call_with_fallback(
+    fn: Callable[[str], T],
+    models: Sequence[str],
+    *,
+    retries: int = 2,
+    retry_on: tuple[type[BaseException], ...] = (Exception,),
+    backoff: float = 0.5,
+    max_backoff: float = 8.0,
+    provider: str | None = None,
+) -> T:
+    """Call ``fn(model)`` for the first model, retrying it up to ``retries`` times on ``retry_on``
+    errors, then falling back to the next model, and so on. Each attempt is an LLM span with
+    ``attempt``, ``retry_of`` (the failed attempt it repeats) and ``fallback_from`` (the last failed
+    call on the previous model), so the run's timeline shows what happened and why.
+
+    If ``fn`` makes its call through an instrumented client (or :func:`controlroom.llm`), that call's
+    span carries these fields; otherwise an LLM span named after the model is recorded around it.
+    The last error is raised when every model failed. Errors not in ``retry_on`` propagate at once.
+    """
+    if not models:
+        raise ValueError("call_with_fallback needs at least one model")
+    last_failed: str | None = None
+    last_error: BaseException | None = None
+    for model_index, model in enumerate(models):
+        previous_model_failure = last_failed if model_index > 0 else None
+        retry_of: str | None = None
+        for attempt in range(1, retries + 2):
+            plan = AttemptPlan(
+                attempt=attempt,
+                retry_of=retry_of,
+                fallback_from=previous_model_failure if attempt == 1 else None,
+            )
+            token = _attempt_plan.set(plan)
+            started = time.time_ns()
+            try:
+                result = fn(model)
+                if plan.span is None:
+                    _record_attempt(plan, provider, model, started, None)
+                return result
+            except retry_on as e:
+                if plan.span is None:
+                    _record_attempt(plan, provider, model, started, e)
+                last_error = e
+                last_failed = retry_of = plan.span.span_id if plan.span is not None else None
+                if getattr(e, "controlroom_no_retry", False):
+                    raise
+                if attempt <= retries:
+                    time.sleep(min(max_backoff, backoff * 2 ** (attempt - 1)))
+            finally:
+                _attempt_plan.reset(token)
+    assert last_error is not None
+    raise last_error
+
+
+def _record_attempt(
+    plan: AttemptPlan, provider: str | None, model: str, started: int, error: BaseException | None
+) -> None:
+    """An LLM span for an attempt whose function recorded none (after the fact)."""
+    client = get_client()
+    run = _current_run.get()
+    if client is None or run is None:
+        return
+    span = LLMSpan(provider or "unknown", model)
+    plan.span = span
+    now = time.time_ns()
+    parent = _current_span.get()
+    body: dict[str, Any] = {
+        "span_id": span.span_id,
+        "kind": "llm",
+        "name": span.name,
+        "provider": span.provider,
+        "model": model,
+        "attempt": plan.attempt,
+        "ended_at": now,
+        "status": "ok" if error is None else "error",
+    }
+    if parent is not None:
+        body["parent_span_id"] = parent.span_id
+    if plan.retry_of:
+        body["retry_of"] = plan.retry_of
+    if plan.fallback_from:
+        body["fallback_from"] = plan.fallback_from
+    if error is not None:
+        body["error"] = error_info(error)
+    client.emit(
+        {
+            "id": f"{run.run_id}{span.span_id}.r",
+            "type": "span.recorded",
+            "run_id": run.run_id,
+            "ts": started,
+            "body": body,
+        }
+    )
