@@ -205,9 +205,8 @@ def test_threads_and_asyncio_tasks_keep_their_own_context(traced: LiveServer) ->
 
     def one_run(tag: str) -> None:
         with controlroom.run("worker", inputs={"tag": tag}) as run:
-            with controlroom.span(f"{tag}-outer") as outer:
-                with controlroom.span(f"{tag}-inner") as inner:
-                    pass
+            with controlroom.span(f"{tag}-outer") as outer, controlroom.span(f"{tag}-inner") as inner:
+                pass
             with lock:
                 expected[run.run_id] = {outer.span_id: None, inner.span_id: outer.span_id}
 
