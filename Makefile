@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Start controlroom on SQLite (~/.controlroom), print the URL and an API key.
+## Start controlroom on SQLite (~/.controlroom) with a simulated agent fleet; prints the URL and an API key.
 run: $(STAMP)
-	$(BIN)/controlroom serve --print-key default
+	$(BIN)/controlroom demo
 
 ## Install what the tests need and run the whole suite (SQLite and PostgreSQL).
 test: $(STAMP) pg

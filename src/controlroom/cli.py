@@ -78,6 +78,56 @@ def serve(db: str | None, host: str | None, port: int | None, print_key: str | N
 
 @main.command()
 @db_option
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8750).")
+@click.option("--project", default="demo", show_default=True, help="Project that holds the demo fleet.")
+@click.option(
+    "--days", type=click.IntRange(1, 365), default=30, show_default=True, help="Days of history to create."
+)
+@click.option("--no-live", is_flag=True, help="Only the history; no live runs while serving.")
+@_fail_cleanly
+def demo(db: str | None, host: str | None, port: int | None, project: str, days: int, no_live: bool) -> None:
+    """Serve controlroom with a simulated agent fleet: 30 days of history plus live runs."""
+    import uvicorn
+    from sqlalchemy import select
+
+    from controlroom import projects as p
+    from controlroom.demo import LiveFleet, backfill
+    from controlroom.server.app import create_app
+    from controlroom.store.engine import Store
+    from controlroom.store.tables import events
+
+    settings = Settings.load(database_url=db, host=host, port=port)
+    store = Store(settings.database_url)
+    store.migrate()
+    with store.write() as conn:
+        proj = p.ensure_project(conn, name=project)
+        key = p.create_key(conn, project=proj, name="demo").key
+        has_history = conn.execute(
+            select(events.c.seq).where(events.c.project_id == proj.id).limit(1)
+        ).first()
+    if not has_history:
+        click.echo(f"writing {days} days of history for project {project!r}...")
+        n = backfill(store, proj.id, days=days)
+        click.echo(f"  {n} events in the run log; the projector folds them as the server starts")
+    url = f"http://{settings.host}:{settings.port}"
+    click.echo(f"controlroom {url}  (database: {settings.database_url})")
+    click.echo(f"API key for project {project!r}: {key}")
+    click.echo(f"  export CONTROLROOM_URL={url} CONTROLROOM_API_KEY={key}")
+    click.echo(f"  curl -H 'Authorization: Bearer {key}' {url}/v1/runs?limit=5")
+    if not no_live:
+        LiveFleet(url, key).start()
+    uvicorn.run(
+        create_app(settings, store=store),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@main.command()
+@db_option
 @_fail_cleanly
 def worker(db: str | None) -> None:
     """Run only the projector and the abandoned-run sweeper (for a separate deployment)."""

@@ -1,0 +1,387 @@
+"""`controlroom demo`: a living system for a first look. A simulated fleet of three agents (a support
+bot, a research agent, a coding agent) on a simulated model provider: 30 days of history written
+straight into the run log, then live runs sent through the real SDK while the server runs.
+
+The history has what production has: successes, provider timeouts and their retries, fallbacks to
+another model, tool errors, abandoned runs, cost that varies by day — and one cost-spike day, when the
+research agent looped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlroom.ingest import ingest_events
+from controlroom.store.engine import Store
+
+logger = logging.getLogger(__name__)
+
+DAY_NS = 86_400 * 10**9
+MS = 10**6
+
+
+@dataclass(frozen=True)
+class Model:
+    provider: str
+    name: str
+
+
+GPT4O_MINI = Model("openai", "gpt-4o-mini")
+GPT4O = Model("openai", "gpt-4o")
+SONNET = Model("anthropic", "claude-sonnet-4-5")
+HAIKU = Model("anthropic", "claude-3-5-haiku-latest")
+O3_MINI = Model("openai", "o3-mini")
+
+QUESTIONS = [
+    "Where is my order #{n}?",
+    "Can I get a refund for order #{n}?",
+    "How do I reset my password?",
+    "My invoice #{n} is wrong",
+    "Cancel my subscription",
+    "Is product {n} in stock?",
+]
+TOPICS = [
+    "EU AI Act obligations",
+    "vector database benchmarks",
+    "battery recycling startups",
+    "LLM evaluation methods",
+    "solid-state battery patents",
+    "carbon capture costs",
+]
+TASKS = [
+    "fix flaky test in billing",
+    "add pagination to /orders",
+    "upgrade SQLAlchemy to 2.x",
+    "refactor auth middleware",
+    "write migration for invoices",
+    "speed up CSV export",
+]
+
+
+@dataclass
+class Recorder:
+    """Builds run-log events for one simulated run, on a simulated clock."""
+
+    run_id: str
+    clock: int
+    rng: random.Random
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def emit(self, type_: str, body: dict[str, Any], ts: int, suffix: str) -> None:
+        self.events.append(
+            {"id": f"{self.run_id}{suffix}", "type": type_, "run_id": self.run_id, "ts": ts, "body": body}
+        )
+
+    def advance(self, ms: float) -> int:
+        self.clock += int(ms * MS)
+        return self.clock
+
+    def span_id(self) -> str:
+        return f"{self.rng.getrandbits(64) | 1:016x}"
+
+    def span(self, name: str, kind: str, parent: str | None, **start: Any) -> str:
+        sid = self.span_id()
+        body = {"span_id": sid, "kind": kind, "name": name, **start}
+        if parent:
+            body["parent_span_id"] = parent
+        self.emit("span.started", body, self.advance(self.rng.uniform(1, 20)), f"{sid}.s")
+        return sid
+
+    def end(self, sid: str, took_ms: float, **end: Any) -> None:
+        self.emit("span.ended", {"span_id": sid, **end}, self.advance(took_ms), f"{sid}.e")
+
+    def llm(
+        self,
+        parent: str,
+        model: Model,
+        prompt: Any,
+        *,
+        tokens_in: int,
+        tokens_out: int,
+        fail: str | None = None,
+        **extra: Any,
+    ) -> str:
+        sid = self.span(
+            f"{model.provider}.chat",
+            "llm",
+            parent,
+            provider=model.provider,
+            model=model.name,
+            input=prompt,
+            **extra,
+        )
+        if fail == "timeout":
+            self.end(
+                sid,
+                30_000,
+                status="error",
+                error={"type": "APITimeoutError", "message": "Request timed out."},
+            )
+        elif fail == "overloaded":
+            self.end(
+                sid,
+                800,
+                status="error",
+                error={"type": "InternalServerError", "message": "Error code: 529 - overloaded"},
+            )
+        else:
+            cached = tokens_in // 3 if self.rng.random() < 0.5 else 0
+            reasoning = tokens_out // 2 if model is O3_MINI else 0
+            usage = {
+                "input_tokens": tokens_in,
+                "output_tokens": tokens_out,
+                "cache_read_tokens": cached,
+                "reasoning_tokens": reasoning,
+            }
+            self.end(
+                sid,
+                300 + tokens_out * self.rng.uniform(8, 25),
+                usage=usage,
+                output={"role": "assistant", "content": f"({tokens_out} tokens of answer)"},
+            )
+        return sid
+
+    def call_with_retry(
+        self, parent: str, models: list[Model], prompt: Any, fail_p: float, **kw: Any
+    ) -> None:
+        """Try the first model, retry it up to twice, then fall back — as call_with_fallback does.
+        Now and then the first provider is degraded, and most attempts on it fail."""
+        if self.rng.random() < 0.06:
+            fail_p = 0.8
+        last_failed: str | None = None
+        for i, model in enumerate(models):
+            retry_of = None
+            for attempt in (1, 2, 3):
+                failing = i < len(models) - 1 and self.rng.random() < fail_p
+                extra: dict[str, Any] = {"attempt": attempt}
+                if retry_of:
+                    extra["retry_of"] = retry_of
+                if attempt == 1 and last_failed and i > 0:
+                    extra["fallback_from"] = last_failed
+                sid = self.llm(
+                    parent,
+                    model,
+                    prompt,
+                    fail=self.rng.choice(["timeout", "overloaded"]) if failing else None,
+                    **extra,
+                    **kw,
+                )
+                if not failing:
+                    return
+                last_failed = retry_of = sid
+                self.advance(500 * attempt)
+
+
+def _run_events(rng: random.Random, agent: str, t0: int, spike: bool) -> list[dict[str, Any]]:
+    run_id = f"{rng.getrandbits(128) | 1:032x}"
+    rec = Recorder(run_id, t0, rng)
+    n = rng.randint(1000, 99999)
+    version = rng.choice(["1.4.0", "1.4.0", "1.5.0"])
+    if agent == "support-bot":
+        inputs: Any = {
+            "question": rng.choice(QUESTIONS).format(n=n),
+            "channel": rng.choice(["chat", "email"]),
+        }
+    elif agent == "research-agent":
+        inputs = {"topic": rng.choice(TOPICS), "depth": rng.choice(["brief", "deep"])}
+    else:
+        inputs = {"task": rng.choice(TASKS), "repo": "acme/shop"}
+    rec.emit(
+        "run.started",
+        {
+            "agent": agent,
+            "inputs": inputs,
+            "agent_version": version,
+            "environment": rng.choice(["production"] * 9 + ["staging"]),
+            "user_id": f"user-{rng.randint(1, 400)}",
+            "tags": [rng.choice(["web", "api", "batch"])],
+        },
+        t0,
+        ".start",
+    )
+    root = rec.span(agent, "agent", None)
+    error: dict[str, str] | None = None
+    failing: str | None = None
+    if agent == "support-bot":
+        rec.call_with_retry(
+            root,
+            [GPT4O_MINI, HAIKU],
+            [{"role": "user", "content": inputs["question"]}],
+            0.04,
+            tokens_in=rng.randint(600, 2500),
+            tokens_out=rng.randint(60, 400),
+        )
+        tool = rec.span("lookup_order", "tool", root, input={"order_id": n})
+        if rng.random() < 0.05:
+            rec.end(
+                tool,
+                rng.uniform(50, 400),
+                status="error",
+                error={"type": "OrderServiceError", "message": f"order service returned 503 for #{n}"},
+            )
+            error, failing = (
+                {"type": "OrderServiceError", "message": f"order service returned 503 for #{n}"},
+                tool,
+            )
+        else:
+            rec.end(
+                tool,
+                rng.uniform(20, 200),
+                output={"order_id": n, "state": rng.choice(["shipped", "processing"])},
+            )
+            rec.llm(
+                root,
+                GPT4O_MINI,
+                "compose the answer",
+                tokens_in=rng.randint(900, 3000),
+                tokens_out=rng.randint(80, 300),
+            )
+    elif agent == "research-agent":
+        loops = rng.randint(12, 30) if spike else rng.randint(2, 5)
+        for _ in range(loops):
+            search = rec.span("web_search", "tool", root, input={"q": inputs["topic"]})
+            rec.end(search, rng.uniform(200, 1500), output={"results": rng.randint(3, 10)})
+            rec.call_with_retry(
+                root,
+                [SONNET, GPT4O],
+                f"summarise results on {inputs['topic']}",
+                0.06,
+                tokens_in=rng.randint(4000, 16000),
+                tokens_out=rng.randint(300, 1500),
+            )
+    else:
+        for _ in range(rng.randint(2, 6)):
+            rec.llm(
+                root,
+                O3_MINI,
+                f"plan: {inputs['task']}",
+                tokens_in=rng.randint(3000, 12000),
+                tokens_out=rng.randint(800, 4000),
+            )
+            tool = rec.span(rng.choice(["run_tests", "edit_file", "read_file"]), "tool", root)
+            if rng.random() < 0.04:
+                rec.end(
+                    tool,
+                    rng.uniform(500, 5000),
+                    status="error",
+                    error={"type": "CalledProcessError", "message": "pytest exited with status 1"},
+                )
+                error, failing = (
+                    {"type": "CalledProcessError", "message": "pytest exited with status 1"},
+                    tool,
+                )
+                break
+            rec.end(tool, rng.uniform(100, 8000), output={"ok": True})
+    if error is not None:
+        rec.end(root, 5, status="error", error=error)
+        rec.emit(
+            "run.ended",
+            {"status": "failed", "error": error, "failing_span_id": failing},
+            rec.advance(2),
+            ".end",
+        )
+    elif rng.random() < 0.01:
+        pass  # the process died: no end; the sweeper marks it abandoned
+    else:
+        rec.end(root, 5)
+        rec.emit("run.ended", {"status": "succeeded", "output": {"ok": True}}, rec.advance(2), ".end")
+        rec.emit(
+            "score.recorded",
+            {
+                "name": "helpfulness",
+                "value": round(rng.betavariate(8, 2), 3),
+                "source": "evaluator",
+                "evaluator": "demo-judge",
+            },
+            rec.advance(1),
+            ".score",
+        )
+    return rec.events
+
+
+RUNS_PER_DAY = {"support-bot": 90, "research-agent": 20, "coding-agent": 15}
+
+
+def history(*, days: int = 30, seed: int = 7, now_ns: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Batches of events for ``days`` of fleet history, ending an hour ago; day ``days - 6`` is the spike."""
+    rng = random.Random(seed)
+    now = now_ns or time.time_ns()
+    start = now - days * DAY_NS
+    for day in range(days):
+        batch: list[dict[str, Any]] = []
+        weekday_factor = 0.6 if day % 7 in (5, 6) else 1.0
+        for agent, per_day in RUNS_PER_DAY.items():
+            for _ in range(int(per_day * weekday_factor * rng.uniform(0.8, 1.2))):
+                t0 = start + day * DAY_NS + rng.randrange(DAY_NS)
+                if t0 > now - 3_600 * 10**9:
+                    continue
+                spike = agent == "research-agent" and day == days - 6 and rng.random() < 0.7
+                batch.extend(_run_events(rng, agent, t0, spike))
+        yield batch
+
+
+def backfill(store: Store, project_id: int, *, days: int = 30) -> int:
+    """Write the history into the run log; returns the number of events written."""
+    total = 0
+    for batch in history(days=days):
+        for i in range(0, len(batch), 5000):
+            result = ingest_events(store, project_id, {"events": batch[i : i + 5000]}, max_events=5000)
+            total += result.accepted
+    return total
+
+
+class LiveFleet:
+    """Runs the three agents now, through the real SDK, every few seconds, until stopped."""
+
+    def __init__(self, url: str, api_key: str, *, every_seconds: float = 3.0) -> None:
+        self.url, self.api_key, self.every = url, api_key, every_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="controlroom-demo-fleet", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        import controlroom
+
+        controlroom.init(url=self.url, api_key=self.api_key, flush_interval=0.5)
+        rng = random.Random()
+        while not self._stop.wait(self.every * rng.uniform(0.5, 1.5)):
+            try:
+                self._one_run(controlroom, rng)
+            except Exception:
+                logger.exception("demo fleet run failed")
+
+    @staticmethod
+    def _one_run(cr: Any, rng: random.Random) -> None:
+        agent = rng.choice(["support-bot"] * 6 + ["research-agent"] * 2 + ["coding-agent"])
+        question = rng.choice(QUESTIONS).format(n=rng.randint(1000, 99999))
+        try:
+            with cr.run(agent, inputs={"question": question}, environment="production", tags=["live"]):
+
+                def call(model: str) -> str:
+                    with cr.llm("openai", model, input=question) as c:
+                        if model == "gpt-4o" and rng.random() < 0.1:
+                            raise TimeoutError("Request timed out.")
+                        c.record(
+                            output="(answer)",
+                            input_tokens=rng.randint(500, 3000),
+                            output_tokens=rng.randint(50, 500),
+                        )
+                    return "(answer)"
+
+                cr.call_with_fallback(call, ["gpt-4o", "gpt-4o-mini"], retries=1, backoff=0.05)
+                with cr.tool("lookup_order", input={"question": question}):
+                    if rng.random() < 0.05:
+                        raise RuntimeError("order service returned 503")
+        except RuntimeError:
+            pass  # recorded as a failed run; the demo goes on

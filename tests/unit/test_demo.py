@@ -1,0 +1,35 @@
+"""The demo fleet's history has what it promises: three agents, failures at a span, retries,
+fallbacks, and a cost-spike day."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from controlroom.demo import backfill
+from controlroom.projections.projector import Projector
+from controlroom.projections.queries import RunFilter, daily_costs, get_run, list_runs
+from controlroom.projects import Project
+from controlroom.store.engine import Store
+
+
+def test_demo_history(store: Store, project: Project) -> None:
+    assert backfill(store, project.id, days=7) > 1000
+    Projector(store).catch_up()
+    with store.read() as conn:
+        page = list_runs(conn, project.id, RunFilter(), limit=200)["runs"]
+        failed = list_runs(conn, project.id, RunFilter(status=("failed",)), limit=5)["runs"]
+        costs = daily_costs(
+            conn, project.id, "UTC", since="2000-01-01", until="2100-01-01", group_by=("agent",)
+        )
+        detail = get_run(conn, project.id, failed[0]["run_id"])
+    assert {r["agent"] for r in page} == {"support-bot", "research-agent", "coding-agent"}
+    assert failed and all(r["failing_span_id"] for r in failed)
+    assert detail["error"]["type"] in ("OrderServiceError", "CalledProcessError")
+    assert sum(r["counts"]["retry"] for r in page) > 0 and sum(r["counts"]["fallback"] for r in page) > 0
+    assert costs["total"]["unpriced_calls"] == 0
+    research = defaultdict(float)
+    for row in costs["days"]:
+        if row["agent"] == "research-agent":
+            research[row["day"]] += float(row["cost_usd"])
+    days = sorted(research.values())
+    assert days[-1] > 2 * days[len(days) // 2]  # the spike day stands out
