@@ -94,7 +94,6 @@ class Exporter:
         self._backoff = 0.0
         self._retry_at = 0.0
         self._down = False
-        self.sent_events = 0
         self._thread = threading.Thread(target=self._loop, name="controlroom-exporter", daemon=True)
         self._thread.start()
 
@@ -105,15 +104,14 @@ class Exporter:
         n = len(q)
         if n >= self.batch_size:
             self._wake.set()
-            if n >= self.max_queue:
+            if n >= 4 * self.max_queue:
                 self._spill()
 
     def _spill(self) -> None:
-        """The queue is full (the server is slow or away): move it to disk, in order."""
+        """Back-pressure of last resort: the exporter cannot keep up even by spilling to disk, so the
+        agent's thread writes the queue to the spool itself rather than grow memory without bound."""
         with self._send_lock:
-            events = self._drain(len(self.queue))
-            if events:
-                self.spool.put(encode(events))
+            self.spool_rest()
 
     # -- the exporter thread -----------------------------------------------------------------
     def _loop(self) -> None:
@@ -127,15 +125,20 @@ class Exporter:
                 self._failed()
 
     def pump(self, *, deadline: float | None = None) -> bool:
-        """Send what can be sent now: the spool first (oldest first), then the queue.
-        Returns True when everything went out."""
+        """Send what can be sent now, oldest first: the spool, then the queue. When the agent
+        produces faster than the server takes, full batches overflow to the spool (order kept: the
+        spool always holds older events than the queue). Returns True when everything went out."""
         with self._send_lock:
             if time.monotonic() < self._retry_at and deadline is None:
                 self._to_spool_if_large()
                 return False
             try:
-                self._replay_spool()
-                while self.queue:
+                while True:
+                    if len(self.queue) >= self.max_queue:
+                        self._to_spool_if_large()
+                    self._replay_spool()
+                    if not self.queue:
+                        break
                     batch = self._drain(self.batch_size)
                     body = encode(batch)
                     try:
@@ -144,7 +147,6 @@ class Exporter:
                         self.spool.put(body)
                         self.spool_rest()
                         raise
-                    self.sent_events += len(batch)
                 if self._down:
                     self._down = False
                     logger.warning("controlroom server reachable again; spooled events were re-sent")

@@ -1,0 +1,399 @@
+"""What the provider integrations share: one LLM span per model call, wrapped around a client's bound
+methods, with streamed responses observed in place.
+
+A call's span is entered and exited in a context of its own (a copy of the caller's, taken when the call
+starts): a streamed response ends its span when it is exhausted, fails, is closed or is dropped, which
+may be after the call returned, in another task or thread. The caller's context never sees the span as
+its current span, so spans opened while a stream is being read are not nested under it.
+
+Bookkeeping (reading requests, responses and stream events) never breaks the agent's call: a failure in
+it is reported through :func:`controlroom.sdk._tracing.internal_error` (logged, or raised under
+``strict``). The span's own enter and exit are not guarded here: what they raise on purpose (a refused
+budget, say) must reach the agent.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+import controlroom
+from controlroom.sdk._client import get_client
+from controlroom.sdk._tracing import LLMSpan, internal_error
+
+WRAPPED = "__controlroom_instrumented__"
+CLOSED_EARLY = "gen_ai.stream.closed_early"
+FIRST_CHUNK_MS = "gen_ai.response.time_to_first_chunk_ms"
+
+T = TypeVar("T")
+
+
+class _Guard:
+    """``with guarded:`` -- an exception in the block is an SDK-internal error, never the agent's."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> bool:
+        if e is None or not isinstance(e, Exception):
+            return False
+        internal_error(get_client(), e)
+        return True
+
+
+guarded = _Guard()
+
+
+class ProviderError(Exception):
+    """A failure the provider reported inside a successful HTTP response (e.g. a ``response.failed``
+    event); recorded on the span, never raised to the agent."""
+
+
+# -- reading provider objects (pydantic models or plain dicts) ---------------------------------------------
+
+
+def attr(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def path(obj: Any, *names: str) -> Any:
+    for name in names:
+        obj = attr(obj, name)
+    return obj
+
+
+def as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def given(kwargs: Mapping[str, Any], name: str) -> Any:
+    """A keyword argument the caller really passed (the SDKs' ``NOT_GIVEN`` / ``omit`` sentinels are not)."""
+    value = kwargs.get(name)
+    if value is None or type(value).__name__ in ("NotGiven", "Omit"):
+        return None
+    return value
+
+
+def snapshot(value: Any) -> Any:
+    """The caller's message list as it is now (agents often append the reply to the same list right
+    after the call, before the exporter serialises it). Anything else is kept as is."""
+    return list(value) if isinstance(value, list | tuple) else value
+
+
+# -- a call's span ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Request:
+    """What an endpoint reads from a call's arguments."""
+
+    model: str
+    input: Any = None
+    max_tokens: int | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+class LLMCall:
+    """The LLM span of one model call, in a context of its own; ended exactly once."""
+
+    __slots__ = ("_ctx", "_done", "_lock", "span", "started")
+
+    def __init__(self, provider: str, request: Request) -> None:
+        self.span: LLMSpan = controlroom.llm(
+            provider,
+            request.model,
+            input=request.input,
+            max_tokens=request.max_tokens,
+            attributes=request.attributes or None,
+        )
+        self._ctx = contextvars.copy_context()
+        self._lock = threading.Lock()
+        self._done = False
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self._ctx.run(self.span.__enter__)
+
+    def claim(self) -> bool:
+        """True for the one caller that gets to end the span."""
+        with self._lock:
+            if self._done:
+                return False
+            self._done = True
+            return True
+
+    def exit(self, error: BaseException | None = None) -> None:
+        """End the span (after :meth:`claim`); ``error`` marks it failed."""
+        if error is None:
+            self._ctx.run(self.span.__exit__, None, None, None)
+        else:
+            self._ctx.run(self.span.__exit__, type(error), error, error.__traceback__)
+
+    def fail(self, error: BaseException) -> None:
+        if self.claim():
+            self.exit(error)
+
+
+class StreamState(Protocol):
+    """Accumulates one streamed response: its events in, the span's record out."""
+
+    def feed(self, item: Any) -> None: ...
+
+    def record(self, span: LLMSpan) -> BaseException | None:
+        """Record output, usage and model on the span; return a failure the stream reported, if any."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One instrumented method: how to read its request, its response and its stream."""
+
+    operation: str
+    describe: Callable[[Mapping[str, Any]], Request]
+    record: Callable[[LLMSpan, Any], BaseException | None]
+    stream_state: Callable[[], StreamState]
+    stream_types: tuple[type[Any], ...]
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
+def _describe(endpoint: Endpoint, kwargs: Mapping[str, Any]) -> Request:
+    request: Request | None = None
+    with guarded:
+        request = endpoint.describe(kwargs)
+    if request is None:
+        model = kwargs.get("model")
+        request = Request(model=model if isinstance(model, str) and model else "unknown")
+    request.attributes.setdefault("gen_ai.operation.name", endpoint.operation)
+    return request
+
+
+def _prepare(endpoint: Endpoint, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if endpoint.prepare is None:
+        return kwargs
+    prepared = kwargs
+    with guarded:
+        prepared = endpoint.prepare(dict(kwargs))
+    return prepared
+
+
+def _finish_response(call: LLMCall, endpoint: Endpoint, response: Any) -> None:
+    if not call.claim():
+        return
+    failure: BaseException | None = None
+    try:
+        with guarded:
+            failure = endpoint.record(call.span, response)
+    finally:
+        call.exit(failure)
+
+
+# -- streams, observed in place -----------------------------------------------------------------------------
+
+
+class _StreamEnd:
+    """Feeds a stream's events to its state and ends the call's span once."""
+
+    __slots__ = ("call", "first", "state")
+
+    def __init__(self, call: LLMCall, state: StreamState) -> None:
+        self.call = call
+        self.state = state
+        self.first = True
+
+    def feed(self, item: Any) -> None:
+        with guarded:
+            if self.first:
+                self.first = False
+                elapsed = (time.monotonic() - self.call.started) * 1000
+                self.call.span.set_attribute(FIRST_CHUNK_MS, round(elapsed, 3))
+            self.state.feed(item)
+
+    def finish(self, error: BaseException | None = None, *, closed: bool = False) -> None:
+        if not self.call.claim():
+            return
+        try:
+            with guarded:
+                failure = self.state.record(self.call.span)
+                if error is None:
+                    error = failure
+                if closed:
+                    self.call.span.set_attribute(CLOSED_EARLY, True)
+        finally:
+            self.call.exit(error)
+
+
+def _observed(inner: Iterator[Any], end: _StreamEnd) -> Iterator[Any]:
+    try:
+        for item in inner:
+            end.feed(item)
+            yield item
+    except GeneratorExit:
+        end.finish(closed=True)
+        close = getattr(inner, "close", None)
+        if callable(close):
+            close()
+        raise
+    except BaseException as exc:
+        end.finish(exc)
+        raise
+    else:
+        end.finish()
+
+
+async def _aobserved(inner: AsyncIterator[Any], end: _StreamEnd) -> AsyncIterator[Any]:
+    try:
+        async for item in inner:
+            end.feed(item)
+            yield item
+    except GeneratorExit:
+        end.finish(closed=True)
+        raise
+    except BaseException as exc:
+        end.finish(exc)
+        raise
+    else:
+        end.finish()
+
+
+def _dropped(end: _StreamEnd) -> None:
+    end.finish(closed=True)
+
+
+def observe_stream(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> None:
+    """Make ``stream`` (an SDK ``Stream`` / ``AsyncStream``, left of its own type) feed ``state`` and end
+    the call's span when it is exhausted, raises, is closed, or is garbage-collected unread."""
+    end = _StreamEnd(call, state)
+    try:
+        inner = stream._iterator
+        stream._iterator = _aobserved(inner, end) if is_async else _observed(inner, end)
+        cls_close = type(stream).close
+        try:
+            ref: Callable[[], Any] = weakref.ref(stream)
+        except TypeError:  # not weak-referenceable: hold it (a reference cycle, freed by the GC)
+            ref = functools.partial(lambda s: s, stream)
+
+        if is_async:
+
+            async def aclose() -> None:
+                try:
+                    target = ref()
+                    if target is not None:
+                        await cls_close(target)
+                finally:
+                    end.finish(closed=True)
+
+            stream.close = aclose
+        else:
+
+            def close() -> None:
+                try:
+                    target = ref()
+                    if target is not None:
+                        cls_close(target)
+                finally:
+                    end.finish(closed=True)
+
+            stream.close = close
+        with guarded:
+            finalizer = weakref.finalize(stream, _dropped, end)
+            finalizer.atexit = False
+    except Exception as exc:
+        end.finish()
+        internal_error(get_client(), exc)
+
+
+# -- wrapping bound methods ------------------------------------------------------------------------------
+
+
+def sync_method(original: Callable[..., Any], provider: str, endpoint: Endpoint) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def method(*args: Any, **kwargs: Any) -> Any:
+        call = LLMCall(provider, _describe(endpoint, kwargs))
+        streaming = kwargs.get("stream") is True
+        kwargs = _prepare(endpoint, kwargs)
+        call.start()
+        try:
+            result = original(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        if streaming and isinstance(result, endpoint.stream_types):
+            observe_stream(result, call, endpoint.stream_state(), is_async=False)
+        else:
+            _finish_response(call, endpoint, result)
+        return result
+
+    setattr(method, WRAPPED, True)
+    return method
+
+
+def async_method(
+    original: Callable[..., Awaitable[Any]], provider: str, endpoint: Endpoint
+) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(original)
+    async def method(*args: Any, **kwargs: Any) -> Any:
+        call = LLMCall(provider, _describe(endpoint, kwargs))
+        streaming = kwargs.get("stream") is True
+        kwargs = _prepare(endpoint, kwargs)
+        call.start()
+        try:
+            result = await original(*args, **kwargs)
+        except BaseException as exc:
+            call.fail(exc)
+            raise
+        if streaming and isinstance(result, endpoint.stream_types):
+            observe_stream(result, call, endpoint.stream_state(), is_async=True)
+        else:
+            _finish_response(call, endpoint, result)
+        return result
+
+    setattr(method, WRAPPED, True)
+    return method
+
+
+def wrap(
+    resource: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> None:
+    """Replace ``resource.name`` (a bound method) on this instance only; idempotent."""
+    original = getattr(resource, name, None)
+    if original is None or not callable(original) or getattr(original, WRAPPED, False):
+        return
+    setattr(resource, name, make(original))
+
+
+def client_kind(client: Any) -> bool:
+    """True for an async SDK client, False for a sync one (OpenAI, Azure, Anthropic, Bedrock, Vertex...:
+    every Stainless-generated client derives from ``SyncAPIClient`` or ``AsyncAPIClient``)."""
+    names = {cls.__name__ for cls in type(client).__mro__}
+    if "AsyncAPIClient" in names:
+        return True
+    if "SyncAPIClient" in names:
+        return False
+    raise TypeError(f"instrument() needs an SDK client instance, not {type(client).__name__}")
+
+
+def wrap_copies(client: Any, instrument: Callable[[Any], Any]) -> None:
+    """``client.with_options(...)`` / ``client.copy(...)`` return a new client: instrument it too."""
+    for name in ("copy", "with_options"):
+
+        def make(original: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(original)
+            def copy(*args: Any, **kwargs: Any) -> Any:
+                return instrument(original(*args, **kwargs))
+
+            setattr(copy, WRAPPED, True)
+            return copy
+
+        wrap(client, name, make)
