@@ -30,6 +30,7 @@ def _store(db: str | None) -> Any:
 
     settings = Settings.load(database_url=db)
     store = Store(settings.database_url)
+    click.get_current_context().call_on_close(store.dispose)
     store.migrate()
     return store
 

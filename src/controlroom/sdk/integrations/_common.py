@@ -41,7 +41,9 @@ class _Guard:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> bool:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> bool:
         if e is None or not isinstance(e, Exception):
             return False
         internal_error(get_client(), e)
@@ -142,7 +144,18 @@ class LLMCall:
             self._ctx.run(self.span.__exit__, type(error), error, error.__traceback__)
 
     def fail(self, error: BaseException) -> None:
-        if self.claim():
+        """The call raised: end the span failed (with the HTTP status and request id, if any)."""
+        if not self.claim():
+            return
+        try:
+            with guarded:
+                status = as_int(getattr(error, "status_code", None))
+                if status is not None:
+                    self.span.set_attribute("http.response.status_code", status)
+                request_id = getattr(error, "request_id", None)
+                if isinstance(request_id, str) and request_id:
+                    self.span.set_attribute("gen_ai.response.request_id", request_id)
+        finally:
             self.exit(error)
 
 
@@ -363,9 +376,7 @@ def async_method(
     return method
 
 
-def wrap(
-    resource: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]
-) -> None:
+def wrap(resource: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     """Replace ``resource.name`` (a bound method) on this instance only; idempotent."""
     original = getattr(resource, name, None)
     if original is None or not callable(original) or getattr(original, WRAPPED, False):

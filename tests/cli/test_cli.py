@@ -1,0 +1,136 @@
+"""The `controlroom` command: keys, projects, prices, migrate, rebuild; bad values are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from controlroom.cli import main
+from controlroom.ingest import ingest_events
+from controlroom.projections.projector import Projector
+from controlroom.projections.queries import get_run
+from controlroom.projects import get_project, project_for_key
+from controlroom.store.engine import Store
+from factories import llm_usage, rid, run_started, sid, span_ended, span_started
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def cli_fails(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code != 0
+    return result.output
+
+
+def test_keys_create_list_revoke(db_url: str) -> None:
+    key = cli("keys", "create", "--db", db_url, "--project", "acme").splitlines()[0]
+    assert key.startswith("cr_")
+    store = Store(db_url)
+    with store.read() as conn:
+        assert project_for_key(conn, key) is not None
+    listing = cli("keys", "list", "--db", db_url, "--project", "acme")
+    key_id = listing.split("\t")[0]
+    assert (
+        key[:10] in listing and "active" in listing and key not in listing
+    )  # the secret is never shown again
+    cli("keys", "revoke", "--db", db_url, key_id)
+    with store.read() as conn:
+        assert project_for_key(conn, key) is None
+    assert "no active API key with id 999" in cli_fails("keys", "revoke", "--db", db_url, "999")
+    store.dispose()
+
+
+def test_projects_and_timezones(db_url: str) -> None:
+    assert "Europe/Paris" in cli("projects", "create", "--db", db_url, "shop", "--timezone", "Europe/Paris")
+    assert "shop\tEurope/Paris" in cli("projects", "list", "--db", db_url)
+    assert "unknown timezone 'Mars/Olympus'" in cli_fails(
+        "projects", "set-timezone", "--db", db_url, "shop", "Mars/Olympus"
+    )
+    assert "already exists" in cli_fails("projects", "create", "--db", db_url, "shop")
+    assert "bad project name" in cli_fails("projects", "create", "--db", db_url, "no spaces")
+    cli("projects", "set-timezone", "--db", db_url, "shop", "Asia/Tokyo")
+    store = Store(db_url)
+    with store.read() as conn:
+        assert get_project(conn, name="shop").timezone == "Asia/Tokyo"  # type: ignore[union-attr]
+    store.dispose()
+
+
+def test_prices_set_list_and_rebuild_reprices(db_url: str) -> None:
+    cli("projects", "create", "--db", db_url, "acme")
+    store = Store(db_url)
+    with store.read() as conn:
+        project = get_project(conn, name="acme")
+    assert project is not None
+    r, s = rid(), sid()
+    ingest_events(
+        store,
+        project.id,
+        {
+            "events": [
+                run_started(r),
+                span_started(r, s, model="acme-ft-2"),
+                span_ended(r, s, usage=llm_usage(2_000_000, 0)),
+            ]
+        },
+        max_events=10,
+    )
+    Projector(store).catch_up()
+    with store.read() as conn:
+        assert get_run(conn, project.id, r)["unpriced_calls"] == 1
+    out = cli(
+        "prices",
+        "set",
+        "--db",
+        db_url,
+        "--project",
+        "acme",
+        "--model",
+        "acme-ft-2",
+        "--input",
+        "0.25",
+        "--output",
+        "1",
+    )
+    assert "acme-ft-2 input $0.25/Mtok" in out
+    assert "acme-ft-2" in cli("prices", "list", "--db", db_url, "--project", "acme")
+    assert "rebuilt the read model from 3 events" in cli("rebuild", "--db", db_url)
+    with store.read() as conn:
+        run = get_run(conn, project.id, r)
+    assert run["cost_usd"] == "0.5" and run["unpriced_calls"] == 0
+    assert "input_per_mtok 'abc' is not a decimal number" in cli_fails(
+        "prices",
+        "set",
+        "--db",
+        db_url,
+        "--project",
+        "acme",
+        "--model",
+        "m",
+        "--input",
+        "abc",
+        "--output",
+        "1",
+    )
+    assert "no project named 'nope'" in cli_fails("prices", "list", "--db", db_url, "--project", "nope")
+    store.dispose()
+
+
+def test_migrate_reports_the_revision(db_url: str) -> None:
+    assert "schema at revision 0001" in cli("migrate", "--db", db_url)
+
+
+@pytest.mark.parametrize("bad", ["mysql://x/y", "not-a-url"])
+def test_a_bad_database_url_is_named(bad: str, tmp_path: Path) -> None:
+    assert f"--database-url={bad!r}" in cli_fails("migrate", "--db", bad)
+
+
+def test_a_bad_environment_setting_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CONTROLROOM_PORT", "eighty")
+    out = cli_fails("serve", "--db", f"sqlite:///{tmp_path}/x.db")
+    assert "CONTROLROOM_PORT='eighty'" in out
