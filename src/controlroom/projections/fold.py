@@ -80,6 +80,7 @@ def new_run(project_id: int, run_id: str, seq: int, ts: int, received_at: int) -
         "metadata": None,
         "started_at": ts,
         "ended_at": None,
+        "has_start": False,
         "end_status": None,
         "abandoned_at": None,
         "failing_span_id": None,
@@ -105,6 +106,7 @@ def new_run(project_id: int, run_id: str, seq: int, ts: int, received_at: int) -
 
 def apply_run_event(run: Row, etype: str, ts: int, body: dict[str, Any]) -> None:
     if etype == ev.RUN_STARTED:
+        run["has_start"] = True
         run["started_at"] = ts
         run["agent"] = body["agent"]
         run["inputs"] = body.get("inputs")
@@ -183,20 +185,55 @@ def price_span(span: Row, pricer: Pricer) -> None:
         span["cost_nanos"], span["cost_source"] = None, None
 
 
-def is_call(span: Row) -> bool:
-    return span["kind"] in CALL_KINDS or span["cost_source"] is not None
+def rollups(spans: list[Row]) -> set[str]:
+    """Spans whose usage is the sum of their descendants' (an LLM-framework span around the
+    provider call, an agent span reporting its children's usage): never counted as calls."""
+    by_id = {s["span_id"]: s for s in spans}
+    out: set[str] = set()
+    for s in spans:
+        if s["cost_source"] is None:
+            continue
+        parent = s["parent_span_id"]
+        while parent is not None and parent in by_id and parent not in out:
+            out.add(parent)
+            parent = by_id[parent]["parent_span_id"]
+    return out
+
+
+def calls(spans: list[Row]) -> list[Row]:
+    """The spans that are model calls, each counted once."""
+    skip = rollups(spans)
+    return [
+        s
+        for s in spans
+        if (s["kind"] in CALL_KINDS or s["cost_source"] is not None) and s["span_id"] not in skip
+    ]
+
+
+AGENT_ATTRIBUTES = ("gen_ai.agent.name", "agent.name", "service.name")
 
 
 def summarise_run(run: Row, spans: Iterable[Row]) -> None:
     """Recompute a run's aggregates, status, failing span and error from its spans."""
     spans = list(spans)
-    if run["agent"] is None:  # no run.started yet: the run started no later than its first span
+    if not run["has_start"]:  # no run.started (e.g. a trace whose root never arrived)
         times = [t for s in spans for t in (s["started_at"], s["ended_at"]) if t is not None]
         run["started_at"] = min([run["started_at"], *times])
+        run["agent"] = next(
+            (
+                str(a[k])[:256]
+                for s in sorted(spans, key=lambda s: s["first_seq"])
+                if (a := s["attributes"])
+                for k in AGENT_ATTRIBUTES
+                if a.get(k)
+            ),
+            None,
+        )
+    counted = calls(spans)
     for key in TOKEN_FIELDS:
-        run[key] = sum(s[key] or 0 for s in spans if is_call(s))
-    run["cost_nanos"] = sum(s["cost_nanos"] or 0 for s in spans)
-    run["unpriced_calls"] = sum(1 for s in spans if s["cost_source"] == "unknown")
+        run[key] = sum(s[key] or 0 for s in counted)
+    run["cost_nanos"] = sum(s["cost_nanos"] or 0 for s in counted)
+    run["unpriced_calls"] = sum(1 for s in counted if s["cost_source"] == "unknown")
     run["span_count"] = len(spans)
     run["llm_count"] = sum(1 for s in spans if s["kind"] == "llm")
     run["tool_count"] = sum(1 for s in spans if s["kind"] == "tool")
@@ -265,8 +302,8 @@ def contributions(run: Row, spans: Iterable[Row], tz: str) -> dict[DayKey, list[
     """The run's contribution to cost_daily: per (day, agent, provider, model):
     [calls, 5 token counts, cost_nanos, unpriced_calls]."""
     out: dict[DayKey, list[int]] = {}
-    for s in spans:
-        if not is_call(s) or s["status"] == "running":
+    for s in calls(list(spans)):
+        if s["status"] == "running":
             continue
         at = s["started_at"] or s["ended_at"]
         key = DayKey(

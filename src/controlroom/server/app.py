@@ -19,7 +19,7 @@ from controlroom.errors import ControlroomError
 from controlroom.projections.worker import Worker
 from controlroom.server.deps import KeyCache
 from controlroom.server.responses import JSONResponse
-from controlroom.server.routers import ingest, runs, system
+from controlroom.server.routers import ingest, otlp, runs, system
 from controlroom.server.schemas import EventBatch
 from controlroom.store.engine import Store
 
@@ -63,7 +63,7 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
     app.state.worker = worker
     app.state.schema_revision = None
     app.state.notify_projector = worker.notify
-    for r in (ingest.router, runs.router, system.router):
+    for r in (ingest.router, otlp.router, runs.router, system.router):
         app.include_router(r)
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -100,6 +100,7 @@ runs = Table(
     Column("metadata", Json),
     Column("started_at", BigInteger),
     Column("ended_at", BigInteger),
+    Column("has_start", Boolean, nullable=False, server_default="0"),  # run.started seen
     Column("end_status", String(16)),  # what run.ended said; abandoned is derived on top
     Column("abandoned_at", BigInteger),
     Column("failing_span_id", String(16)),

@@ -93,6 +93,18 @@ def snapshot(value: Any) -> Any:
     return list(value) if isinstance(value, list | tuple) else value
 
 
+def message_output(content: Any, tool_calls: list[dict[str, Any]], refusal: Any) -> Any:
+    """A reply: its text, or a dict with the text and the tool calls (or the refusal)."""
+    if not tool_calls and not refusal:
+        return content
+    out: dict[str, Any] = {"content": content}
+    if tool_calls:
+        out["tool_calls"] = tool_calls
+    if refusal:
+        out["refusal"] = refusal
+    return out
+
+
 # -- a call's span ------------------------------------------------------------------------------------
 
 
@@ -181,7 +193,8 @@ class Endpoint:
     prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
-def _describe(endpoint: Endpoint, kwargs: Mapping[str, Any]) -> Request:
+def describe(endpoint: Endpoint, kwargs: Mapping[str, Any]) -> Request:
+    """The call's request, as far as it can be read (at least its model)."""
     request: Request | None = None
     with guarded:
         request = endpoint.describe(kwargs)
@@ -333,7 +346,7 @@ def observe_stream(stream: Any, call: LLMCall, state: StreamState, *, is_async: 
 def sync_method(original: Callable[..., Any], provider: str, endpoint: Endpoint) -> Callable[..., Any]:
     @functools.wraps(original)
     def method(*args: Any, **kwargs: Any) -> Any:
-        call = LLMCall(provider, _describe(endpoint, kwargs))
+        call = LLMCall(provider, describe(endpoint, kwargs))
         streaming = kwargs.get("stream") is True
         kwargs = _prepare(endpoint, kwargs)
         call.start()
@@ -357,7 +370,7 @@ def async_method(
 ) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(original)
     async def method(*args: Any, **kwargs: Any) -> Any:
-        call = LLMCall(provider, _describe(endpoint, kwargs))
+        call = LLMCall(provider, describe(endpoint, kwargs))
         streaming = kwargs.get("stream") is True
         kwargs = _prepare(endpoint, kwargs)
         call.start()

@@ -20,7 +20,7 @@ unless the caller set ``stream_options``; its span ends when the stream is exhau
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from controlroom.sdk._tracing import LLMSpan
@@ -33,6 +33,7 @@ from controlroom.sdk.integrations._common import (
     attr,
     client_kind,
     given,
+    message_output,
     path,
     snapshot,
     sync_method,
@@ -62,12 +63,11 @@ def instrument(client: ClientT, *, provider: str | None = None) -> ClientT:
     """
     try:
         import openai
-    except ImportError as exc:  # pragma: no cover - an OpenAI client implies the package
+    except ImportError as exc:
         raise ImportError("controlroom's OpenAI integration needs the openai package") from exc
     is_async = client_kind(client)
     name = provider or ("azure.ai.openai" if "Azure" in type(client).__name__ else "openai")
     stream_types: tuple[type[Any], ...] = (openai.AsyncStream,) if is_async else (openai.Stream,)
-    make = async_method if is_async else sync_method
     endpoints: list[tuple[Any, Endpoint]] = []
     chat = getattr(client, "chat", None)
     if chat is not None:
@@ -76,9 +76,20 @@ def instrument(client: ClientT, *, provider: str | None = None) -> ClientT:
     if responses is not None:
         endpoints.append((responses, _responses_endpoint(stream_types)))
     for resource, endpoint in endpoints:
-        wrap(resource, "create", lambda original, ep=endpoint: make(original, name, ep))
+        wrap(resource, "create", _maker(name, endpoint, is_async))
     wrap_copies(client, lambda copy: instrument(copy, provider=provider))
     return client
+
+
+def _maker(
+    provider: str, endpoint: Endpoint, is_async: bool
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        if is_async:
+            return async_method(original, provider, endpoint)
+        return sync_method(original, provider, endpoint)
+
+    return make
 
 
 # -- shared --------------------------------------------------------------------------------------------
@@ -161,18 +172,6 @@ def _tool_call(call: Any) -> dict[str, Any]:
     return out
 
 
-def _message_output(content: Any, tool_calls: list[dict[str, Any]], refusal: Any) -> Any:
-    """The reply's text; with a dict when the model called tools or refused."""
-    if not tool_calls and not refusal:
-        return content
-    out: dict[str, Any] = {"content": content}
-    if tool_calls:
-        out["tool_calls"] = tool_calls
-    if refusal:
-        out["refusal"] = refusal
-    return out
-
-
 def _outputs(outputs: list[Any]) -> Any:
     if not outputs:
         return None
@@ -185,7 +184,7 @@ def _chat_record(span: LLMSpan, response: Any) -> BaseException | None:
     for choice in attr(response, "choices") or ():
         message = attr(choice, "message")
         calls = [_tool_call(c) for c in attr(message, "tool_calls") or ()]
-        outputs.append(_message_output(attr(message, "content"), calls, attr(message, "refusal")))
+        outputs.append(message_output(attr(message, "content"), calls, attr(message, "refusal")))
         reason = attr(choice, "finish_reason")
         if isinstance(reason, str):
             finish_reasons.append(reason)
@@ -274,7 +273,7 @@ class _ChatStream:
             state = self.choices[index]
             calls = [state.tool_calls[i] for i in sorted(state.tool_calls)]
             text = "".join(state.text) if state.text or not calls else None
-            outputs.append(_message_output(text, calls, "".join(state.refusal)))
+            outputs.append(message_output(text, calls, "".join(state.refusal)))
             if state.finish_reason:
                 finish_reasons.append(state.finish_reason)
         span.record(output=_outputs(outputs), usage=self.usage or None, model=self.model)
@@ -345,7 +344,7 @@ def _responses_output(response: Any) -> Any:
                 }
             )
     text = "".join(texts) if texts or not calls else None
-    return _message_output(text, calls, None)
+    return message_output(text, calls, None)
 
 
 def _responses_record(span: LLMSpan, response: Any) -> BaseException | None:

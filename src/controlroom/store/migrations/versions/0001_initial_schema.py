@@ -116,6 +116,7 @@ def upgrade() -> None:
         ),
         sa.Column("started_at", sa.BigInteger(), nullable=True),
         sa.Column("ended_at", sa.BigInteger(), nullable=True),
+        sa.Column("has_start", sa.Boolean(), server_default="0", nullable=False),
         sa.Column("end_status", sa.String(length=16), nullable=True),
         sa.Column("abandoned_at", sa.BigInteger(), nullable=True),
         sa.Column("failing_span_id", sa.String(length=16), nullable=True),

@@ -1,0 +1,69 @@
+"""Real OpenTelemetry SDK pieces pointed at a controlroom server, and OTLP payload builders."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+
+@contextmanager
+def exporting_provider(url: str, key: str, service: str = "travel-service") -> Iterator[TracerProvider]:
+    """A TracerProvider whose spans go to controlroom through the real OTLP/HTTP protobuf exporter."""
+    exporter = OTLPSpanExporter(
+        endpoint=f"{url}/v1/traces", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": service, "service.version": "2.1.0", "deployment.environment.name": "prod"}
+        )
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        yield provider
+    finally:
+        provider.shutdown()
+
+
+@contextmanager
+def recording_provider(
+    service: str = "travel-service",
+) -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        yield provider, exporter
+    finally:
+        provider.shutdown()
+
+
+def to_protobuf(spans: Sequence[ReadableSpan]) -> bytes:
+    return bytes(encode_spans(spans).SerializeToString())
+
+
+def to_otlp_json(spans: Sequence[ReadableSpan]) -> bytes:
+    """The OTLP/JSON encoding: lowerCamelCase, hex trace and span ids, 64-bit integers as strings."""
+    doc = MessageToDict(encode_spans(spans))
+
+    def fix(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: (base64.b64decode(v).hex() if k in ("traceId", "spanId", "parentSpanId") else fix(v))
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        return node
+
+    return json.dumps(fix(doc)).encode()
