@@ -17,5 +17,7 @@ def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+            raise AssertionError(
+                f"condition not met within {timeout} s: {predicate.__qualname__} -> {value!r}"
+            )
         time.sleep(interval)

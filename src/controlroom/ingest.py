@@ -59,9 +59,8 @@ def ingest_events(
         if event.id in seen:
             result.duplicates += 1
             continue
-        seen.add(event.id)
-        rows.append(
-            to_row(
+        try:
+            row = to_row(
                 project_id,
                 event.id,
                 event.type,
@@ -70,7 +69,13 @@ def ingest_events(
                 received_at,
                 event.body.model_dump(mode="json", exclude_defaults=True),
             )
-        )
+        except TypeError as e:  # e.g. an integer beyond 64 bits in free-form attributes
+            result.rejected.append(
+                {"index": index, "id": event.id, "reason": f"body: cannot be stored as JSON: {e}"}
+            )
+            continue
+        seen.add(event.id)
+        rows.append(row)
     if rows:
         with store.write() as conn:
             inserted = log.append(store, conn, rows)

@@ -54,7 +54,7 @@ def to_protobuf(spans: Sequence[ReadableSpan]) -> bytes:
 
 def to_otlp_json(spans: Sequence[ReadableSpan]) -> bytes:
     """The OTLP/JSON encoding: lowerCamelCase, hex trace and span ids, 64-bit integers as strings."""
-    doc = MessageToDict(encode_spans(spans))
+    doc = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
 
     def fix(node: Any) -> Any:
         if isinstance(node, dict):

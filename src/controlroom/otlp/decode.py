@@ -119,22 +119,21 @@ def _json_value(v: Any, depth: int = 0) -> Any:
         if key in v:
             try:
                 return conv(v[key])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 return None
     if "intValue" in v:
         try:
             return int(v["intValue"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
     if "bytesValue" in v:
         return v["bytesValue"] if isinstance(v["bytesValue"], str) else None
     if depth >= MAX_DEPTH:
         return None
     if "arrayValue" in v:
-        values = (v["arrayValue"] or {}).get("values") or []
-        return [_json_value(x, depth + 1) for x in values] if isinstance(values, list) else None
+        return [_json_value(x, depth + 1) for x in _list(_dict(v["arrayValue"]).get("values"))]
     if "kvlistValue" in v:
-        return _json_attrs((v["kvlistValue"] or {}).get("values"), depth + 1)
+        return _json_attrs(_dict(v["kvlistValue"]).get("values"), depth + 1)
     return None
 
 
@@ -151,17 +150,38 @@ def _json_attrs(kvs: Any, depth: int = 0) -> dict[str, Any]:
 def _uint(value: Any, what: str) -> int:
     try:
         n = int(value)
-    except (TypeError, ValueError):
-        raise SpanRejected(f"{what} must be an integer (nanoseconds), got {value!r:.40}") from None
-    if n < 0:
-        raise SpanRejected(f"{what} must not be negative")
+    except (TypeError, ValueError, OverflowError):
+        raise SpanRejected(f"{what} must be an integer, got {value!r:.40}") from None
+    if not 0 <= n < 2**64:
+        raise SpanRejected(f"{what} must be an unsigned 64-bit integer, got {n}")
     return n
+
+
+STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+
+
+def _status_code(value: Any) -> int:
+    """An integer, as OTLP/JSON requires; the enum's name is accepted too."""
+    if isinstance(value, str) and value in STATUS_NAMES:
+        return STATUS_NAMES[value]
+    code = _uint(value, "status.code")
+    if code > 2:
+        raise SpanRejected(f"status.code {code} is not 0 (unset), 1 (ok) or 2 (error)")
+    return code
 
 
 def _json_id(value: Any, length: int, what: str) -> str:
     if not isinstance(value, str):
         raise SpanRejected(f"{what} must be a hex string")
     return _check_id(value, length, what)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def decode_json(body: bytes) -> Iterator[Record | SpanRejected]:
@@ -177,17 +197,17 @@ def decode_json(body: bytes) -> Iterator[Record | SpanRejected]:
         if not isinstance(rs, dict):
             yield SpanRejected("resourceSpans entries must be objects")
             continue
-        resource = _json_attrs((rs.get("resource") or {}).get("attributes"))
-        for ss in _get(rs, "scopeSpans", "scope_spans", []) or []:
+        resource = _json_attrs(_dict(rs.get("resource")).get("attributes"))
+        for ss in _list(_get(rs, "scopeSpans", "scope_spans", [])):
             if not isinstance(ss, dict):
                 yield SpanRejected("scopeSpans entries must be objects")
                 continue
-            scope = (ss.get("scope") or {}).get("name", "")
-            for s in ss.get("spans") or []:
+            scope = str(_dict(ss.get("scope")).get("name") or "")
+            for s in _list(ss.get("spans")):
                 try:
                     if not isinstance(s, dict):
                         raise SpanRejected("spans entries must be objects")
-                    status = s.get("status") or {}
+                    status = _dict(s.get("status"))
                     parent = _get(s, "parentSpanId", "parent_span_id")
                     yield {
                         "trace_id": _json_id(_get(s, "traceId", "trace_id"), 16, "traceId"),
@@ -198,7 +218,7 @@ def decode_json(body: bytes) -> Iterator[Record | SpanRejected]:
                             _get(s, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano"
                         ),
                         "end_ns": _uint(_get(s, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano"),
-                        "status_code": _uint(status.get("code", 0), "status.code"),
+                        "status_code": _status_code(status.get("code", 0)),
                         "status_message": str(status.get("message") or ""),
                         "attributes": _json_attrs(s.get("attributes")),
                         "events": [
@@ -207,7 +227,7 @@ def decode_json(body: bytes) -> Iterator[Record | SpanRejected]:
                                 "time_ns": _uint(_get(e, "timeUnixNano", "time_unix_nano", 0), "event time"),
                                 "attributes": _json_attrs(e.get("attributes")),
                             }
-                            for e in s.get("events") or []
+                            for e in _list(s.get("events"))
                             if isinstance(e, dict)
                         ],
                         "resource": resource,

@@ -137,8 +137,10 @@ def span_kind(attrs: dict[str, Any], name: str) -> str:
     tl = attrs.get("traceloop.span.kind")
     if isinstance(tl, str) and tl in TRACELOOP_KINDS:
         return TRACELOOP_KINDS[tl]
-    if "llm.request.type" in attrs or any(k in attrs for k in INPUT_TOKEN_KEYS):
-        return "llm"
+    if "llm.request.type" in attrs or any(
+        k in attrs for k in (*INPUT_TOKEN_KEYS, *MODEL_KEYS, "gen_ai.system")
+    ):
+        return "llm"  # older GenAI conventions name no operation: a span about a model is a model call
     lowered = name.lower()
     for prefix, kind in NAME_PREFIXES:
         if lowered.startswith(prefix):
@@ -304,11 +306,11 @@ def _run_events(
     tags = attrs.get("tag.tags")
     if isinstance(tags, list):
         started["tags"] = [str(t)[:256] for t in tags[:64]]
+    # A failed root names no error of its own: the run's error is its failing span's (the projector
+    # follows the errored spans down to the deepest one).
     ended: dict[str, Any] = {"status": "failed" if err else "succeeded"}
     if out is not None:
         ended["output"] = out
-    if err:
-        ended["error"] = err
     return [
         {
             "id": f"{trace}{rec['span_id']}.run",

@@ -235,7 +235,7 @@ def summarise_run(run: Row, spans: Iterable[Row]) -> None:
     run["cost_nanos"] = sum(s["cost_nanos"] or 0 for s in counted)
     run["unpriced_calls"] = sum(1 for s in counted if s["cost_source"] == "unknown")
     run["span_count"] = len(spans)
-    run["llm_count"] = sum(1 for s in spans if s["kind"] == "llm")
+    run["llm_count"] = sum(1 for s in counted if s["kind"] == "llm")
     run["tool_count"] = sum(1 for s in spans if s["kind"] == "tool")
     run["retry_count"] = sum(1 for s in spans if s["retry_of"] or (s["attempt"] or 1) > 1)
     run["fallback_count"] = sum(1 for s in spans if s["fallback_from"])
