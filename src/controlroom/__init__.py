@@ -24,6 +24,7 @@ from typing import Any, TypeVar, overload
 from controlroom.errors import ConfigError
 from controlroom.sdk._client import Client, init, shutdown
 from controlroom.sdk._client import get_client as _get_client
+from controlroom.sdk._control import BudgetExceeded
 from controlroom.sdk._tracing import (
     LLMSpan,
     Run,
@@ -38,6 +39,7 @@ from controlroom.sdk._tracing import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BudgetExceeded",
     "Client",
     "ConfigError",
     "LLMSpan",
@@ -129,8 +131,14 @@ def llm(
     attempt: int | None = None,
     retry_of: str | None = None,
     fallback_from: str | None = None,
+    input_tokens_estimate: int | None = None,
 ) -> LLMSpan:
-    """A model call; record its result with ``.record(output=, input_tokens=, output_tokens=, ...)``."""
+    """A model call; record its result with ``.record(output=, input_tokens=, output_tokens=, ...)``.
+
+    Under a daily cost cap, entering it reserves the call's worst-case cost first (``max_tokens``
+    output tokens, and ``input_tokens_estimate`` input tokens — by default the UTF-8 size of
+    ``input``, an upper bound) and raises :class:`BudgetExceeded` if the cap would be crossed;
+    leaving it settles the actual cost."""
     return LLMSpan(
         provider,
         model,
@@ -141,6 +149,7 @@ def llm(
         attempt=attempt,
         retry_of=retry_of,
         fallback_from=fallback_from,
+        input_tokens_estimate=input_tokens_estimate,
     )
 
 

@@ -9,6 +9,7 @@ Domain code raises these; the server renders every one of them as an RFC 9457 pr
  │    ├── InvalidEncoding  400 invalid_encoding
      │    ├── InvalidEvent     400 invalid_event
      │    └── InvalidQuery     400 invalid_query
+     ├── BudgetRefused         402 daily_cost_cap_reached  (controlroom.budget.ledger)
      ├── Unauthorized          401 unauthorized
      ├── Forbidden             403 forbidden
      ├── NotFound              404 not_found
@@ -47,6 +48,10 @@ class ControlroomError(Exception):
         }
         doc.update(self.extra)
         return doc
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with the problem document."""
+        return {}
 
 
 class BadRequest(ControlroomError):

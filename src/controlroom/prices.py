@@ -7,12 +7,14 @@ prices every call as it was priced when it was folded.
 
 from __future__ import annotations
 
+import threading
 import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
+from controlroom.cost import PriceOverride, Pricer
 from controlroom.errors import ValidationFailed
 from controlroom.events import format_ts, parse_ts
 from controlroom.projects import Project
@@ -90,3 +92,48 @@ def _out(r: Any) -> dict[str, Any]:
         "cache_write_per_mtok": r["cache_write_per_mtok"],
         "effective_from": format_ts(r["effective_from"]) if r["effective_from"] else None,
     }
+
+
+class PricerCache:
+    """A Pricer per project, rebuilt only when the project's overrides change (its price-lookup
+    cache is worth keeping)."""
+
+    def __init__(self) -> None:
+        self._pricers: dict[int, tuple[tuple[Any, ...], Pricer]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, conn: Connection, project_id: int) -> Pricer:
+        c = price_overrides.c
+        rows = tuple(
+            conn.execute(
+                select(
+                    c.model,
+                    c.provider,
+                    c.input_per_mtok,
+                    c.output_per_mtok,
+                    c.cache_read_per_mtok,
+                    c.cache_write_per_mtok,
+                    c.effective_from,
+                )
+                .where(c.project_id == project_id)
+                .order_by(c.id)
+            ).all()
+        )
+        cached = self._pricers.get(project_id)
+        if cached is not None and cached[0] == rows:
+            return cached[1]
+        pricer = Pricer(
+            PriceOverride(
+                model=m,
+                provider=p,
+                input_per_mtok=Decimal(i),
+                output_per_mtok=Decimal(o),
+                cache_read_per_mtok=Decimal(cr) if cr is not None else None,
+                cache_write_per_mtok=Decimal(cw) if cw is not None else None,
+                effective_from_ns=eff,
+            )
+            for m, p, i, o, cr, cw, eff in rows
+        )
+        with self._lock:
+            self._pricers[project_id] = (rows, pricer)
+        return pricer

@@ -52,6 +52,7 @@ def flat(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_public_api_is_pinned() -> None:
     assert sorted(controlroom.__all__) == [
+        "BudgetExceeded",
         "Client",
         "ConfigError",
         "LLMSpan",

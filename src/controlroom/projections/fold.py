@@ -316,3 +316,23 @@ def contributions(run: Row, spans: Iterable[Row], tz: str) -> dict[DayKey, list[
         acc[6] += s["cost_nanos"] or 0
         acc[7] += s["cost_source"] == "unknown"
     return out
+
+
+RESERVATION_ATTRIBUTE = "controlroom.reservation_id"
+BUCKET_SECONDS = 900
+
+
+def unguarded(run: Row, spans: Iterable[Row]) -> dict[tuple[int, int, str], int]:
+    """Cost of the run's calls that no budget reservation covered, per (project, 15-min bucket, agent)."""
+    out: dict[tuple[int, int, str], int] = {}
+    for s in calls(list(spans)):
+        if (
+            not s["cost_nanos"]
+            or s["status"] == "running"
+            or RESERVATION_ATTRIBUTE in (s["attributes"] or {})
+        ):
+            continue
+        at = s["started_at"] or s["ended_at"]
+        key = (run["project_id"], at // 10**9 // BUCKET_SECONDS, run["agent"] or "")
+        out[key] = out.get(key, 0) + s["cost_nanos"]
+    return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -20,20 +19,20 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from controlroom import events as ev
-from controlroom.cost import PriceOverride, Pricer
+from controlroom.prices import PricerCache
 from controlroom.projections import fold
 from controlroom.store import log
 from controlroom.store.engine import Store
 from controlroom.store.tables import (
     READ_MODEL_TABLES,
     cost_daily,
-    price_overrides,
     projector_positions,
     projects,
     run_tags,
     runs,
     scores,
     spans,
+    unguarded_spend,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class Projector:
     def __init__(self, store: Store, *, batch: int = 5000) -> None:
         self.store = store
         self.batch = batch
-        self._pricers: dict[int, tuple[tuple[Any, ...], Pricer]] = {}
+        self._pricers = PricerCache()
 
     # -- public -----------------------------------------------------------------------------
     def run_once(self, limit: int | None = None) -> int:
@@ -76,7 +75,7 @@ class Projector:
             for table in READ_MODEL_TABLES:
                 conn.execute(delete(table))
             conn.execute(delete(projector_positions).where(projector_positions.c.name == NAME))
-        self._pricers.clear()
+        self._pricers = PricerCache()
         return self.catch_up()
 
     def lag(self, conn: Connection) -> tuple[int, int]:
@@ -128,23 +127,29 @@ class Projector:
             elif e.type == ev.SCORE_RECORDED:
                 new_scores.append(_score_row(e, body))
 
-        pricers = {pid: self._pricer(conn, pid) for pid, _ in run_keys}
+        pricers = {pid: self._pricers.get(conn, pid) for pid, _ in run_keys}
         for project_id, run_id, span_id in touched_spans:
             fold.price_span(new_spans[(project_id, run_id)][span_id], pricers[project_id])
 
         deltas: dict[fold.DayKey, list[int]] = defaultdict(lambda: [0] * 8)
+        spend: dict[tuple[int, int, str], int] = defaultdict(int)
         for key, run in new_runs.items():
             spans_now = new_spans[key].values()
             fold.summarise_run(run, spans_now)
             tz = timezones.get(key[0], "UTC")
             for dk, acc in fold.contributions(run, spans_now, tz).items():
                 deltas[dk] = [a + b for a, b in zip(deltas[dk], acc, strict=True)]
+            for sk, cost in fold.unguarded(run, spans_now).items():
+                spend[sk] += cost
             if key in old_runs:
-                old = old_runs[key]
-                for dk, acc in fold.contributions(old, old_spans.get(key, {}).values(), tz).items():
+                old, old_run_spans = old_runs[key], old_spans.get(key, {}).values()
+                for dk, acc in fold.contributions(old, old_run_spans, tz).items():
                     deltas[dk] = [a - b for a, b in zip(deltas[dk], acc, strict=True)]
+                for sk, cost in fold.unguarded(old, old_run_spans).items():
+                    spend[sk] -= cost
 
         self._write(conn, old_runs, new_runs, new_spans, touched_spans, new_scores, deltas)
+        self._write_spend(conn, spend)
 
     def _load(
         self, conn: Connection, run_keys: list[tuple[int, str]]
@@ -247,6 +252,26 @@ class Projector:
                 )
             )
 
+    def _write_spend(self, conn: Connection, spend: dict[tuple[int, int, str], int]) -> None:
+        rows = [
+            {"project_id": p, "bucket": b, "agent": a, "cost_nanos": c} for (p, b, a), c in spend.items() if c
+        ]
+        if not rows:
+            return
+        insert = sqlite_insert if self.store.is_sqlite else pg_insert
+        stmt = insert(unguarded_spend)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["project_id", "bucket", "agent"],
+                set_={"cost_nanos": unguarded_spend.c.cost_nanos + stmt.excluded.cost_nanos},
+            ),
+            rows,
+        )
+        emptied = [k for k, c in spend.items() if c < 0]
+        if emptied:
+            key = tuple_(unguarded_spend.c.project_id, unguarded_spend.c.bucket, unguarded_spend.c.agent)
+            conn.execute(delete(unguarded_spend).where(key.in_(emptied), unguarded_spend.c.cost_nanos == 0))
+
     def _save_position(self, conn: Connection, seq: int) -> None:
         now = time.time_ns()
         n = conn.execute(
@@ -256,40 +281,6 @@ class Projector:
         ).rowcount
         if n == 0:
             conn.execute(projector_positions.insert().values(name=NAME, position=seq, updated_at=now))
-
-    def _pricer(self, conn: Connection, project_id: int) -> Pricer:
-        rows = tuple(
-            conn.execute(
-                select(
-                    price_overrides.c.model,
-                    price_overrides.c.provider,
-                    price_overrides.c.input_per_mtok,
-                    price_overrides.c.output_per_mtok,
-                    price_overrides.c.cache_read_per_mtok,
-                    price_overrides.c.cache_write_per_mtok,
-                    price_overrides.c.effective_from,
-                )
-                .where(price_overrides.c.project_id == project_id)
-                .order_by(price_overrides.c.id)
-            ).all()
-        )
-        cached = self._pricers.get(project_id)
-        if cached is not None and cached[0] == rows:
-            return cached[1]
-        pricer = Pricer(
-            PriceOverride(
-                model=m,
-                provider=p,
-                input_per_mtok=Decimal(i),
-                output_per_mtok=Decimal(o),
-                cache_read_per_mtok=Decimal(cr) if cr is not None else None,
-                cache_write_per_mtok=Decimal(cw) if cw is not None else None,
-                effective_from_ns=eff,
-            )
-            for m, p, i, o, cr, cw, eff in rows
-        )
-        self._pricers[project_id] = (rows, pricer)
-        return pricer
 
 
 def _score_row(e: log.LoggedEvent, body: dict[str, Any]) -> dict[str, Any]:

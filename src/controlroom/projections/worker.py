@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 
+from controlroom.budget.ledger import expire_holds
 from controlroom.projections.projector import Projector
 from controlroom.projections.sweeper import sweep_abandoned
 from controlroom.store.engine import Store
@@ -65,6 +66,7 @@ class Worker:
         folded = self.projector.run_once()
         if folded == 0 and time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.sweep_every
+            expire_holds(self.store)
             if sweep_abandoned(self.store, quiet_seconds=self.abandon_after):
                 return self.projector.run_once()
         return folded

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from controlroom.errors import ConfigError
+from controlroom.sdk._control import ControlClient
 from controlroom.sdk._exporter import Exporter
 
 logger = logging.getLogger("controlroom.sdk")
@@ -30,6 +31,8 @@ class SDKConfig:
     timeout: float
     shutdown_timeout: float
     strict: bool
+    budget: bool
+    control_timeout: float
 
 
 class Client:
@@ -49,11 +52,16 @@ class Client:
             strict=config.strict,
         )
         self.emit = self.exporter.put
+        self.control = (
+            ControlClient(config.url, config.api_key, config.control_timeout) if config.budget else None
+        )
 
     def flush(self, timeout: float = 5.0) -> bool:
         return self.exporter.flush(timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
+        if self.control is not None:
+            self.control.close()
         return self.exporter.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
 
 
@@ -77,6 +85,8 @@ def build_config(
     timeout: float = 10.0,
     shutdown_timeout: float = 5.0,
     strict: bool | None = None,
+    budget: bool = True,
+    control_timeout: float = 5.0,
 ) -> SDKConfig:
     url = url or os.environ.get("CONTROLROOM_URL")
     api_key = api_key or os.environ.get("CONTROLROOM_API_KEY")
@@ -102,6 +112,7 @@ def build_config(
         ("flush_interval", flush_interval),
         ("timeout", timeout),
         ("shutdown_timeout", shutdown_timeout),
+        ("control_timeout", control_timeout),
     ):
         if not isinstance(fvalue, int | float) or fvalue <= 0:
             raise ConfigError(f"controlroom.init: {name}={fvalue!r} must be a positive number")
@@ -120,6 +131,8 @@ def build_config(
         timeout=float(timeout),
         shutdown_timeout=float(shutdown_timeout),
         strict=_env_bool("CONTROLROOM_STRICT") if strict is None else strict,
+        budget=budget,
+        control_timeout=float(control_timeout),
     )
 
 

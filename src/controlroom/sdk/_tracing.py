@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from controlroom.sdk._client import Client, get_client
+from controlroom.sdk._control import BudgetExceeded
 
 logger = logging.getLogger("controlroom.sdk")
 
@@ -284,6 +285,9 @@ class Span(_Decorates):
     def _end_fields(self, body: dict[str, Any]) -> None:
         """Subclasses add their end fields (usage, cost, ...)."""
 
+    def _settle(self, client: Client, error: BaseException | None) -> None:
+        """Control bookkeeping after the span's work (the budget settlement of LLM spans)."""
+
     def __enter__(self) -> Span:
         client = self._client = get_client()
         run = _current_run.get()
@@ -297,6 +301,19 @@ class Span(_Decorates):
         self._token = _current_span.set(self)
         if client is None:
             return self
+        try:
+            self._admit(client, run)
+        except BudgetExceeded as refused:  # refused before any request left: record it, then raise
+            self._emit_start(client)
+            self.__exit__(BudgetExceeded, refused, None)
+            raise
+        self._emit_start(client)
+        return self
+
+    def _admit(self, client: Client, run: Run) -> None:
+        """Control decisions before the span's work runs (the budget guard of LLM spans)."""
+
+    def _emit_start(self, client: Client) -> None:
         try:
             body: dict[str, Any] = {"span_id": self.span_id, "kind": self.kind, "name": self.name}
             if self.parent_span_id is not None:
@@ -317,11 +334,11 @@ class Span(_Decorates):
             )
         except Exception as exc:
             internal_error(client, exc)
-        return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
         if self._token is not None:
             _current_span.reset(self._token)
+            self._token = None
         self.status = "ok" if e is None else "error"
         client = self._client
         if e is not None:
@@ -336,6 +353,7 @@ class Span(_Decorates):
                 if self._end_attrs:
                     body["attributes"] = self._end_attrs
                 self._end_fields(body)
+                self._settle(client, e)
                 client.emit(
                     {
                         "id": f"{self.run_id}{self.span_id}.e",
@@ -383,9 +401,12 @@ class LLMSpan(Span):
         "attempt",
         "cost_usd",
         "fallback_from",
+        "input_tokens_estimate",
         "max_tokens",
         "model",
+        "outcome",
         "provider",
+        "reservation_id",
         "response_model",
         "retry_of",
         "usage",
@@ -403,11 +424,16 @@ class LLMSpan(Span):
         attempt: int | None = None,
         retry_of: str | None = None,
         fallback_from: str | None = None,
+        input_tokens_estimate: int | None = None,
     ) -> None:
         super().__init__(name or f"{provider}.{model}", kind="llm", input=input, attributes=attributes)
         self.provider = provider
         self.model = model
         self.max_tokens = max_tokens
+        self.input_tokens_estimate = input_tokens_estimate
+        self.reservation_id: str | None = None
+        #: how the call ended, for the budget: completed / failed_before_generation / unknown
+        self.outcome: str | None = None
         self.attempt = attempt
         self.retry_of = retry_of
         self.fallback_from = fallback_from
@@ -429,7 +455,40 @@ class LLMSpan(Span):
             input=self.input if self.input is not None else call_input,
             attributes=self.attributes,
             max_tokens=self.max_tokens,
+            input_tokens_estimate=self.input_tokens_estimate,
         )
+
+    def _admit(self, client: Client, run: Run) -> None:
+        """Reserve the call's worst-case cost under the daily cap before any request leaves."""
+        control = client.control
+        if control is None:
+            return
+        estimate = self.input_tokens_estimate
+        if estimate is None:
+            estimate = input_token_bound(self.input)
+        self.reservation_id = control.reserve(
+            agent=run.agent,
+            provider=self.provider,
+            model=self.model,
+            input_tokens=estimate,
+            max_output_tokens=self.max_tokens,
+            run_id=self.run_id,
+            span_id=self.span_id,
+        )
+        if self.reservation_id is not None:
+            self.attributes = {**(self.attributes or {}), RESERVATION_ATTRIBUTE: self.reservation_id}
+
+    def _settle(self, client: Client, error: BaseException | None) -> None:
+        if self.reservation_id is None or client.control is None:
+            return
+        outcome = self.outcome or ("completed" if error is None else call_outcome(error))
+        if not client.control.settle(
+            self.reservation_id, outcome=outcome, usage=self.usage, cost_usd=self.cost_usd
+        ):
+            logger.warning(
+                "controlroom: could not settle reservation %s; it settles at its hold when it expires",
+                self.reservation_id,
+            )
 
     def record(
         self,
@@ -484,6 +543,36 @@ class LLMSpan(Span):
             body["cost_usd"] = str(self.cost_usd)
         if self.response_model:
             body["model"] = self.response_model
+
+
+RESERVATION_ATTRIBUTE = "controlroom.reservation_id"
+
+
+def input_token_bound(value: Any) -> int:
+    """An upper bound of a prompt's tokens: its UTF-8 length in bytes (a byte-level BPE token is at
+    least one byte), so a reservation is never smaller than the call it covers."""
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value.encode())
+    try:
+        import orjson
+
+        return len(orjson.dumps(value, default=repr))
+    except TypeError:
+        return len(repr(value).encode())
+
+
+def call_outcome(error: BaseException) -> str:
+    """For the budget: a provider's HTTP error answer, or a refused connection, means nothing was
+    generated (the hold is released); anything else — a timeout, a dropped stream, a crash in the
+    caller's code — may have been billed (it settles at the full hold)."""
+    if isinstance(error, BudgetExceeded | ConnectionRefusedError):
+        return "failed_before_generation"
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 600:
+        return "failed_before_generation"
+    return "unknown"
 
 
 class ToolSpan(Span):

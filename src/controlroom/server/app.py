@@ -16,10 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controlroom import __version__
 from controlroom.config import Settings
 from controlroom.errors import ControlroomError
+from controlroom.prices import PricerCache
 from controlroom.projections.worker import Worker
 from controlroom.server.deps import KeyCache
 from controlroom.server.responses import JSONResponse
-from controlroom.server.routers import ingest, otlp, runs, system
+from controlroom.server.routers import budget, ingest, otlp, runs, system
 from controlroom.server.schemas import EventBatch
 from controlroom.store.engine import Store
 
@@ -60,10 +61,11 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
     app.state.settings = settings
     app.state.store = store
     app.state.keys = KeyCache(store)
+    app.state.pricers = PricerCache()
     app.state.worker = worker
     app.state.schema_revision = None
     app.state.notify_projector = worker.notify
-    for r in (ingest.router, otlp.router, runs.router, system.router):
+    for r in (ingest.router, otlp.router, runs.router, budget.router, system.router):
         app.include_router(r)
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -73,7 +75,7 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ControlroomError)
     async def _controlroom(_: Request, exc: ControlroomError) -> JSONResponse:
-        return problem_response(exc.problem())
+        return problem_response(exc.problem(), headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

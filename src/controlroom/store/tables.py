@@ -228,4 +228,59 @@ price_overrides = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
-READ_MODEL_TABLES = (runs, run_tags, spans, cost_daily, scores)
+# Spend that no reservation accounted for (calls made without the budget guard, or known only from
+# traces), per 15-minute UTC bucket: every timezone's midnight falls on such a boundary, so the
+# cap can add up any budget's local day. Part of the read model.
+unguarded_spend = Table(
+    "unguarded_spend",
+    metadata,
+    Column("project_id", Integer, primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),  # UTC epoch seconds // 900
+    Column("agent", String(256), primary_key=True),
+    Column("cost_nanos", BigInteger, nullable=False),
+)
+
+# -- the daily cost cap (control state, written synchronously; not derived from the log) ------
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("agent", String(256), nullable=False),  # "" = the whole project
+    Column("cap_nanos", BigInteger, nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("project_id", "agent"),
+)
+
+budget_days = Table(
+    "budget_days",
+    metadata,
+    Column("budget_id", Integer, primary_key=True),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD in the budget's timezone
+    Column("settled_nanos", BigInteger, nullable=False),
+    Column("held_nanos", BigInteger, nullable=False),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", Integer, nullable=False),
+    Column("agent", String(256), nullable=False),
+    Column("run_id", String(32)),
+    Column("span_id", String(16)),
+    Column("provider", String(256)),
+    Column("model", String(256)),
+    Column("hold_nanos", BigInteger, nullable=False),
+    Column("holds", Json, nullable=False),  # [[budget_id, day], ...]
+    Column("state", String(16), nullable=False),  # held / settled / released / expired
+    Column("actual_nanos", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("settled_at", BigInteger),
+    Index("ix_reservations_open", "state", "expires_at"),
+)
+
+READ_MODEL_TABLES = (runs, run_tags, spans, cost_daily, scores, unguarded_spend)

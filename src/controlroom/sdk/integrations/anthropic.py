@@ -1,6 +1,7 @@
-"""Trace an Anthropic client: every ``messages.create`` call (sync or async, ``stream=True`` included)
-and every ``messages.stream(...)`` helper stream becomes one LLM span with the request's messages (the
-``system`` prompt first), the reply, the response model, token usage, latency and the error, if any::
+"""Trace an Anthropic client: every ``messages.create`` call (sync or async, ``stream=True`` included),
+``messages.parse`` call and ``messages.stream(...)`` helper stream becomes one LLM span with the
+request's messages (the ``system`` prompt first), the reply, the response model, token usage, latency
+and the error, if any::
 
     import anthropic
     from controlroom.sdk.integrations.anthropic import instrument
@@ -81,10 +82,11 @@ def instrument(client: ClientT, *, provider: str | None = None) -> ClientT:
     )
     messages = getattr(client, "messages", None)
     if messages is not None:
-        if is_async:
-            wrap(messages, "create", lambda original: async_method(original, name, endpoint))
-        else:
-            wrap(messages, "create", lambda original: sync_method(original, name, endpoint))
+        for method in ("create", "parse"):
+            if is_async:
+                wrap(messages, method, lambda original: async_method(original, name, endpoint))
+            else:
+                wrap(messages, method, lambda original: sync_method(original, name, endpoint))
         wrap(messages, "stream", lambda original: _stream_method(original, name, endpoint, is_async))
     wrap_copies(client, lambda copy: instrument(copy, provider=provider))
     return client

@@ -1,6 +1,7 @@
-"""Trace an OpenAI client: every ``chat.completions.create`` and ``responses.create`` call (sync or
-async, streamed or not) becomes one LLM span with the request's messages, the reply, the response
-model, token usage (cached and reasoning tokens included), latency and the error, if any::
+"""Trace an OpenAI client: every ``chat.completions.create`` / ``.parse`` and ``responses.create`` /
+``.parse`` call (sync or async, streamed or not) becomes one LLM span with the request's messages,
+the reply, the response model, token usage (cached and reasoning tokens included), latency and the
+error, if any::
 
     import openai
     from controlroom.sdk.integrations.openai import instrument
@@ -76,7 +77,8 @@ def instrument(client: ClientT, *, provider: str | None = None) -> ClientT:
     if responses is not None:
         endpoints.append((responses, _responses_endpoint(stream_types)))
     for resource, endpoint in endpoints:
-        wrap(resource, "create", _maker(name, endpoint, is_async))
+        for method in ("create", "parse"):
+            wrap(resource, method, _maker(name, endpoint, is_async))
     wrap_copies(client, lambda copy: instrument(copy, provider=provider))
     return client
 

@@ -20,6 +20,14 @@ depends_on = None
 def upgrade() -> None:
 
     op.create_table(
+        "budget_days",
+        sa.Column("budget_id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.String(length=10), nullable=False),
+        sa.Column("settled_nanos", sa.BigInteger(), nullable=False),
+        sa.Column("held_nanos", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("budget_id", "day", name=op.f("pk_budget_days")),
+    )
+    op.create_table(
         "cost_daily",
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("day", sa.String(length=10), nullable=False),
@@ -72,6 +80,31 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_projects")),
         sa.UniqueConstraint("name", name=op.f("uq_projects_name")),
     )
+    op.create_table(
+        "reservations",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("agent", sa.String(length=256), nullable=False),
+        sa.Column("run_id", sa.String(length=32), nullable=True),
+        sa.Column("span_id", sa.String(length=16), nullable=True),
+        sa.Column("provider", sa.String(length=256), nullable=True),
+        sa.Column("model", sa.String(length=256), nullable=True),
+        sa.Column("hold_nanos", sa.BigInteger(), nullable=False),
+        sa.Column(
+            "holds",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("actual_nanos", sa.BigInteger(), nullable=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", sa.BigInteger(), nullable=False),
+        sa.Column("settled_at", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reservations")),
+    )
+    with op.batch_alter_table("reservations", schema=None) as batch_op:
+        batch_op.create_index("ix_reservations_open", ["state", "expires_at"], unique=False)
+
     op.create_table(
         "run_tags",
         sa.Column("project_id", sa.Integer(), nullable=False),
@@ -220,6 +253,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("project_id", "run_id", "span_id", name=op.f("pk_spans")),
     )
     op.create_table(
+        "unguarded_spend",
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("bucket", sa.BigInteger(), nullable=False),
+        sa.Column("agent", sa.String(length=256), nullable=False),
+        sa.Column("cost_nanos", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("project_id", "bucket", "agent", name=op.f("pk_unguarded_spend")),
+    )
+    op.create_table(
         "api_keys",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("project_id", sa.Integer(), nullable=False),
@@ -237,6 +278,19 @@ def upgrade() -> None:
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_api_keys_project_id"), ["project_id"], unique=False)
 
+    op.create_table(
+        "budgets",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("agent", sa.String(length=256), nullable=False),
+        sa.Column("cap_nanos", sa.BigInteger(), nullable=False),
+        sa.Column("timezone", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["project_id"], ["projects.id"], name=op.f("fk_budgets_project_id_projects")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_budgets")),
+        sa.UniqueConstraint("project_id", "agent", name=op.f("uq_budgets_project_id_agent")),
+    )
     op.create_table(
         "price_overrides",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -264,10 +318,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_price_overrides_project_id"))
 
     op.drop_table("price_overrides")
+    op.drop_table("budgets")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_keys_project_id"))
 
     op.drop_table("api_keys")
+    op.drop_table("unguarded_spend")
     op.drop_table("spans")
     with op.batch_alter_table("scores", schema=None) as batch_op:
         batch_op.drop_index("ix_scores_run")
@@ -287,6 +343,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_run_tags_list")
 
     op.drop_table("run_tags")
+    with op.batch_alter_table("reservations", schema=None) as batch_op:
+        batch_op.drop_index("ix_reservations_open")
+
+    op.drop_table("reservations")
     op.drop_table("projects")
     op.drop_table("projector_positions")
     with op.batch_alter_table("events", schema=None) as batch_op:
@@ -294,3 +354,4 @@ def downgrade() -> None:
 
     op.drop_table("events")
     op.drop_table("cost_daily")
+    op.drop_table("budget_days")

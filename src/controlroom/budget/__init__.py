@@ -1,0 +1,1 @@
+"""The daily cost cap: budgets, reservations before a paid call, settlement after it."""

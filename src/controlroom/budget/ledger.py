@@ -1,0 +1,394 @@
+"""The budget ledger: reserve a call's worst-case cost before it is made, settle its actual cost
+after. Admission is one conditional UPDATE per budget — ``settled + unguarded + held + hold <= cap``
+— inside one transaction, so concurrent callers can never overshoot a cap, on SQLite (one writer)
+and PostgreSQL (row locks, the condition re-checked on the locked row).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from controlroom.budget.days import day_bounds_ns, day_buckets, local_day
+from controlroom.cost import Pricer, Usage
+from controlroom.errors import ControlroomError, NotFound, ValidationFailed
+from controlroom.projects import Project, check_timezone
+from controlroom.store.engine import Store
+from controlroom.store.tables import budget_days, budgets, reservations, unguarded_spend
+
+# No output-token limit is known for most models: a call that names no max_tokens is held at this.
+DEFAULT_MAX_OUTPUT_TOKENS = 32_768
+HOLD_SECONDS = 600.0  # a hold not settled by then (its process died) is settled at the full hold
+NANOS = Decimal(10**9)
+
+
+class BudgetRefused(ControlroomError):
+    status, code, title = 402, "daily_cost_cap_reached", "Daily cost cap reached"
+
+    def headers(self) -> dict[str, str]:
+        resets = self.extra.get("resets_at")
+        return {"Retry-After": str(retry_after_seconds(resets))} if resets else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    id: int
+    project_id: int
+    agent: str  # "" = the whole project
+    cap_nanos: int
+    timezone: str
+
+
+def usd(nanos: int) -> str:
+    return format((Decimal(nanos) / NANOS).normalize(), "f") if nanos else "0"
+
+
+def to_nanos(value: str | Decimal, name: str) -> int:
+    try:
+        d = Decimal(str(value))
+    except ArithmeticError:
+        raise ValidationFailed(f"{name} {value!r} is not a decimal number", field=name) from None
+    if not d.is_finite() or d < 0 or d > 10**9:
+        raise ValidationFailed(f"{name} {value!r} must be between 0 and 1000000000 USD", field=name)
+    return int((d * NANOS).to_integral_value())
+
+
+def _insert(store: Store) -> Any:
+    return sqlite_insert if store.is_sqlite else pg_insert
+
+
+# -- budgets --------------------------------------------------------------------------------------
+def set_budget(
+    store: Store,
+    conn: Connection,
+    *,
+    project: Project,
+    agent: str | None,
+    cap_usd: str,
+    timezone: str | None = None,
+) -> Budget:
+    tz = check_timezone(timezone or project.timezone)
+    cap = to_nanos(cap_usd, "cap_usd")
+    now = time.time_ns()
+    stmt = _insert(store)(budgets).values(
+        project_id=project.id, agent=agent or "", cap_nanos=cap, timezone=tz, created_at=now, updated_at=now
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["project_id", "agent"], set_={"cap_nanos": cap, "timezone": tz, "updated_at": now}
+        )
+    )
+    found = get_budget(conn, project_id=project.id, agent=agent or "")
+    assert found is not None
+    return found
+
+
+def get_budget(conn: Connection, *, project_id: int, agent: str) -> Budget | None:
+    row = conn.execute(
+        select(
+            budgets.c.id, budgets.c.project_id, budgets.c.agent, budgets.c.cap_nanos, budgets.c.timezone
+        ).where(budgets.c.project_id == project_id, budgets.c.agent == agent)
+    ).first()
+    return Budget(*row) if row else None
+
+
+def delete_budget(conn: Connection, *, project_id: int, agent: str) -> None:
+    if (
+        conn.execute(
+            delete(budgets).where(budgets.c.project_id == project_id, budgets.c.agent == agent)
+        ).rowcount
+        == 0
+    ):
+        raise NotFound(f"no budget for {'agent ' + repr(agent) if agent else 'the project'}")
+
+
+def applicable(conn: Connection, project_id: int, agent: str) -> list[Budget]:
+    """The project's budget and the agent's own, in id order (the order rows are locked in)."""
+    rows = conn.execute(
+        select(budgets.c.id, budgets.c.project_id, budgets.c.agent, budgets.c.cap_nanos, budgets.c.timezone)
+        .where(budgets.c.project_id == project_id, budgets.c.agent.in_(["", agent] if agent else [""]))
+        .order_by(budgets.c.id)
+    ).all()
+    return [Budget(*r) for r in rows]
+
+
+def _unguarded(conn: Connection, b: Budget, day: Any) -> Any:
+    lo, hi = day_buckets(day, b.timezone)
+    q = select(func.coalesce(func.sum(unguarded_spend.c.cost_nanos), 0)).where(
+        unguarded_spend.c.project_id == b.project_id,
+        unguarded_spend.c.bucket >= lo,
+        unguarded_spend.c.bucket < hi,
+    )
+    if b.agent:
+        q = q.where(unguarded_spend.c.agent == b.agent)
+    return q.scalar_subquery()
+
+
+def status(conn: Connection, b: Budget, now_ns: int | None = None) -> dict[str, Any]:
+    """Today's figures for a budget: settled (incl. unguarded), held, remaining, reset time."""
+    now = now_ns or time.time_ns()
+    day = local_day(now, b.timezone)
+    row = conn.execute(
+        select(budget_days.c.settled_nanos, budget_days.c.held_nanos).where(
+            budget_days.c.budget_id == b.id, budget_days.c.day == day.isoformat()
+        )
+    ).first()
+    settled, held = (row[0], row[1]) if row else (0, 0)
+    unguarded = int(conn.execute(select(_unguarded(conn, b, day))).scalar_one())
+    spent = settled + unguarded
+    return {
+        "agent": b.agent or None,
+        "cap_usd": usd(b.cap_nanos),
+        "timezone": b.timezone,
+        "day": day.isoformat(),
+        "settled_usd": usd(spent),
+        "unguarded_usd": usd(unguarded),
+        "held_usd": usd(held),
+        "remaining_usd": usd(max(0, b.cap_nanos - spent - held)),
+        "resets_at": resets_at(b, now),
+    }
+
+
+def resets_at(b: Budget, now_ns: int) -> str:
+    _, end = day_bounds_ns(local_day(now_ns, b.timezone), b.timezone)
+    return datetime.fromtimestamp(end / 1e9, ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- reserve / settle -----------------------------------------------------------------------------
+def worst_case_nanos(
+    pricer: Pricer,
+    *,
+    provider: str | None,
+    model: str,
+    input_tokens: int,
+    max_output_tokens: int | None,
+    at_ns: int,
+) -> int | None:
+    """Input estimate x the dearest input rate (plain or cache write) + max output x output rate."""
+    rates = pricer.rates(provider=provider, model=model, at_ns=at_ns)
+    if rates is None:
+        return None
+    out_tokens = max_output_tokens or rates.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
+    cost = (
+        Decimal(input_tokens) * max(rates.input, rates.cache_write)
+        + Decimal(out_tokens) * rates.output
+        + rates.per_request
+    )
+    return int((cost * NANOS).to_integral_value(rounding="ROUND_CEILING"))
+
+
+def reserve(
+    store: Store,
+    *,
+    project: Project,
+    pricer: Pricer,
+    agent: str,
+    provider: str | None,
+    model: str,
+    input_tokens: int,
+    max_output_tokens: int | None,
+    run_id: str | None = None,
+    span_id: str | None = None,
+    hold_seconds: float = HOLD_SECONDS,
+) -> dict[str, Any]:
+    """Hold the call's worst-case cost against every applicable budget, or raise BudgetRefused."""
+    now = time.time_ns()
+    rid = os.urandom(16).hex()
+    with store.write() as conn:
+        applying = applicable(conn, project.id, agent)
+        if not applying:
+            return {"reservation_id": None, "hold_usd": "0", "budgets": []}
+        hold = worst_case_nanos(
+            pricer,
+            provider=provider,
+            model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
+            at_ns=now,
+        )
+        if hold is None:
+            raise BudgetRefused(
+                f"model {model!r} has no known price, so its cost cannot be bounded; set one with "
+                f"`controlroom prices set --project {project.name} --model {model} --input USD --output USD`",
+                reason="unpriced_model",
+                model=model,
+                provider=provider,
+                **status(conn, applying[0], now),
+            )
+        holds = []
+        for b in applying:
+            day = local_day(now, b.timezone).isoformat()
+            conn.execute(
+                _insert(store)(budget_days)
+                .values(budget_id=b.id, day=day, settled_nanos=0, held_nanos=0)
+                .on_conflict_do_nothing()
+            )
+            granted = conn.execute(
+                update(budget_days)
+                .where(
+                    budget_days.c.budget_id == b.id,
+                    budget_days.c.day == day,
+                    budget_days.c.settled_nanos
+                    + budget_days.c.held_nanos
+                    + hold
+                    + _unguarded(conn, b, local_day(now, b.timezone))
+                    <= b.cap_nanos,
+                )
+                .values(held_nanos=budget_days.c.held_nanos + hold)
+            ).rowcount
+            if granted != 1:
+                _refuse(conn, b, hold, now)
+            holds.append([b.id, day])
+        conn.execute(
+            insert(reservations).values(
+                id=rid,
+                project_id=project.id,
+                agent=agent,
+                run_id=run_id,
+                span_id=span_id,
+                provider=provider,
+                model=model,
+                hold_nanos=hold,
+                holds=holds,
+                state="held",
+                created_at=now,
+                expires_at=now + int(hold_seconds * 1e9),
+            )
+        )
+        return {
+            "reservation_id": rid,
+            "hold_usd": usd(hold),
+            "budgets": [status(conn, b, now) for b in applying],
+            "expires_at": datetime.fromtimestamp(
+                (now + hold_seconds * 1e9) / 1e9, ZoneInfo("UTC")
+            ).isoformat(),
+        }
+
+
+def _refuse(conn: Connection, b: Budget, hold: int, now: int) -> None:
+    st = status(conn, b, now)
+    spent = to_nanos(st["settled_usd"], "settled")
+    reason = "cap_reached" if spent + hold > b.cap_nanos else "held_by_in_flight_calls"
+    scope = f"agent {b.agent!r}" if b.agent else "the project"
+    raise BudgetRefused(
+        f"the daily cost cap of ${st['cap_usd']} for {scope} would be crossed: ${st['settled_usd']} spent, "
+        f"${st['held_usd']} held by calls in flight, ${usd(hold)} requested; it resets at {st['resets_at']}",
+        reason=reason,
+        requested_usd=usd(hold),
+        **st,
+    )
+
+
+OUTCOMES = ("completed", "failed_before_generation", "unknown")
+
+
+def settle(
+    store: Store,
+    *,
+    project: Project,
+    pricer: Pricer,
+    reservation_id: str,
+    outcome: str,
+    usage: Usage | None = None,
+    cost_usd: str | None = None,
+) -> dict[str, Any]:
+    """Replace the hold by the actual cost (idempotent: a second settle changes nothing).
+    completed: the cost of ``usage`` priced as the projector prices it (or the reported ``cost_usd``);
+    failed_before_generation: released (0); unknown (timeout, crash, cancelled stream): the full hold."""
+    if outcome not in OUTCOMES:
+        raise ValidationFailed(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}", field="outcome")
+    now = time.time_ns()
+    with store.write() as conn:
+        r = (
+            conn.execute(
+                select(reservations).where(
+                    reservations.c.id == reservation_id, reservations.c.project_id == project.id
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if r is None:
+            raise NotFound(f"no reservation {reservation_id!r}")
+        if r["state"] != "held":
+            return _settled_view(r)
+        if outcome == "failed_before_generation":
+            actual, state = 0, "released"
+        elif outcome == "unknown":
+            actual, state = r["hold_nanos"], "settled"
+        elif cost_usd is not None:
+            actual, state = to_nanos(cost_usd, "cost_usd"), "settled"
+        else:
+            computed = pricer.cost_nanos(
+                provider=r["provider"], model=r["model"], usage=usage or Usage(), at_ns=now
+            )
+            actual, state = (r["hold_nanos"] if computed is None else computed), "settled"
+        _apply_settlement(conn, r, actual, state, now)
+        return {
+            "reservation_id": reservation_id,
+            "state": state,
+            "actual_usd": usd(actual),
+            "hold_usd": usd(r["hold_nanos"]),
+        }
+
+
+def _apply_settlement(conn: Connection, r: Any, actual: int, state: str, now: int) -> None:
+    n = conn.execute(
+        update(reservations)
+        .where(reservations.c.id == r["id"], reservations.c.state == "held")
+        .values(state=state, actual_nanos=actual, settled_at=now)
+    ).rowcount
+    if n != 1:
+        return  # settled concurrently: the first settlement stands
+    for budget_id, day in sorted(r["holds"]):
+        conn.execute(
+            update(budget_days)
+            .where(and_(budget_days.c.budget_id == budget_id, budget_days.c.day == day))
+            .values(
+                held_nanos=budget_days.c.held_nanos - r["hold_nanos"],
+                settled_nanos=budget_days.c.settled_nanos + actual,
+            )
+        )
+
+
+def _settled_view(r: Any) -> dict[str, Any]:
+    return {
+        "reservation_id": r["id"],
+        "state": r["state"],
+        "actual_usd": usd(r["actual_nanos"] or 0),
+        "hold_usd": usd(r["hold_nanos"]),
+    }
+
+
+def expire_holds(store: Store, *, now_ns: int | None = None, limit: int = 1000) -> int:
+    """Settle, at their full hold, reservations whose process never settled them."""
+    now = now_ns or time.time_ns()
+    with store.write() as conn:
+        rows = (
+            conn.execute(
+                select(reservations)
+                .where(reservations.c.state == "held", reservations.c.expires_at < now)
+                .order_by(reservations.c.expires_at)
+                .limit(limit)
+            )
+            .mappings()
+            .all()
+        )
+        for r in rows:
+            _apply_settlement(conn, r, r["hold_nanos"], "expired", now)
+    return len(rows)
+
+
+def retry_after_seconds(resets_at_iso: str, now_ns: int | None = None) -> int:
+    end = datetime.strptime(resets_at_iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=ZoneInfo("UTC"))
+    now = datetime.fromtimestamp((now_ns or time.time_ns()) / 1e9, ZoneInfo("UTC"))
+    return max(1, int((end - now) / timedelta(seconds=1)))

@@ -1,0 +1,188 @@
+"""Synchronous control calls to the server (the budget ledger): the two decisions the agent must
+wait for. Each thread keeps its own keep-alive connection."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+NO_BUDGET_TTL = 5.0  # how long "no cap applies to this agent" is believed before asking again
+
+
+class BudgetExceeded(Exception):
+    """A paid call was refused before it was made: it would cross a daily cost cap.
+
+    Not a subclass of any provider's rate-limit error, so retry loops do not spin on it.
+    ``reason`` is ``cap_reached``, ``held_by_in_flight_calls``, ``unpriced_model`` or
+    ``ledger_unavailable``; amounts are USD decimal strings; ``resets_at`` is when the day ends.
+    """
+
+    controlroom_no_retry = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        cap_usd: str | None = None,
+        settled_usd: str | None = None,
+        held_usd: str | None = None,
+        requested_usd: str | None = None,
+        remaining_usd: str | None = None,
+        resets_at: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.cap_usd = cap_usd
+        self.settled_usd = settled_usd
+        self.held_usd = held_usd
+        self.requested_usd = requested_usd
+        self.remaining_usd = remaining_usd
+        self.resets_at = resets_at
+
+    def attributes(self) -> dict[str, Any]:
+        return {
+            f"controlroom.budget.{k}": v
+            for k, v in (
+                ("reason", self.reason),
+                ("cap_usd", self.cap_usd),
+                ("settled_usd", self.settled_usd),
+                ("held_usd", self.held_usd),
+                ("requested_usd", self.requested_usd),
+                ("remaining_usd", self.remaining_usd),
+                ("resets_at", self.resets_at),
+            )
+            if v is not None
+        }
+
+
+class ControlClient:
+    def __init__(self, url: str, api_key: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if self._https else 80)
+        self._base = parts.path.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self._timeout = timeout
+        self._local = threading.local()
+        self._all: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._no_budget_until: dict[str, float] = {}
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = self._local.conn = cls(self._host, self._port, timeout=self._timeout)
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+
+    def _post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        payload = orjson.dumps(body)
+        for attempt in (1, 2):  # once more on a stale keep-alive connection
+            conn = self._conn()
+            try:
+                conn.request("POST", self._base + path, body=payload, headers=self._headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self._local.conn = None
+                if attempt == 2:
+                    raise
+                continue
+            try:
+                parsed = orjson.loads(data) if data else {}
+            except orjson.JSONDecodeError:
+                parsed = {}
+            return resp.status, parsed if isinstance(parsed, dict) else {}
+        raise OSError("unreachable")  # pragma: no cover
+
+    def reserve(
+        self,
+        *,
+        agent: str,
+        provider: str,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int | None,
+        run_id: str | None,
+        span_id: str | None,
+    ) -> str | None:
+        """A reservation id, None when no cap applies, or BudgetExceeded."""
+        if self._no_budget_until.get(agent, 0.0) > time.monotonic():
+            return None
+        body: dict[str, Any] = {
+            "agent": agent,
+            "provider": provider,
+            "model": model,
+            "input_tokens": input_tokens,
+            "run_id": run_id,
+            "span_id": span_id,
+        }
+        if max_output_tokens is not None:
+            body["max_output_tokens"] = max_output_tokens
+        try:
+            status, doc = self._post("/v1/budget/reservations", body)
+        except (OSError, http.client.HTTPException) as e:
+            raise BudgetExceeded(
+                f"the budget ledger is unreachable ({e}); paid calls are refused until it is back",
+                reason="ledger_unavailable",
+            ) from None
+        if status == 201:
+            rid = doc.get("reservation_id")
+            if rid is None:
+                self._no_budget_until[agent] = time.monotonic() + NO_BUDGET_TTL
+            return rid if isinstance(rid, str) else None
+        if status == 402:
+            raise BudgetExceeded(
+                str(doc.get("detail", "daily cost cap reached")),
+                reason=str(doc.get("reason", "cap_reached")),
+                **{
+                    k: doc.get(k)
+                    for k in (
+                        "cap_usd",
+                        "settled_usd",
+                        "held_usd",
+                        "requested_usd",
+                        "remaining_usd",
+                        "resets_at",
+                    )
+                },
+            )
+        raise BudgetExceeded(
+            f"the budget ledger answered HTTP {status}: {doc.get('detail', '')}", reason="ledger_unavailable"
+        )
+
+    def settle(
+        self,
+        reservation_id: str,
+        *,
+        outcome: str,
+        usage: dict[str, int] | None,
+        cost_usd: Decimal | str | None,
+    ) -> bool:
+        body: dict[str, Any] = {"outcome": outcome}
+        if usage:
+            body["usage"] = usage
+        if cost_usd is not None:
+            body["cost_usd"] = str(cost_usd)
+        try:
+            status, _ = self._post(f"/v1/budget/reservations/{reservation_id}/settle", body)
+        except (OSError, http.client.HTTPException):
+            return False
+        return status == 200
