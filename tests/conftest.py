@@ -27,7 +27,7 @@ PG_ADMIN_URL = os.environ.get("CONTROLROOM_TEST_PG_URL", "postgresql+psycopg://p
 @pytest.fixture(scope="session")
 def pg_url(worker_id: str) -> Iterator[str]:
     """A database of this test worker's own, migrated once."""
-    name = f"controlroom_test_{worker_id}"
+    name = f"controlroom_test_{worker_id}_{os.getpid()}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -199,9 +199,10 @@ def reserve(
     run_id: str | None = None,
     span_id: str | None = None,
     hold_seconds: float = HOLD_SECONDS,
+    now_ns: int | None = None,
 ) -> dict[str, Any]:
     """Hold the call's worst-case cost against every applicable budget, or raise BudgetRefused."""
-    now = time.time_ns()
+    now = now_ns or time.time_ns()
     rid = os.urandom(16).hex()
     with store.write() as conn:
         applying = applicable(conn, project.id, agent)

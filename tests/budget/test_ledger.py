@@ -1,0 +1,271 @@
+"""The budget ledger on SQLite and PostgreSQL: no overshoot under concurrency (threads and
+processes), the cap actually reached, DST-correct days, crashes, duplicate settles, fail closed."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from decimal import Decimal
+from typing import Any
+
+import agent_process
+import pytest
+from sqlalchemy import func, select
+
+from conftest import LiveServer
+from controlroom.budget import ledger
+from controlroom.budget.ledger import BudgetRefused
+from controlroom.cost import Pricer, Usage
+from controlroom.ingest import ingest_events
+from controlroom.prices import set_price
+from controlroom.projections.projector import Projector
+from controlroom.projects import Project, create_project, get_project
+from controlroom.store.engine import Store
+from controlroom.store.tables import budget_days, reservations
+from factories import llm_usage, rid, run_started, sid, span_ended, span_started
+
+# A private model at $1 per million input and $1 per million output tokens: a call reserving
+# 1,000 input + 4,000 output tokens holds exactly $0.005.
+MODEL = "acme-1"
+
+
+def priced(store: Store, project: Project) -> Pricer:
+    with store.write() as conn:
+        set_price(conn, project=project, model=MODEL, provider=None, input_per_mtok="1", output_per_mtok="1")
+    from controlroom.prices import PricerCache
+
+    with store.read() as conn:
+        return PricerCache().get(conn, project.id)
+
+
+def cap(store: Store, project: Project, usd: str, agent: str | None = None, tz: str | None = None) -> None:
+    with store.write() as conn:
+        ledger.set_budget(store, conn, project=project, agent=agent, cap_usd=usd, timezone=tz)
+
+
+def reserve(store: Store, project: Project, pricer: Pricer, **kw: Any) -> dict[str, Any]:
+    args = {
+        "agent": "bot",
+        "provider": None,
+        "model": MODEL,
+        "input_tokens": 1000,
+        "max_output_tokens": 4000,
+        **kw,
+    }
+    return ledger.reserve(store, project=project, pricer=pricer, **args)
+
+
+def totals(store: Store) -> tuple[int, int]:
+    with store.read() as conn:
+        row = conn.execute(
+            select(
+                func.coalesce(func.sum(budget_days.c.settled_nanos), 0),
+                func.coalesce(func.sum(budget_days.c.held_nanos), 0),
+            )
+        ).one()
+    return int(row[0]), int(row[1])
+
+
+def caller(store: Store, project: Project, pricer: Pricer, granted: list[int], refused: list[str]) -> None:
+    """Reserve $0.05 (1,000 + 49,000 tokens), 'call', settle at $0.03; until refused for good."""
+    while True:
+        try:
+            r = reserve(store, project, pricer, max_output_tokens=49_000)
+        except BudgetRefused as e:
+            refused.append(e.extra["reason"])
+            if e.extra["reason"] == "cap_reached":
+                return
+            continue
+        out = ledger.settle(
+            store,
+            project=project,
+            pricer=pricer,
+            reservation_id=r["reservation_id"],
+            outcome="completed",
+            usage=Usage(input_tokens=1000, output_tokens=29_000),
+        )
+        granted.append(int(Decimal(out["actual_usd"]) * 10**9))
+
+
+def test_64_threads_never_overshoot_and_reach_the_cap(store: Store, project: Project) -> None:
+    pricer = priced(store, project)
+    cap(store, project, "1.00")
+    granted: list[int] = []
+    refused: list[str] = []
+    threads = [
+        threading.Thread(target=caller, args=(store, project, pricer, granted, refused)) for _ in range(64)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    settled, held = totals(store)
+    assert held == 0
+    assert settled == sum(granted) <= 10**9  # never over $1.00
+    # reached: what is left is less than one more call's hold ($0.05)
+    assert 10**9 - settled < 50_000_000
+    assert refused.count("cap_reached") == 64
+
+
+def test_64_callers_in_separate_processes_never_overshoot(live: LiveServer) -> None:
+    """Eight agent processes of eight threads each, against one server, over HTTP."""
+    with live.store.read() as conn:
+        project = get_project(conn, name="acme")
+    assert project is not None
+    priced(live.store, project)
+    cap(live.store, project, "1.00")
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=agent_process.run, args=(live.url, live.key, 8, out)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    settled, held = totals(live.store)
+    assert held == 0 and settled == sum(results) <= 10**9
+    assert 10**9 - settled < 50_000_000
+
+
+def test_refusal_reasons_and_figures(store: Store, project: Project) -> None:
+    pricer = priced(store, project)
+    cap(store, project, "0.012")
+    first = reserve(store, project, pricer)
+    second = reserve(store, project, pricer)
+    assert first["hold_usd"] == second["hold_usd"] == "0.005"
+    with pytest.raises(BudgetRefused) as held_back:
+        reserve(store, project, pricer)
+    e = held_back.value
+    assert e.status == 402 and e.code == "daily_cost_cap_reached"
+    assert e.extra["reason"] == "held_by_in_flight_calls"
+    assert (
+        e.extra["cap_usd"],
+        e.extra["settled_usd"],
+        e.extra["held_usd"],
+        e.extra["requested_usd"],
+        e.extra["remaining_usd"],
+    ) == ("0.012", "0", "0.01", "0.005", "0.002")
+    assert "Retry-After" in e.headers()
+    for r in (first, second):
+        ledger.settle(
+            store, project=project, pricer=pricer, reservation_id=r["reservation_id"], outcome="unknown"
+        )
+    with pytest.raises(BudgetRefused) as full:
+        reserve(store, project, pricer)
+    assert full.value.extra["reason"] == "cap_reached" and full.value.extra["settled_usd"] == "0.01"
+
+
+def test_an_unpriced_model_is_refused_with_how_to_price_it(store: Store, project: Project) -> None:
+    pricer = priced(store, project)
+    cap(store, project, "10")
+    with pytest.raises(BudgetRefused) as refused:
+        reserve(store, project, pricer, model="secret-model-9")
+    assert refused.value.extra["reason"] == "unpriced_model"
+    assert "controlroom prices set --project acme --model secret-model-9" in refused.value.detail
+
+
+def test_no_budget_means_no_hold(store: Store, project: Project) -> None:
+    pricer = priced(store, project)
+    assert reserve(store, project, pricer, model="secret-model-9")["reservation_id"] is None
+
+
+def test_agent_budget_and_project_budget_both_apply(store: Store, project: Project) -> None:
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    cap(store, project, "0.006", agent="bot")
+    reserve(store, project, pricer)
+    with pytest.raises(BudgetRefused) as refused:
+        reserve(store, project, pricer)
+    assert "agent 'bot'" in refused.value.detail
+    reserve(store, project, pricer, agent="other-bot")  # only the project's cap applies to it
+
+
+def test_settle_is_idempotent_and_release_frees_the_hold(store: Store, project: Project) -> None:
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    r = reserve(store, project, pricer)["reservation_id"]
+    once = ledger.settle(
+        store,
+        project=project,
+        pricer=pricer,
+        reservation_id=r,
+        outcome="completed",
+        usage=Usage(input_tokens=500, output_tokens=500),
+    )
+    twice = ledger.settle(store, project=project, pricer=pricer, reservation_id=r, outcome="unknown")
+    assert (
+        once == twice == {"reservation_id": r, "state": "settled", "actual_usd": "0.001", "hold_usd": "0.005"}
+    )
+    assert totals(store) == (1_000_000, 0)
+    released = reserve(store, project, pricer)["reservation_id"]
+    out = ledger.settle(
+        store, project=project, pricer=pricer, reservation_id=released, outcome="failed_before_generation"
+    )
+    assert out["state"] == "released" and totals(store) == (1_000_000, 0)
+
+
+def test_a_crash_between_reserve_and_settle_settles_at_the_hold(store: Store, project: Project) -> None:
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    r = reserve(store, project, pricer, hold_seconds=60)["reservation_id"]
+    assert ledger.expire_holds(store) == 0  # not yet
+    import time
+
+    assert ledger.expire_holds(store, now_ns=time.time_ns() + 61 * 10**9) == 1
+    assert totals(store) == (5_000_000, 0)  # never dropped to zero
+    with store.read() as conn:
+        assert (
+            conn.execute(select(reservations.c.state).where(reservations.c.id == r)).scalar_one() == "expired"
+        )
+    late = ledger.settle(
+        store,
+        project=project,
+        pricer=pricer,
+        reservation_id=r,
+        outcome="completed",
+        usage=Usage(input_tokens=1, output_tokens=1),
+    )
+    assert late["state"] == "expired" and totals(store) == (5_000_000, 0)
+
+
+def test_day_rolls_over_at_local_midnight_across_dst(store: Store) -> None:
+    with store.write() as conn:
+        ny = create_project(conn, name="ny", timezone="America/New_York")
+    pricer = priced(store, ny)
+    cap(store, ny, "0.005")
+    # 2026-03-08 is the spring-forward day in New York: it is 23 hours long.
+    before_midnight = 1_772_945_940 * 10**9  # 2026-03-08T04:59:00Z = 2026-03-07 23:59 EST
+    after_midnight = 1_772_946_060 * 10**9  # 2026-03-08T05:01:00Z = 2026-03-08 00:01 EST
+    r = reserve(store, ny, pricer, now_ns=before_midnight)
+    assert r["budgets"][0]["day"] == "2026-03-07"
+    assert r["budgets"][0]["resets_at"] == "2026-03-08T05:00:00Z"
+    with pytest.raises(BudgetRefused):
+        reserve(store, ny, pricer, now_ns=before_midnight + 30 * 10**9)
+    r2 = reserve(store, ny, pricer, now_ns=after_midnight)  # a new day, a new cap
+    assert r2["budgets"][0]["day"] == "2026-03-08"
+    assert r2["budgets"][0]["resets_at"] == "2026-03-09T04:00:00Z"  # EDT from 03:00 on: UTC-4
+
+
+def test_spend_seen_only_in_traces_counts_against_the_cap(store: Store, project: Project) -> None:
+    pricer = priced(store, project)
+    cap(store, project, "0.01")
+    r, s = rid(), sid()
+    ingest_events(
+        store,
+        project.id,
+        {
+            "events": [
+                run_started(r, agent="bot"),
+                span_started(r, s, model=MODEL),
+                span_ended(r, s, usage=llm_usage(4000, 4000)),  # $0.008, made without a guard
+            ]
+        },
+        max_events=10,
+    )
+    Projector(store).catch_up()
+    with pytest.raises(BudgetRefused) as refused:
+        reserve(store, project, pricer)
+    assert refused.value.extra["settled_usd"] == "0.008"
+    assert refused.value.extra["unguarded_usd"] == "0.008"
+    assert refused.value.extra["reason"] == "cap_reached"
