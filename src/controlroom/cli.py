@@ -320,5 +320,75 @@ def prices_list(db: str | None, project: str) -> None:
             )
 
 
+@main.group()
+def budgets() -> None:
+    """Daily cost caps (refused before the call once crossed)."""
+
+
+@budgets.command("set")
+@db_option
+@click.option("--project", required=True)
+@click.option("--agent", default=None, help="Cap only this agent (default: the whole project).")
+@click.option("--cap-usd", required=True, help="The daily cap in USD, e.g. 25 or 0.50.")
+@click.option("--timezone", default=None, help="IANA timezone of the day boundary (default: the project's).")
+@_fail_cleanly
+def budgets_set(db: str | None, project: str, agent: str | None, cap_usd: str, timezone: str | None) -> None:
+    """Set (or change) a daily cost cap."""
+    from controlroom.budget import ledger
+
+    store = _store(db)
+    with store.write() as conn:
+        b = ledger.set_budget(
+            store, conn, project=_project(conn, project), agent=agent, cap_usd=cap_usd, timezone=timezone
+        )
+        st = ledger.status(conn, b)
+    scope = f"agent {agent!r}" if agent else f"project {project!r}"
+    click.echo(
+        f"cap for {scope}: ${st['cap_usd']}/day ({st['timezone']}); today ${st['settled_usd']} spent, "
+        f"${st['remaining_usd']} left, resets {st['resets_at']}"
+    )
+
+
+@budgets.command("list")
+@db_option
+@click.option("--project", required=True)
+@_fail_cleanly
+def budgets_list(db: str | None, project: str) -> None:
+    """Caps with today's settled spend, held amount, remaining and reset time."""
+    from sqlalchemy import select
+
+    from controlroom.budget import ledger
+    from controlroom.store.tables import budgets as t
+
+    with _store(db).read() as conn:
+        p = _project(conn, project)
+        rows = conn.execute(
+            select(t.c.id, t.c.project_id, t.c.agent, t.c.cap_nanos, t.c.timezone)
+            .where(t.c.project_id == p.id)
+            .order_by(t.c.id)
+        ).all()
+        click.echo("scope\tcap_usd\tsettled_usd\theld_usd\tremaining_usd\tday\tresets_at")
+        for row in rows:
+            st = ledger.status(conn, ledger.Budget(*row))
+            click.echo(
+                f"{st['agent'] or '(project)'}\t{st['cap_usd']}\t{st['settled_usd']}\t{st['held_usd']}"
+                f"\t{st['remaining_usd']}\t{st['day']}\t{st['resets_at']}"
+            )
+
+
+@budgets.command("delete")
+@db_option
+@click.option("--project", required=True)
+@click.option("--agent", default=None, help="The agent's cap (default: the project's).")
+@_fail_cleanly
+def budgets_delete(db: str | None, project: str, agent: str | None) -> None:
+    """Remove a cap."""
+    from controlroom.budget import ledger
+
+    with _store(db).write() as conn:
+        ledger.delete_budget(conn, project_id=_project(conn, project).id, agent=agent or "")
+    click.echo("removed")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -305,6 +305,7 @@ class Span(_Decorates):
             self._admit(client, run)
         except BudgetExceeded as refused:  # refused before any request left: record it, then raise
             self._emit_start(client)
+            self.set_attributes(refused.attributes())
             self.__exit__(BudgetExceeded, refused, None)
             raise
         self._emit_start(client)

@@ -256,6 +256,8 @@ class _StreamEnd:
                     error = failure
                 if closed:
                     self.call.span.set_attribute(CLOSED_EARLY, True)
+                    # what the provider generated (and bills) is unknown: settle at the full hold
+                    self.call.span.outcome = "unknown"
         finally:
             self.call.exit(error)
 

@@ -1,0 +1,116 @@
+"""The cap at the call boundary, as an agent meets it: refused before the call, recorded on the run,
+never retried, fail closed when the ledger is away."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import controlroom
+from conftest import LiveServer, free_port
+from tests_support import wait_for
+
+
+@pytest.fixture
+def capped(live: LiveServer, tmp_path: Path) -> Iterator[LiveServer]:
+    """Model acme-1 at $1/M tokens in and out; the project capped at $0.012 a day."""
+    with live.client() as http:
+        assert (
+            http.post(
+                "/v1/prices", json={"model": "acme-1", "input_per_mtok": "1", "output_per_mtok": "1"}
+            ).status_code
+            == 201
+        )
+        assert http.put("/v1/budgets", json={"cap_usd": "0.012"}).status_code == 200
+    controlroom.init(
+        url=live.url, api_key=live.key, spool_dir=tmp_path / "spool", strict=True, flush_interval=0.05
+    )
+    yield live
+    controlroom.shutdown(timeout=10)
+
+
+def call(made: list[str], **record: Any) -> None:
+    # 1,000 input tokens (estimate) + max_tokens 4,000 at $1/M: a hold of $0.005
+    with controlroom.llm("acme", "acme-1", max_tokens=4000, input_tokens_estimate=1000) as c:
+        made.append("call")
+        c.record(input_tokens=1000, output_tokens=1000, **record)
+
+
+def test_calls_over_the_cap_are_refused_before_they_are_made(capped: LiveServer) -> None:
+    made: list[str] = []
+    with pytest.raises(controlroom.BudgetExceeded) as refused, controlroom.run("billing-bot") as run:
+        for _ in range(10):
+            call(made)  # each settles at $0.002
+    # $0.002 each: after 4 calls $0.008 is spent, and a fifth hold of $0.005 would reach $0.013
+    assert made == ["call"] * 4
+    e = refused.value
+    assert e.reason == "cap_reached" and not isinstance(e, httpx.HTTPError)
+    assert (e.cap_usd, e.settled_usd, e.held_usd, e.requested_usd) == ("0.012", "0.008", "0", "0.005")
+    assert e.resets_at and e.resets_at.endswith("T00:00:00Z")
+    assert controlroom.flush(10)
+    with capped.client() as http:
+        view = wait_for(
+            lambda: (
+                (r := http.get(f"/v1/runs/{run.run_id}")).status_code == 200
+                and r.json()["status"] == "failed"
+                and r.json()
+            )
+        )
+        budget = http.get("/v1/budgets").json()["budgets"][0]
+    spans = view["spans"]
+    refused_span = spans[-1]
+    assert len(spans) == 5 and refused_span["status"] == "error"
+    assert refused_span["error"]["type"] == "BudgetExceeded"
+    assert refused_span["attributes"]["controlroom.budget.reason"] == "cap_reached"
+    assert view["failing_span_id"] == refused_span["span_id"]
+    assert budget["settled_usd"] == "0.008" and budget["held_usd"] == "0"
+
+
+def test_a_refusal_is_not_retried_by_the_fallback_helper(capped: LiveServer) -> None:
+    with capped.client() as http:
+        assert http.put("/v1/budgets", json={"cap_usd": "0.001"}).status_code == 200
+    made: list[str] = []
+    with controlroom.run("billing-bot"), pytest.raises(controlroom.BudgetExceeded):
+        controlroom.call_with_fallback(lambda m: call(made), ["acme-1", "acme-1"], retries=5, backoff=0)
+    assert made == []
+
+
+def test_an_unpriced_model_is_refused_under_a_cap(capped: LiveServer) -> None:
+    with controlroom.run("billing-bot"), pytest.raises(controlroom.BudgetExceeded) as refused:  # noqa: SIM117
+        with controlroom.llm("acme", "mystery-model", max_tokens=10):
+            pytest.fail("the call must not be made")
+    assert refused.value.reason == "unpriced_model"
+    assert "controlroom prices set" in str(refused.value)
+
+
+def test_an_unreachable_ledger_refuses(tmp_path: Path) -> None:
+    controlroom.init(
+        url=f"http://127.0.0.1:{free_port()}",
+        api_key="cr_" + "x" * 40,
+        spool_dir=tmp_path / "spool",
+        strict=True,
+        shutdown_timeout=0.2,
+    )
+    try:
+        with controlroom.run("billing-bot"), pytest.raises(controlroom.BudgetExceeded) as refused:  # noqa: SIM117
+            with controlroom.llm("openai", "gpt-4o-mini", max_tokens=10):
+                pytest.fail("the call must not be made")
+        assert refused.value.reason == "ledger_unavailable"
+    finally:
+        controlroom.shutdown(timeout=0.2)
+
+
+def test_http_refusal_is_a_402_problem_with_retry_after(capped: LiveServer) -> None:
+    body = {"model": "acme-1", "input_tokens": 1_000_000, "max_output_tokens": 1_000_000, "agent": "x"}
+    with capped.client() as http:
+        r = http.post("/v1/budget/reservations", json=body)
+    assert r.status_code == 402
+    assert r.headers["content-type"] == "application/problem+json"
+    assert 0 < int(r.headers["retry-after"]) <= 86_400
+    problem = r.json()
+    assert problem["code"] == "daily_cost_cap_reached" and problem["reason"] == "cap_reached"
+    assert problem["requested_usd"] == "2" and problem["cap_usd"] == "0.012"
