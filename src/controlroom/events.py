@@ -17,7 +17,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 
 SCHEMA_VERSION = 1
 
@@ -44,8 +52,9 @@ _HEX16 = re.compile(r"[0-9a-f]{16}")
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})")
 
 
-def parse_ts(value: Any) -> int:
-    """An RFC 3339 string or integer epoch nanoseconds -> epoch nanoseconds, range-checked."""
+def parse_ts(value: Any, *, future_ok: bool = False) -> int:
+    """An RFC 3339 string or integer epoch nanoseconds -> epoch nanoseconds, range-checked
+    (after 2000-01-01, and — unless ``future_ok`` — no more than a day ahead)."""
     if isinstance(value, bool):
         raise ValueError("timestamp must be an RFC 3339 string or integer epoch nanoseconds")
     if isinstance(value, int):
@@ -64,7 +73,7 @@ def parse_ts(value: Any) -> int:
         raise ValueError("timestamp must be an RFC 3339 string or integer epoch nanoseconds")
     if ns < MIN_TS_NS:
         raise ValueError(f"timestamp {value!r} is before 2000-01-01")
-    if ns > time.time_ns() + MAX_FUTURE_NS:
+    if not future_ok and ns > time.time_ns() + MAX_FUTURE_NS:
         raise ValueError(f"timestamp {value!r} is more than a day in the future")
     return ns
 
@@ -93,10 +102,19 @@ def _hex_id(pattern: re.Pattern[str], what: str, length: int) -> Any:
 
 RunId = Annotated[str, BeforeValidator(_hex_id(_HEX32, "run_id", 32))]
 SpanId = Annotated[str, BeforeValidator(_hex_id(_HEX16, "span_id", 16))]
-Timestamp = Annotated[int, BeforeValidator(parse_ts)]
+Timestamp = Annotated[
+    int,
+    BeforeValidator(parse_ts),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "minimum": 0}],
+            "description": "RFC 3339 (nanoseconds allowed) or integer epoch nanoseconds",
+        }
+    ),
+]
 EventId = Annotated[str, Field(min_length=1, max_length=64)]
 ShortText = Annotated[str, Field(max_length=256)]
-NonNegInt = Annotated[int, Field(ge=0, le=10**12)]
+NonNegInt = Annotated[int, Field(ge=0, le=10**10)]  # tokens of one call
 Cost = Annotated[Decimal, Field(ge=0, le=10**6, allow_inf_nan=False)]
 
 
@@ -256,6 +274,8 @@ def validate_event(
         raise ValueError(_reason(e)) from None
     if isinstance(event, ScoreRecorded) and event.body.value is None and event.body.label is None:
         raise ValueError("body: a score needs a value or a label")
+    if isinstance(event, SpanStarted | SpanRecorded) and event.body.parent_span_id == event.body.span_id:
+        raise ValueError("body.parent_span_id: a span cannot be its own parent")
     if isinstance(event, SpanRecorded) and event.body.ended_at < event.ts:
         raise ValueError("body.ended_at: a span cannot end before it starts (ts)")
     return event  # type: ignore[no-any-return]

@@ -69,9 +69,18 @@ def ingest_events(
                 received_at,
                 event.body.model_dump(mode="json", exclude_defaults=True),
             )
-        except TypeError as e:  # e.g. an integer beyond 64 bits in free-form attributes
+        except (TypeError, ValueError) as e:  # an integer beyond 64 bits, nesting too deep
             result.rejected.append(
                 {"index": index, "id": event.id, "reason": f"body: cannot be stored as JSON: {e}"}
+            )
+            continue
+        if b"\\u0000" in row["body"] or "\x00" in event.id:  # PostgreSQL cannot store U+0000 in text
+            result.rejected.append(
+                {
+                    "index": index,
+                    "id": event.id.replace("\x00", ""),
+                    "reason": "NUL characters (U+0000) are not allowed in ids or text",
+                }
             )
             continue
         seen.add(event.id)

@@ -12,7 +12,7 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 
 from controlroom.cost import PriceOverride, Pricer
 from controlroom.errors import ValidationFailed
@@ -30,9 +30,11 @@ def parse_rate(value: str | None, name: str, *, required: bool) -> str | None:
         d = Decimal(str(value))
     except InvalidOperation:
         raise ValidationFailed(f"{name} {value!r} is not a decimal number", field=name) from None
-    if not d.is_finite() or d < 0 or d > 1_000_000:
+    if d.is_finite() and d.as_tuple().exponent < -12 and d != 0:  # type: ignore[operator]
+        raise ValidationFailed(f"{name} {value!r} has more than 12 decimal places", field=name)
+    if not d.is_finite() or d < 0 or d > 10_000:
         raise ValidationFailed(
-            f"{name} {value!r} must be between 0 and 1000000 USD per million tokens", field=name
+            f"{name} {value!r} must be between 0 and 10000 USD per million tokens", field=name
         )
     return format(d.normalize(), "f")
 
@@ -52,7 +54,7 @@ def set_price(
     if not model or len(model) > 256:
         raise ValidationFailed("model must be 1-256 characters", field="model")
     try:
-        eff = parse_ts(effective_from) if effective_from is not None else 0
+        eff = parse_ts(effective_from, future_ok=True) if effective_from is not None else 0
     except ValueError as e:
         raise ValidationFailed(f"effective_from: {e}", field="effective_from") from None
     values = {
@@ -94,6 +96,22 @@ def _out(r: Any) -> dict[str, Any]:
     }
 
 
+_c = price_overrides.c
+_OVERRIDES = (
+    select(
+        _c.model,
+        _c.provider,
+        _c.input_per_mtok,
+        _c.output_per_mtok,
+        _c.cache_read_per_mtok,
+        _c.cache_write_per_mtok,
+        _c.effective_from,
+    )
+    .where(_c.project_id == bindparam("project_id"))
+    .order_by(_c.id)
+)
+
+
 class PricerCache:
     """A Pricer per project, rebuilt only when the project's overrides change (its price-lookup
     cache is worth keeping)."""
@@ -103,22 +121,7 @@ class PricerCache:
         self._lock = threading.Lock()
 
     def get(self, conn: Connection, project_id: int) -> Pricer:
-        c = price_overrides.c
-        rows = tuple(
-            conn.execute(
-                select(
-                    c.model,
-                    c.provider,
-                    c.input_per_mtok,
-                    c.output_per_mtok,
-                    c.cache_read_per_mtok,
-                    c.cache_write_per_mtok,
-                    c.effective_from,
-                )
-                .where(c.project_id == project_id)
-                .order_by(c.id)
-            ).all()
-        )
+        rows = tuple(conn.execute(_OVERRIDES, {"project_id": project_id}).all())
         cached = self._pricers.get(project_id)
         if cached is not None and cached[0] == rows:
             return cached[1]

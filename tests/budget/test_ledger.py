@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 from conftest import LiveServer
 from controlroom.budget import ledger
 from controlroom.budget.ledger import BudgetRefused
-from controlroom.cost import Pricer, Usage
+from controlroom.cost import Usage
 from controlroom.ingest import ingest_events
-from controlroom.prices import set_price
+from controlroom.prices import PricerCache, set_price
 from controlroom.projections.projector import Projector
 from controlroom.projects import Project, create_project, get_project
 from controlroom.store.engine import Store
@@ -29,13 +29,10 @@ from factories import llm_usage, rid, run_started, sid, span_ended, span_started
 MODEL = "acme-1"
 
 
-def priced(store: Store, project: Project) -> Pricer:
+def priced(store: Store, project: Project) -> PricerCache:
     with store.write() as conn:
         set_price(conn, project=project, model=MODEL, provider=None, input_per_mtok="1", output_per_mtok="1")
-    from controlroom.prices import PricerCache
-
-    with store.read() as conn:
-        return PricerCache().get(conn, project.id)
+    return PricerCache()
 
 
 def cap(store: Store, project: Project, usd: str, agent: str | None = None, tz: str | None = None) -> None:
@@ -43,7 +40,7 @@ def cap(store: Store, project: Project, usd: str, agent: str | None = None, tz: 
         ledger.set_budget(store, conn, project=project, agent=agent, cap_usd=usd, timezone=tz)
 
 
-def reserve(store: Store, project: Project, pricer: Pricer, **kw: Any) -> dict[str, Any]:
+def reserve(store: Store, project: Project, pricer: PricerCache, **kw: Any) -> dict[str, Any]:
     args = {
         "agent": "bot",
         "provider": None,
@@ -52,7 +49,7 @@ def reserve(store: Store, project: Project, pricer: Pricer, **kw: Any) -> dict[s
         "max_output_tokens": 4000,
         **kw,
     }
-    return ledger.reserve(store, project=project, pricer=pricer, **args)
+    return ledger.reserve(store, project=project, pricers=pricer, **args)
 
 
 def totals(store: Store) -> tuple[int, int]:
@@ -66,7 +63,9 @@ def totals(store: Store) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def caller(store: Store, project: Project, pricer: Pricer, granted: list[int], refused: list[str]) -> None:
+def caller(
+    store: Store, project: Project, pricer: PricerCache, granted: list[int], refused: list[str]
+) -> None:
     """Reserve $0.05 (1,000 + 49,000 tokens), 'call', settle at $0.03; until refused for good."""
     while True:
         try:
@@ -79,7 +78,7 @@ def caller(store: Store, project: Project, pricer: Pricer, granted: list[int], r
         out = ledger.settle(
             store,
             project=project,
-            pricer=pricer,
+            pricers=pricer,
             reservation_id=r["reservation_id"],
             outcome="completed",
             usage=Usage(input_tokens=1000, output_tokens=29_000),
@@ -149,7 +148,7 @@ def test_refusal_reasons_and_figures(store: Store, project: Project) -> None:
     assert "Retry-After" in e.headers()
     for r in (first, second):
         ledger.settle(
-            store, project=project, pricer=pricer, reservation_id=r["reservation_id"], outcome="unknown"
+            store, project=project, pricers=pricer, reservation_id=r["reservation_id"], outcome="unknown"
         )
     with pytest.raises(BudgetRefused) as full:
         reserve(store, project, pricer)
@@ -188,19 +187,19 @@ def test_settle_is_idempotent_and_release_frees_the_hold(store: Store, project: 
     once = ledger.settle(
         store,
         project=project,
-        pricer=pricer,
+        pricers=pricer,
         reservation_id=r,
         outcome="completed",
         usage=Usage(input_tokens=500, output_tokens=500),
     )
-    twice = ledger.settle(store, project=project, pricer=pricer, reservation_id=r, outcome="unknown")
+    twice = ledger.settle(store, project=project, pricers=pricer, reservation_id=r, outcome="unknown")
     assert (
         once == twice == {"reservation_id": r, "state": "settled", "actual_usd": "0.001", "hold_usd": "0.005"}
     )
     assert totals(store) == (1_000_000, 0)
     released = reserve(store, project, pricer)["reservation_id"]
     out = ledger.settle(
-        store, project=project, pricer=pricer, reservation_id=released, outcome="failed_before_generation"
+        store, project=project, pricers=pricer, reservation_id=released, outcome="failed_before_generation"
     )
     assert out["state"] == "released" and totals(store) == (1_000_000, 0)
 
@@ -221,7 +220,7 @@ def test_a_crash_between_reserve_and_settle_settles_at_the_hold(store: Store, pr
     late = ledger.settle(
         store,
         project=project,
-        pricer=pricer,
+        pricers=pricer,
         reservation_id=r,
         outcome="completed",
         usage=Usage(input_tokens=1, output_tokens=1),

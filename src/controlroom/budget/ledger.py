@@ -14,16 +14,18 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+import orjson
+from sqlalchemy import Connection, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from controlroom.budget.days import day_bounds_ns, day_buckets, local_day
 from controlroom.cost import Pricer, Usage
 from controlroom.errors import ControlroomError, NotFound, ValidationFailed
+from controlroom.prices import PricerCache
 from controlroom.projects import Project, check_timezone
 from controlroom.store.engine import Store
-from controlroom.store.tables import budget_days, budgets, reservations, unguarded_spend
+from controlroom.store.tables import Json, budget_days, budgets, reservations, unguarded_spend
 
 # No output-token limit is known for most models: a call that names no max_tokens is held at this.
 DEFAULT_MAX_OUTPUT_TOKENS = 32_768
@@ -111,13 +113,54 @@ def delete_budget(conn: Connection, *, project_id: int, agent: str) -> None:
         raise NotFound(f"no budget for {'agent ' + repr(agent) if agent else 'the project'}")
 
 
+# The hot path (a reservation and its settlement per paid call) uses plain SQL statements made
+# once: building SQLAlchemy expressions per call costs more than the database work.
+_APPLICABLE = text(
+    "SELECT id, project_id, agent, cap_nanos, timezone FROM budgets"
+    " WHERE project_id = :project_id AND agent IN ('', :agent) ORDER BY id"
+)
+_OPEN_DAY = text(
+    "INSERT INTO budget_days (budget_id, day, settled_nanos, held_nanos) VALUES (:budget_id, :day, 0, 0)"
+    " ON CONFLICT DO NOTHING"
+)
+_UNGUARDED_SQL = (
+    "(SELECT COALESCE(SUM(cost_nanos), 0) FROM unguarded_spend WHERE project_id = :project_id"
+    " AND bucket >= :lo AND bucket < :hi{agent})"
+)
+_ADMIT = {
+    scoped: text(
+        "UPDATE budget_days SET held_nanos = held_nanos + :hold WHERE budget_id = :budget_id AND day = :day"
+        " AND settled_nanos + held_nanos + :hold + "
+        + _UNGUARDED_SQL.format(agent=" AND agent = :agent" if scoped else "")
+        + " <= :cap"
+    )
+    for scoped in (False, True)
+}
+_SETTLE_DAY = text(
+    "UPDATE budget_days SET held_nanos = held_nanos - :hold, settled_nanos = settled_nanos + :actual"
+    " WHERE budget_id = :budget_id AND day = :day"
+)
+_RESERVATION = text(
+    "SELECT id, provider, model, hold_nanos, holds, state, actual_nanos FROM reservations"
+    " WHERE id = :id AND project_id = :project_id"
+).columns(holds=Json)
+_NEW_RESERVATION = {
+    dialect: text(
+        "INSERT INTO reservations (id, project_id, agent, run_id, span_id, provider, model, hold_nanos, holds,"
+        " state, created_at, expires_at) VALUES (:id, :project_id, :agent, :run_id, :span_id, :provider, :model,"
+        f" :hold, {holds}, 'held', :created_at, :expires_at)"
+    )
+    for dialect, holds in (("sqlite", ":holds"), ("postgresql", "CAST(:holds AS JSONB)"))
+}
+_CLOSE_RESERVATION = text(
+    "UPDATE reservations SET state = :state, actual_nanos = :actual, settled_at = :now"
+    " WHERE id = :id AND state = 'held'"
+)
+
+
 def applicable(conn: Connection, project_id: int, agent: str) -> list[Budget]:
     """The project's budget and the agent's own, in id order (the order rows are locked in)."""
-    rows = conn.execute(
-        select(budgets.c.id, budgets.c.project_id, budgets.c.agent, budgets.c.cap_nanos, budgets.c.timezone)
-        .where(budgets.c.project_id == project_id, budgets.c.agent.in_(["", agent] if agent else [""]))
-        .order_by(budgets.c.id)
-    ).all()
+    rows = conn.execute(_APPLICABLE, {"project_id": project_id, "agent": agent}).all()
     return [Budget(*r) for r in rows]
 
 
@@ -190,7 +233,7 @@ def reserve(
     store: Store,
     *,
     project: Project,
-    pricer: Pricer,
+    pricers: PricerCache,
     agent: str,
     provider: str | None,
     model: str,
@@ -204,12 +247,12 @@ def reserve(
     """Hold the call's worst-case cost against every applicable budget, or raise BudgetRefused."""
     now = now_ns or time.time_ns()
     rid = os.urandom(16).hex()
-    with store.write() as conn:
+    with store.write(flush_to_disk=False) as conn:
         applying = applicable(conn, project.id, agent)
         if not applying:
             return {"reservation_id": None, "hold_usd": "0", "budgets": []}
         hold = worst_case_nanos(
-            pricer,
+            pricers.get(conn, project.id),
             provider=provider,
             model=model,
             input_tokens=input_tokens,
@@ -227,48 +270,49 @@ def reserve(
             )
         holds = []
         for b in applying:
-            day = local_day(now, b.timezone).isoformat()
-            conn.execute(
-                _insert(store)(budget_days)
-                .values(budget_id=b.id, day=day, settled_nanos=0, held_nanos=0)
-                .on_conflict_do_nothing()
-            )
+            local = local_day(now, b.timezone)
+            day = local.isoformat()
+            lo, hi = day_buckets(local, b.timezone)
+            conn.execute(_OPEN_DAY, {"budget_id": b.id, "day": day})
             granted = conn.execute(
-                update(budget_days)
-                .where(
-                    budget_days.c.budget_id == b.id,
-                    budget_days.c.day == day,
-                    budget_days.c.settled_nanos
-                    + budget_days.c.held_nanos
-                    + hold
-                    + _unguarded(conn, b, local_day(now, b.timezone))
-                    <= b.cap_nanos,
-                )
-                .values(held_nanos=budget_days.c.held_nanos + hold)
+                _ADMIT[bool(b.agent)],
+                {
+                    "hold": hold,
+                    "budget_id": b.id,
+                    "day": day,
+                    "project_id": b.project_id,
+                    "lo": lo,
+                    "hi": hi,
+                    "agent": b.agent,
+                    "cap": b.cap_nanos,
+                },
             ).rowcount
             if granted != 1:
                 _refuse(conn, b, hold, now)
             holds.append([b.id, day])
         conn.execute(
-            insert(reservations).values(
-                id=rid,
-                project_id=project.id,
-                agent=agent,
-                run_id=run_id,
-                span_id=span_id,
-                provider=provider,
-                model=model,
-                hold_nanos=hold,
-                holds=holds,
-                state="held",
-                created_at=now,
-                expires_at=now + int(hold_seconds * 1e9),
-            )
+            _NEW_RESERVATION[store.dialect],
+            {
+                "id": rid,
+                "project_id": project.id,
+                "agent": agent,
+                "run_id": run_id,
+                "span_id": span_id,
+                "provider": provider,
+                "model": model,
+                "hold": hold,
+                "holds": orjson.dumps(holds).decode(),
+                "created_at": now,
+                "expires_at": now + int(hold_seconds * 1e9),
+            },
         )
         return {
             "reservation_id": rid,
             "hold_usd": usd(hold),
-            "budgets": [status(conn, b, now) for b in applying],
+            "budgets": [
+                {"agent": b.agent or None, "day": day, "resets_at": resets_at(b, now)}
+                for b, (_, day) in zip(applying, holds, strict=True)
+            ],
             "expires_at": datetime.fromtimestamp(
                 (now + hold_seconds * 1e9) / 1e9, ZoneInfo("UTC")
             ).isoformat(),
@@ -296,7 +340,7 @@ def settle(
     store: Store,
     *,
     project: Project,
-    pricer: Pricer,
+    pricers: PricerCache,
     reservation_id: str,
     outcome: str,
     usage: Usage | None = None,
@@ -308,16 +352,8 @@ def settle(
     if outcome not in OUTCOMES:
         raise ValidationFailed(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}", field="outcome")
     now = time.time_ns()
-    with store.write() as conn:
-        r = (
-            conn.execute(
-                select(reservations).where(
-                    reservations.c.id == reservation_id, reservations.c.project_id == project.id
-                )
-            )
-            .mappings()
-            .first()
-        )
+    with store.write(flush_to_disk=False) as conn:
+        r = conn.execute(_RESERVATION, {"id": reservation_id, "project_id": project.id}).mappings().first()
         if r is None:
             raise NotFound(f"no reservation {reservation_id!r}")
         if r["state"] != "held":
@@ -329,7 +365,7 @@ def settle(
         elif cost_usd is not None:
             actual, state = to_nanos(cost_usd, "cost_usd"), "settled"
         else:
-            computed = pricer.cost_nanos(
+            computed = pricers.get(conn, project.id).cost_nanos(
                 provider=r["provider"], model=r["model"], usage=usage or Usage(), at_ns=now
             )
             actual, state = (r["hold_nanos"] if computed is None else computed), "settled"
@@ -343,21 +379,16 @@ def settle(
 
 
 def _apply_settlement(conn: Connection, r: Any, actual: int, state: str, now: int) -> None:
-    n = conn.execute(
-        update(reservations)
-        .where(reservations.c.id == r["id"], reservations.c.state == "held")
-        .values(state=state, actual_nanos=actual, settled_at=now)
-    ).rowcount
-    if n != 1:
+    if (
+        conn.execute(
+            _CLOSE_RESERVATION, {"state": state, "actual": actual, "now": now, "id": r["id"]}
+        ).rowcount
+        != 1
+    ):
         return  # settled concurrently: the first settlement stands
     for budget_id, day in sorted(r["holds"]):
         conn.execute(
-            update(budget_days)
-            .where(and_(budget_days.c.budget_id == budget_id, budget_days.c.day == day))
-            .values(
-                held_nanos=budget_days.c.held_nanos - r["hold_nanos"],
-                settled_nanos=budget_days.c.settled_nanos + actual,
-            )
+            _SETTLE_DAY, {"hold": r["hold_nanos"], "actual": actual, "budget_id": budget_id, "day": day}
         )
 
 

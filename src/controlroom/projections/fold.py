@@ -250,6 +250,8 @@ def summarise_run(run: Row, spans: Iterable[Row]) -> None:
     run["has_error"] = failed or run["error_count"] > 0
     run["failing_span_id"] = run["error_type"] = run["error_message"] = None
     if not failed:
+        if run["end_error_type"]:  # e.g. why a run was cancelled
+            run["error_type"], run["error_message"] = run["end_error_type"], run["end_error_message"]
         return
     by_id = {s["span_id"]: s for s in spans}
     failing = by_id.get(run["end_failing_span_id"] or "") or root_cause(spans)
@@ -279,9 +281,14 @@ def root_cause(spans: list[Row]) -> Row | None:
     def last(rows: list[Row]) -> Row:
         return max(rows, key=lambda s: (s["ended_at"] or 0, s["first_seq"]))
 
-    node = last(children[None])
+    node = last(children.get(None) or errored)  # (spans naming each other as parents have no top)
+    seen = {node["span_id"]}
     while node["span_id"] in children:
-        node = last(children[node["span_id"]])
+        below = [c for c in children[node["span_id"]] if c["span_id"] not in seen]
+        if not below:
+            break
+        node = last(below)
+        seen.add(node["span_id"])
     return node
 
 

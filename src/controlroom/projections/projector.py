@@ -26,6 +26,7 @@ from controlroom.store.engine import Store
 from controlroom.store.tables import (
     READ_MODEL_TABLES,
     cost_daily,
+    projection_errors,
     projector_positions,
     projects,
     run_tags,
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 NAME = "read_model"
 RUN_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, ev.RUN_ABANDONED)
 SPAN_EVENTS = (ev.SPAN_STARTED, ev.SPAN_ENDED, ev.SPAN_RECORDED)
+# Events that show the agent was still alive (a score may come from an evaluator long after).
+REVIVING_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, *SPAN_EVENTS)
 _COST_COLS = ("calls", *fold.TOKEN_FIELDS, "cost_nanos", "unpriced_calls")
 
 
@@ -51,17 +54,53 @@ class Projector:
 
     # -- public -----------------------------------------------------------------------------
     def run_once(self, limit: int | None = None) -> int:
-        """Fold up to ``limit`` events; returns how many were folded (0: caught up or locked)."""
+        """Fold up to ``limit`` events; returns how many were folded (0: caught up or locked).
+
+        An event that cannot be folded (a bug, or data the database refuses) must not stop the read
+        model for everyone: the batch is retried one event at a time, and the event that still
+        fails is set aside in ``projection_errors`` (it stays in the log) and skipped."""
+        try:
+            return self._run_batch(limit or self.batch)
+        except Exception:
+            logger.exception("projector: a batch failed; folding it one event at a time")
+        try:
+            return self._run_batch(1)
+        except Exception as e:
+            logger.exception("projector: setting aside an event that cannot be folded")
+            return self._set_aside(repr(e))
+
+    def _run_batch(self, limit: int) -> int:
         with self.store.write() as conn:
             if not self.store.try_projector_lock(conn):
                 return 0
             position = self.position(conn)
-            batch = log.read_after(conn, position, limit or self.batch)
+            batch = log.read_after(conn, position, limit)
             if not batch:
                 return 0
             self._fold(conn, batch)
             self._save_position(conn, batch[-1].seq)
             return len(batch)
+
+    def _set_aside(self, error: str) -> int:
+        with self.store.write() as conn:
+            if not self.store.try_projector_lock(conn):
+                return 0
+            batch = log.read_after(conn, self.position(conn), 1)
+            if not batch:
+                return 0
+            e = batch[0]
+            conn.execute(delete(projection_errors).where(projection_errors.c.seq == e.seq))
+            conn.execute(
+                projection_errors.insert().values(
+                    seq=e.seq,
+                    project_id=e.project_id,
+                    event_id=e.event_id,
+                    error=error[:4000],
+                    at=time.time_ns(),
+                )
+            )
+            self._save_position(conn, e.seq)
+            return 1
 
     def catch_up(self) -> int:
         total = 0
@@ -111,7 +150,7 @@ class Projector:
             run = new_runs.get(key)
             if run is None:
                 run = new_runs[key] = fold.new_run(e.project_id, e.run_id, e.seq, e.ts, e.received_at)
-            elif run["abandoned_at"] is not None and e.type != ev.RUN_ABANDONED:
+            elif run["abandoned_at"] is not None and e.type in REVIVING_EVENTS:
                 run["abandoned_at"] = None  # it was alive after all; the sweeper may abandon it again
             run["last_event_at"] = max(run["last_event_at"], e.received_at)
             body = orjson.loads(e.body)

@@ -46,7 +46,9 @@ def encode_cursor(started_at: int, run_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         started_at, run_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(started_at, int) or not isinstance(run_id, str):
+        if not isinstance(started_at, int) or not isinstance(run_id, str) or not 0 <= started_at < 2**63:
+            raise ValueError
+        if len(run_id) != 32 or "\x00" in run_id:
             raise ValueError
         return started_at, run_id
     except (ValueError, TypeError, orjson.JSONDecodeError):
@@ -167,14 +169,15 @@ def get_run(conn: Connection, project_id: int, run_id: str) -> dict[str, Any]:
         .mappings()
         .all()
     )
-    views = {s["span_id"]: {**span_view(s), "children": []} for s in span_rows}
+    views = {s["span_id"]: {**span_view(s), "orphan": False, "children": []} for s in span_rows}
     order = {s["span_id"]: (s["started_at"] or s["ended_at"] or 0, s["first_seq"]) for s in span_rows}
+    parents = _acyclic_parents({sid: v["parent_span_id"] for sid, v in views.items()}, order)
     roots = []
     for sid in sorted(views, key=order.__getitem__):
         v = views[sid]
-        parent = views.get(v["parent_span_id"] or "")
+        parent = views.get(parents[sid] or "")
         if parent is None:
-            v["orphan"] = v["parent_span_id"] is not None  # its parent never arrived
+            v["orphan"] = v["parent_span_id"] is not None  # its parent never arrived (or names a cycle)
             roots.append(v)
         else:
             parent["children"].append(v)
@@ -199,6 +202,27 @@ def get_run(conn: Connection, project_id: int, run_id: str) -> dict[str, Any]:
     return out
 
 
+def _acyclic_parents(parent_of: dict[str, str | None], order: dict[str, Any]) -> dict[str, str | None]:
+    """Parents as sent, except that a chain of parents that loops (spans naming each other) is cut
+    at its earliest span, so every span is shown once."""
+    parents = {sid: (p if p in parent_of else None) for sid, p in parent_of.items()}
+    done: set[str] = set()
+    for start in sorted(parents, key=order.__getitem__):
+        path: list[str] = []
+        on_path: set[str] = set()
+        node: str | None = start
+        while node is not None and node not in done:
+            if node in on_path:  # a cycle: cut it at its earliest member
+                cycle = path[path.index(node) :]
+                parents[min(cycle, key=order.__getitem__)] = None
+                break
+            path.append(node)
+            on_path.add(node)
+            node = parents[node]
+        done.update(path)
+    return parents
+
+
 def parse_day(value: str, parameter: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -220,7 +244,12 @@ def daily_costs(
             raise InvalidQuery(f"group_by {g!r} is not one of {', '.join(GROUPS)}", parameter="group_by")
     today = datetime.now(ZoneInfo(timezone)).date()
     end = parse_day(until, "until") if until else today
-    start = parse_day(since, "since") if since else end - timedelta(days=29)
+    try:
+        start = parse_day(since, "since") if since else end - timedelta(days=29)
+    except OverflowError:
+        raise InvalidQuery(
+            f"until {end} leaves no room for the default 30-day range", parameter="until"
+        ) from None
     if start > end:
         raise InvalidQuery(f"since {start} is after until {end}", parameter="since")
     keys = [cost_daily.c.day, *(cost_daily.c[g] for g in group_by)]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
@@ -15,13 +15,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controlroom import __version__
 from controlroom.config import Settings
-from controlroom.errors import ControlroomError
+from controlroom.errors import ControlroomError, InvalidQuery, ValidationFailed
 from controlroom.prices import PricerCache
 from controlroom.projections.worker import Worker
-from controlroom.server.deps import KeyCache
+from controlroom.server.deps import KeyCache, no_nul_in_query
 from controlroom.server.responses import JSONResponse
 from controlroom.server.routers import budget, ingest, otlp, runs, system
-from controlroom.server.schemas import EventBatch
+from controlroom.server.schemas import EventBatch, Problem
 from controlroom.store.engine import Store
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
     app.state.schema_revision = None
     app.state.notify_projector = worker.notify
     for r in (ingest.router, otlp.router, runs.router, budget.router, system.router):
-        app.include_router(r)
+        app.include_router(r, dependencies=[Depends(no_nul_in_query)])
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -84,13 +84,12 @@ def _install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['parameter']}: {e['reason']}" for e in errors)
+        in_body = any(e["loc"][0] == "body" for e in exc.errors())
+        # query and path parameters: 400 invalid_query; a JSON body that does not fit: 422 validation_failed
+        error: ControlroomError = ValidationFailed(detail) if in_body else InvalidQuery(detail)
         return problem_response(
             {
-                "type": "https://controlroom.dev/problems/invalid_request",
-                "title": "Invalid request",
-                "status": 400,
-                "code": "invalid_request",
-                "detail": detail,
+                **error.problem(),
                 "errors": errors,
             }
         )
@@ -133,5 +132,24 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components["EventBatch"] = schema
     doc["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
     doc["security"] = [{"apiKey": []}]
+    # FastAPI documents its own 422 for parameter errors; this server answers them as problem
+    # documents: 400 invalid_query for query/path parameters, 422 validation_failed for bodies.
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path_item in doc["paths"].values():
+        for op in path_item.values():
+            responses = op.get("responses", {})
+            if "422" in responses and "HTTPValidationError" in str(responses["422"]):
+                has_body = "requestBody" in op
+                del responses["422"]
+                responses.setdefault(
+                    "400", {"description": "Invalid query or path parameter", "content": problem}
+                )
+                if has_body:
+                    responses["422"] = {"description": "The body does not fit the schema", "content": problem}
+            if op.get("security") != [] and "/health" not in str(op.get("operationId", "")):
+                responses.setdefault("401", {"description": "Missing or invalid API key", "content": problem})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
     app.openapi_schema = doc
     return doc

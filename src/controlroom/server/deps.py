@@ -15,6 +15,7 @@ from controlroom.config import Settings
 from controlroom.errors import (
     InvalidEncoding,
     InvalidJSON,
+    InvalidQuery,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
@@ -33,6 +34,13 @@ class KeyCache:
         self.store = store
         self._cache: dict[str, tuple[float, Project | None]] = {}
         self._lock = threading.Lock()
+
+    def cached(self, key: str) -> tuple[bool, Project | None]:
+        """(found, project) without touching the database."""
+        hit = self._cache.get(hash_key(key))
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
 
     def lookup(self, key: str) -> Project | None:
         h = hash_key(key)
@@ -65,10 +73,19 @@ async def current_project(request: Request) -> Project:
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("send the project API key as 'Authorization: Bearer <key>'")
     cache: KeyCache = request.app.state.keys
-    project = await run_in_threadpool(cache.lookup, key.strip())
+    found, project = cache.cached(key.strip())
+    if not found:
+        project = await run_in_threadpool(cache.lookup, key.strip())
     if project is None:
         raise Unauthorized("the API key is not valid (unknown or revoked)")
     return project
+
+
+def no_nul_in_query(request: Request) -> None:
+    """PostgreSQL cannot compare text with U+0000 in it: refuse such parameters up front."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in value:
+            raise InvalidQuery(f"{name}: NUL characters (U+0000) are not allowed", parameter=name)
 
 
 StoreDep = Annotated[Store, Depends(get_store)]

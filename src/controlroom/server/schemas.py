@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from controlroom.events import ClientEvent
 
@@ -168,6 +168,9 @@ class ProjectorHealth(_Out):
     head: int
     lag_events: int
     lag_seconds: float
+    set_aside: int = Field(
+        description="Events the projector could not fold and skipped (see projection_errors)"
+    )
 
 
 class Health(_Out):
@@ -180,13 +183,13 @@ class Health(_Out):
 
 class PriceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str
-    provider: str | None = None
-    input_per_mtok: str
-    output_per_mtok: str
-    cache_read_per_mtok: str | None = None
-    cache_write_per_mtok: str | None = None
-    effective_from: str | None = None
+    model: str = Field(min_length=1, max_length=256)
+    provider: str | None = Field(None, max_length=256)
+    input_per_mtok: str = Field(max_length=40, description="USD per million input tokens (decimal string)")
+    output_per_mtok: str = Field(max_length=40)
+    cache_read_per_mtok: str | None = Field(None, max_length=40)
+    cache_write_per_mtok: str | None = Field(None, max_length=40)
+    effective_from: str | None = Field(None, max_length=64, description="RFC 3339; default: always")
 
 
 class PriceOut(_Out):

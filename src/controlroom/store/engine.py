@@ -65,14 +65,27 @@ class Store:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, flush_to_disk: bool = True) -> Iterator[Connection]:
         """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so a
-        read-then-write transaction never fails with a stale snapshot."""
+        read-then-write transaction never fails with a stale snapshot.
+
+        By default a commit is on disk before it returns. ``flush_to_disk=False`` (the budget ledger's
+        hot path) commits without waiting for the disk: the commit survives a crash of this process
+        but the last moments of commits may be lost on power loss or an OS crash (SQLite WAL with
+        synchronous=NORMAL; PostgreSQL synchronous_commit=off, where a database-server crash counts too)."""
         with self.engine.connect() as conn:
             if self.is_sqlite:
+                if not flush_to_disk:
+                    _sqlite_pragma(conn, "synchronous=NORMAL")
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
+            try:
+                with conn.begin():
+                    if not flush_to_disk and not self.is_sqlite:
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    yield conn
+            finally:
+                if self.is_sqlite and not flush_to_disk:
+                    _sqlite_pragma(conn, "synchronous=FULL")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -119,6 +132,13 @@ def _alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
+
+
+def _sqlite_pragma(conn: Connection, pragma: str) -> None:
+    """A pragma outside any transaction, on the driver's connection (SQLAlchemy would begin one)."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute(f"PRAGMA {pragma}")
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

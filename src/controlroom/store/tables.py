@@ -82,6 +82,17 @@ projector_positions = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
+# Events the projector could not fold (kept in the log, skipped by the read model; see the log).
+projection_errors = Table(
+    "projection_errors",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("project_id", Integer, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
+
 runs = Table(
     "runs",
     metadata,

@@ -154,12 +154,10 @@ async def reserve(
     is held (``reservation_id`` is null)."""
 
     def write() -> dict[str, Any]:
-        with store.read() as conn:
-            pricer = request.app.state.pricers.get(conn, project.id)
         return ledger.reserve(
             store,
             project=project,
-            pricer=pricer,
+            pricers=request.app.state.pricers,
             agent=body.agent,
             provider=body.provider,
             model=body.model,
@@ -182,13 +180,11 @@ async def settle(
     reservation_id: str, body: SettleIn, request: Request, project: ProjectDep, store: StoreDep
 ) -> JSONResponse:
     def write() -> dict[str, Any]:
-        with store.read() as conn:
-            pricer = request.app.state.pricers.get(conn, project.id)
         usage = Usage(**body.usage.model_dump()) if body.usage else None
         return ledger.settle(
             store,
             project=project,
-            pricer=pricer,
+            pricers=request.app.state.pricers,
             reservation_id=reservation_id,
             outcome=body.outcome,
             usage=usage,

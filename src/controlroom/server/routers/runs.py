@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -7,7 +8,6 @@ from starlette.concurrency import run_in_threadpool
 
 from controlroom.errors import InvalidQuery
 from controlroom.events import parse_ts
-from controlroom.prices import parse_rate
 from controlroom.projections import queries
 from controlroom.projections.fold import usd_to_nanos
 from controlroom.server.deps import ProjectDep, StoreDep
@@ -20,6 +20,20 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem},
     404: {"model": Problem},
 }
+
+
+def _usd(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        d = Decimal(value)
+    except ArithmeticError:
+        raise InvalidQuery(
+            f"min_cost_usd {value!r} is not a decimal number of USD", parameter="min_cost_usd"
+        ) from None
+    if not d.is_finite() or d < 0:
+        raise InvalidQuery(f"min_cost_usd {value!r} must be a non-negative amount", parameter="min_cost_usd")
+    return str(d)
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -46,7 +60,7 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JSONResponse:
-    min_cost = parse_rate(min_cost_usd, "min_cost_usd", required=False)
+    min_cost = _usd(min_cost_usd)
     f = queries.RunFilter(
         agent=agent,
         status=tuple(s.strip() for s in status.split(",") if s.strip()) if status else (),

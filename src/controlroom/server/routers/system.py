@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from controlroom import __version__, prices
@@ -11,6 +12,7 @@ from controlroom.server.deps import ProjectDep, StoreDep
 from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import Health, PriceIn, PriceList, PriceOut, Problem
 from controlroom.store import log
+from controlroom.store.tables import projection_errors
 
 router = APIRouter()
 
@@ -27,6 +29,7 @@ async def health(request: Request, store: StoreDep) -> JSONResponse:
             position = Projector.position(conn)
             head = log.head(conn)
             events, age_ns = Projector(store).lag(conn)
+            set_aside = conn.execute(select(func.count()).select_from(projection_errors)).scalar_one()
         return {
             "status": "ok",
             "version": __version__,
@@ -37,6 +40,7 @@ async def health(request: Request, store: StoreDep) -> JSONResponse:
                 "head": head,
                 "lag_events": events,
                 "lag_seconds": age_ns / 1e9,
+                "set_aside": set_aside,
             },
         }
 

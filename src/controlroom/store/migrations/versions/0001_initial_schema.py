@@ -65,6 +65,15 @@ def upgrade() -> None:
         batch_op.create_index("ix_events_project_id_run_id", ["project_id", "run_id"], unique=False)
 
     op.create_table(
+        "projection_errors",
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("event_id", sa.String(length=64), nullable=False),
+        sa.Column("error", sa.Text(), nullable=False),
+        sa.Column("at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_projection_errors")),
+    )
+    op.create_table(
         "projector_positions",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("position", sa.BigInteger(), nullable=False),
@@ -349,6 +358,7 @@ def downgrade() -> None:
     op.drop_table("reservations")
     op.drop_table("projects")
     op.drop_table("projector_positions")
+    op.drop_table("projection_errors")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("ix_events_project_id_run_id")
 
