@@ -56,8 +56,11 @@ def main() -> None:
     metavar="PROJECT",
     help="Create PROJECT if needed and print a new API key for it.",
 )
+@click.option(
+    "--no-worker", is_flag=True, help="Serve the API only; run the projector with `controlroom worker`."
+)
 @_fail_cleanly
-def serve(db: str | None, host: str | None, port: int | None, print_key: str | None) -> None:
+def serve(db: str | None, host: str | None, port: int | None, print_key: str | None, no_worker: bool) -> None:
     """Run the API server, projector and sweeper in one process."""
     import uvicorn
 
@@ -73,7 +76,7 @@ def serve(db: str | None, host: str | None, port: int | None, print_key: str | N
         key = _new_key(store, print_key)
         click.echo(f"API key for project {print_key!r}: {key}")
         click.echo(f"  export CONTROLROOM_URL={url} CONTROLROOM_API_KEY={key}")
-    app = create_app(settings, store=store)
+    app = create_app(settings, store=store, run_worker=not no_worker)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
 
 
@@ -264,14 +267,17 @@ def projects_list(db: str | None) -> None:
 @click.argument("timezone")
 @_fail_cleanly
 def projects_set_timezone(db: str | None, name: str, timezone: str) -> None:
-    """Change the timezone that defines a project's days (then run `controlroom rebuild`)."""
+    """Change the timezone that defines a project's days; the read model is rebuilt so that past
+    days are counted in it too."""
     from controlroom import projects as p
+    from controlroom.projections.projector import Projector
 
-    with _store(db).write() as conn:
+    store = _store(db)
+    with store.write() as conn:
         p.set_timezone(conn, project=_project(conn, name), timezone=timezone)
-    click.echo(
-        f"project {name!r} now counts days in {timezone}; run `controlroom rebuild` to re-bucket past days"
-    )
+    click.echo(f"project {name!r} now counts days in {timezone}; rebuilding the read model...")
+    n = Projector(store).rebuild()
+    click.echo(f"rebuilt from {n} events")
 
 
 @main.group()

@@ -47,7 +47,16 @@ def _database_url(raw: str) -> str:
         raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
     if raw.startswith("postgresql://"):
         raw = "postgresql+psycopg://" + raw.removeprefix("postgresql://")
+    if raw.startswith("sqlite:///~"):
+        raw = "sqlite:///" + str(Path(raw.removeprefix("sqlite:///")).expanduser())
     return raw
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a port number from 1 to 65535")
+    return value
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -60,7 +69,7 @@ SETTINGS: tuple[Setting, ...] = (
         "or postgresql+psycopg://USER@HOST/DB.",
     ),
     Setting("host", "CONTROLROOM_HOST", str, lambda: "127.0.0.1", "Address `serve` listens on."),
-    Setting("port", "CONTROLROOM_PORT", _positive_int, lambda: 8750, "Port `serve` listens on."),
+    Setting("port", "CONTROLROOM_PORT", _port, lambda: 8750, "Port `serve` listens on."),
     Setting(
         "max_batch_events",
         "CONTROLROOM_MAX_BATCH_EVENTS",
@@ -110,7 +119,7 @@ class Settings:
         for s in SETTINGS:
             if overrides.get(s.name) is not None:
                 raw = overrides[s.name]
-                source = f"--{s.name.replace('_', '-')}"
+                source = "--db" if s.name == "database_url" else f"--{s.name.replace('_', '-')}"
             elif s.env in env:
                 raw = env[s.env]
                 source = s.env

@@ -127,7 +127,7 @@ def test_migrate_reports_the_revision(db_url: str) -> None:
 
 @pytest.mark.parametrize("bad", ["mysql://x/y", "not-a-url"])
 def test_a_bad_database_url_is_named(bad: str, tmp_path: Path) -> None:
-    assert f"--database-url={bad!r}" in cli_fails("migrate", "--db", bad)
+    assert f"--db={bad!r}" in cli_fails("migrate", "--db", bad)
 
 
 def test_a_bad_environment_setting_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -111,6 +111,7 @@ class Projector:
     def rebuild(self) -> int:
         """Drop the read model and replay the whole log from zero."""
         with self.store.write() as conn:
+            self.store.wait_projector_lock(conn)  # a running projector finishes its batch first
             for table in READ_MODEL_TABLES:
                 conn.execute(delete(table))
             conn.execute(delete(projector_positions).where(projector_positions.c.name == NAME))

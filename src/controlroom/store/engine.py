@@ -103,6 +103,11 @@ class Store:
             return True
         return bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({PROJECTOR_LOCK})").scalar())
 
+    def wait_projector_lock(self, conn: Connection) -> None:
+        """Like try_projector_lock, but waits (for a rebuild)."""
+        if not self.is_sqlite:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PROJECTOR_LOCK})")
+
     # -- migrations ---------------------------------------------------------------------------
     def migrate(self) -> None:
         """Apply every pending migration (idempotent)."""
