@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import LiveServer
 from fake_provider import FakeProvider, Reply
 from otel_helpers import exporting_provider
+
+from conftest import LiveServer
 from tests_support import wait_for
 
 

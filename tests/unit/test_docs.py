@@ -1,11 +1,13 @@
 """The documentation stays true of the code: every setting, CLI command and option, route, error
-code and client event type (with its body fields) is documented, and the docs' links resolve.
+code, client event type (with its body fields), public SDK name and SDK option is documented, and the
+docs' links resolve.
 
 When one of these fails, document the new thing in the file the message names."""
 
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 import typing
 from collections.abc import Iterator
@@ -14,9 +16,12 @@ from pathlib import Path
 import click
 import pytest
 
+import controlroom
 from controlroom import errors, events
 from controlroom.cli import main
 from controlroom.config import SETTINGS, Settings
+from controlroom.sdk import integrations
+from controlroom.sdk._client import build_config
 from controlroom.server import app as app_module
 from controlroom.server.app import create_app
 
@@ -162,7 +167,7 @@ def _handler_codes() -> set[str]:
 
 
 def test_the_handler_codes_are_found() -> None:
-    assert {"invalid_request", "internal_error"} <= _handler_codes()
+    assert {"not_found", "method_not_allowed", "http_error", "internal_error"} <= _handler_codes()
 
 
 def test_every_error_code_is_documented() -> None:
@@ -216,6 +221,38 @@ def test_every_run_status_is_documented() -> None:
     assert not missing, f"run statuses not documented in docs/concepts.md: {missing}"
 
 
+# -- Python SDK ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", controlroom.__all__)
+def test_every_public_sdk_name_is_documented(name: str) -> None:
+    """Named as `controlroom.NAME` (functions, exceptions) or `class NAME` (the span classes)."""
+    pattern = rf"controlroom\.{re.escape(name)}\b|class {re.escape(name)}\b"
+    assert re.search(pattern, read("docs/sdk.md")), (
+        f"controlroom.{name} (controlroom.__all__) is not documented in docs/sdk.md"
+    )
+
+
+SDK_OPTIONS = list(inspect.signature(build_config).parameters)
+
+
+def test_the_sdk_options_are_found() -> None:
+    assert {"url", "api_key", "spool_dir", "budget"} <= set(SDK_OPTIONS)
+
+
+@pytest.mark.parametrize("option", SDK_OPTIONS)
+def test_every_sdk_option_is_documented(option: str) -> None:
+    assert f"`{option}`" in read("docs/sdk.md"), (
+        f"option {option} of controlroom.init() (sdk._client.build_config) is not documented in docs/sdk.md"
+    )
+
+
+def test_the_sdk_integrations_are_documented() -> None:
+    doc = read("docs/sdk.md")
+    missing = [name for name in integrations.__all__ if name not in doc]
+    assert not missing, f"integrations not documented in docs/sdk.md: {missing}"
+
+
 # -- README and links -----------------------------------------------------------------------------
 
 
@@ -264,5 +301,5 @@ def test_links_between_docs_resolve(name: str) -> None:
 
 
 def test_docs_exist() -> None:
-    for name in ("concepts", "events", "api", "cli", "configuration"):
+    for name in ("concepts", "events", "api", "cli", "configuration", "sdk", "opentelemetry", "budgets"):
         assert (DOCS / f"{name}.md").is_file(), f"docs/{name}.md is missing"
