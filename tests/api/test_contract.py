@@ -482,9 +482,7 @@ def test_openapi_documents_only_errors_the_server_sends(app_openapi: dict[str, A
         f"{method.upper()} {path}": sorted(op["responses"])
         for path, ops in openapi["paths"].items()
         for method, op in ops.items()
-        if "422" in op["responses"]
-        and op["responses"]["422"]["content"]["application/json"]["schema"]
-        == {"$ref": "#/components/schemas/HTTPValidationError"}
+        if "HTTPValidationError" in str(op["responses"].get("422", ""))
     }
     assert documented == {}
 

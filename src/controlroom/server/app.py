@@ -65,6 +65,7 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
     app.state.worker = worker
     app.state.schema_revision = None
     app.state.notify_projector = worker.notify
+    app.router.routes[:0] = budget.fast_routes  # the cap's hot path, before FastAPI's routes
     for r in (ingest.router, otlp.router, runs.router, budget.router, system.router):
         app.include_router(r, dependencies=[Depends(no_nul_in_query)])
     _install_error_handlers(app)
@@ -148,6 +149,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     responses["422"] = {"description": "The body does not fit the schema", "content": problem}
             if op.get("security") != [] and "/health" not in str(op.get("operationId", "")):
                 responses.setdefault("401", {"description": "Missing or invalid API key", "content": problem})
+    doc["paths"].update(budget.FAST_PATH_DOCS)
+    for model in budget.FAST_PATH_MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     components.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
