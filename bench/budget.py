@@ -1,0 +1,130 @@
+"""The daily cost cap at the call boundary: a reservation + settle round trip over loopback HTTP.
+
+Starts `controlroom serve` on a fresh database, sets a cap that is never reached, then:
+- latency: one caller, reserve then settle, N times: p50 / p99 of the pair;
+- throughput: several client processes reserving and settling as fast as they can: admissions/s.
+
+    .venv/bin/python bench/budget.py [--db URL] [--n 2000] [--procs 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from controlroom import projects
+from controlroom.sdk._control import ControlClient
+from controlroom.store.engine import Store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pair(control: ControlClient) -> None:
+    rid = control.reserve(
+        agent="bench",
+        provider="openai",
+        model="gpt-4o-mini",
+        input_tokens=2000,
+        max_output_tokens=500,
+        run_id=None,
+        span_id=None,
+    )
+    assert rid is not None
+    assert control.settle(
+        rid, outcome="completed", usage={"input_tokens": 1500, "output_tokens": 200}, cost_usd=None
+    )
+
+
+def loop(url: str, key: str, seconds: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    control = ControlClient(url, key, timeout=30)
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pair(control)
+        n += 1
+    control.close()
+    out.put(n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument("--n", type=int, default=2000, help="round trips for the latency figures")
+    parser.add_argument("--procs", type=int, default=4, help="client processes for the throughput figure")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of the throughput run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = args.db or f"sqlite:///{tmp}/bench.db"
+        store = Store(db)
+        store.migrate()
+        with store.write() as conn:
+            project = projects.ensure_project(conn, name=f"bench-{os.getpid()}")
+            key = projects.create_key(conn, project=project).key
+            from controlroom.budget import ledger
+
+            ledger.set_budget(store, conn, project=project, agent=None, cap_usd="1000000")
+        store.dispose()
+        port = free_port()
+        cli = str(Path(sys.executable).with_name("controlroom"))
+        server = subprocess.Popen([cli, "serve", "--db", db, "--port", str(port)], stdout=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{url}/v1/health")
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            control = ControlClient(url, key, timeout=30)
+            for _ in range(200):  # warm up
+                pair(control)
+            samples = []
+            for _ in range(args.n):
+                t = time.perf_counter_ns()
+                pair(control)
+                samples.append((time.perf_counter_ns() - t) / 1e6)
+            control.close()
+            samples.sort()
+            ctx = multiprocessing.get_context("spawn")
+            out = ctx.Queue()
+            procs = [ctx.Process(target=loop, args=(url, key, args.seconds, out)) for _ in range(args.procs)]
+            for p in procs:
+                p.start()
+            total = sum(out.get(timeout=args.seconds + 60) for _ in procs)
+            for p in procs:
+                p.join()
+            result = {
+                "database": db.split(":")[0],
+                "round_trip_p50_ms": statistics.median(samples),
+                "round_trip_p99_ms": samples[int(len(samples) * 0.99)],
+                "admissions_per_s": total / args.seconds,
+                "client_processes": args.procs,
+            }
+            print(json.dumps(result, indent=2))
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
