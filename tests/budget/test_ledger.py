@@ -268,3 +268,21 @@ def test_spend_seen_only_in_traces_counts_against_the_cap(store: Store, project:
     assert refused.value.extra["settled_usd"] == "0.008"
     assert refused.value.extra["unguarded_usd"] == "0.008"
     assert refused.value.extra["reason"] == "cap_reached"
+
+
+def test_a_deleted_budget_leaves_nothing_behind(store: Store, project: Project) -> None:
+    pricer = priced(store, project)
+    cap(store, project, "0.006")
+    reserve(store, project, pricer)
+    with store.write() as conn:
+        ledger.delete_budget(conn, project_id=project.id, agent="")
+    cap(store, project, "0.006")  # on SQLite it may get the same id again
+    reserve(store, project, pricer)  # a fresh day: the old hold is not carried over
+
+
+def test_changing_a_cap_keeps_its_timezone(store: Store, project: Project) -> None:
+    cap(store, project, "1", tz="Asia/Tokyo")
+    cap(store, project, "2")
+    with store.read() as conn:
+        b = ledger.get_budget(conn, project_id=project.id, agent="")
+    assert b is not None and (b.cap_nanos, b.timezone) == (2 * 10**9, "Asia/Tokyo")

@@ -4,12 +4,15 @@ OpenInference (openinference-instrumentation-openai) and OpenLLMetry
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_provider import FakeProvider, Reply
-from otel_helpers import exporting_provider
 
 from conftest import LiveServer
 from tests_support import wait_for
@@ -36,9 +39,31 @@ def run_with_llm_span(live: LiveServer, run_id: str) -> dict[str, Any]:
         return wait_for(ready)
 
 
-def agent_calls_openai(live: LiveServer, fake: FakeProvider, instrumentor: Any) -> dict[str, Any]:
-    import openai
+AGENT = """
+import sys
+import openai
+from otel_helpers import exporting_provider
 
+url, key, fake_url, which = sys.argv[1:5]
+if which == "openinference":
+    from openinference.instrumentation.openai import OpenAIInstrumentor
+else:
+    import warnings
+
+    warnings.simplefilter("ignore", DeprecationWarning)  # OpenLLMetry's own pydantic usage
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+with exporting_provider(url, key, service="shop-assistant") as provider:
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+    client = openai.OpenAI(base_url=fake_url + "/v1", api_key="test", max_retries=0)
+    with provider.get_tracer("agent").start_as_current_span("shop-assistant") as root:
+        print(format(root.get_span_context().trace_id, "032x"))
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "where is order 42?"}])
+"""
+
+
+def agent_calls_openai(live: LiveServer, fake: FakeProvider, which: str) -> dict[str, Any]:
+    """The instrumented agent runs in a process of its own: instrumentors patch the openai module
+    globally, and must not leak into other tests."""
     fake.script(
         Reply(
             text="Your order ships today.",
@@ -48,19 +73,19 @@ def agent_calls_openai(live: LiveServer, fake: FakeProvider, instrumentor: Any) 
             output_tokens=300,
         )
     )
-    with exporting_provider(live.url, live.key, service="shop-assistant") as provider:
-        instrumentor.instrument(tracer_provider=provider)
-        try:
-            client = openai.OpenAI(base_url=f"{fake.url}/v1", api_key="test", max_retries=0)
-            with provider.get_tracer("agent").start_as_current_span("shop-assistant") as root:
-                run_id = format(root.get_span_context().trace_id, "032x")
-                client.chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": "where is order 42?"}]
-                )
-            client.close()
-        finally:
-            instrumentor.uninstrument()
-    return run_with_llm_span(live, run_id)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", AGENT, live.url, live.key, fake.url, which],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return run_with_llm_span(live, done.stdout.strip())
 
 
 # gpt-4o-mini: $0.15 per million input tokens, $0.075 cached, $0.60 output
@@ -78,18 +103,12 @@ def check(view: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_openinference_instrumented_openai_client(live: LiveServer, fake: FakeProvider) -> None:
-    from openinference.instrumentation.openai import OpenAIInstrumentor
-
-    call = check(agent_calls_openai(live, fake, OpenAIInstrumentor()))
+    call = check(agent_calls_openai(live, fake, "openinference"))
     assert call["usage"]["cache_read_tokens"] == 200
     assert call["provider"] == "openai"
     assert "where is order 42?" in str(call["input"]) and "ships today" in str(call["output"])
 
 
-# OpenLLMetry's own modules use pydantic's deprecated class-based config: not ours to fix.
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_openllmetry_instrumented_openai_client(live: LiveServer, fake: FakeProvider) -> None:
-    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
-
-    call = check(agent_calls_openai(live, fake, OpenAIInstrumentor()))
+    call = check(agent_calls_openai(live, fake, "openllmetry"))
     assert call["provider"] == "openai"

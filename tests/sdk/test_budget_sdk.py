@@ -114,3 +114,14 @@ def test_http_refusal_is_a_402_problem_with_retry_after(capped: LiveServer) -> N
     problem = r.json()
     assert problem["code"] == "daily_cost_cap_reached" and problem["reason"] == "cap_reached"
     assert problem["requested_usd"] == "2" and problem["cap_usd"] == "0.012"
+
+
+def test_a_call_that_reports_no_usage_is_charged_its_hold(capped: LiveServer) -> None:
+    with (
+        controlroom.run("billing-bot"),
+        controlroom.llm("acme", "acme-1", max_tokens=4000, input_tokens_estimate=1000),
+    ):
+        pass  # the caller never recorded usage: the call may have cost anything up to its hold
+    with capped.client() as http:
+        budget = http.get("/v1/budgets").json()["budgets"][0]
+    assert budget["settled_usd"] == "0.005" and budget["held_usd"] == "0"

@@ -262,3 +262,79 @@ def test_a_batch_resent_after_a_lost_response_counts_nothing_twice(live: LiveSer
     assert view["cost_usd"] == "0.0135"  # 3 x (1000 x $2.50/M + 200 x $10/M), not twice that
     assert costs["total"] == {"calls": 3, "cost_usd": "0.0135", "unpriced_calls": 0}
     assert count(live.store, events, events.c.run_id == run.run_id) == 2 + 3 * 2
+
+
+def test_a_refused_batch_is_kept_on_disk_not_dropped(live: LiveServer, tmp_path: Path) -> None:
+    """A 4xx (here: a key that is not valid) cannot be retried; the batch is kept for a human."""
+    controlroom.init(
+        url=live.url,
+        api_key="cr_" + "n" * 43,
+        spool_dir=tmp_path / "spool",
+        strict=False,
+        budget=False,
+        flush_interval=0.05,
+    )
+    try:
+        with controlroom.run("support-bot"), controlroom.span("step"):
+            pass
+        controlroom.flush(5)
+    finally:
+        controlroom.shutdown(timeout=1)
+    kept = list((tmp_path / "spool" / "rejected").glob("*.batch.gz"))
+    assert kept
+    import gzip
+
+    import orjson
+
+    events = [e for f in kept for e in orjson.loads(gzip.decompress(f.read_bytes()))["events"]]
+    assert {e["type"] for e in events} == {"run.started", "span.started", "span.ended", "run.ended"}
+
+
+def test_an_uncapped_agent_keeps_working_while_controlroom_is_down(
+    server_process: tuple[ServerProcess, str, Store],
+) -> None:
+    from controlroom.sdk._control import BudgetExceeded, ControlClient
+
+    server, key, _ = server_process
+    server.start()
+    known = ControlClient(server.url, key, timeout=2)
+    assert (
+        known.reserve(
+            agent="bot",
+            provider="openai",
+            model="gpt-4o-mini",
+            input_tokens=10,
+            max_output_tokens=10,
+            run_id=None,
+            span_id=None,
+        )
+        is None
+    )  # no cap applies
+    server.kill()
+    known._no_budget_until.clear()  # past the short cache: the ledger is asked, and is away
+    assert (
+        known.reserve(
+            agent="bot",
+            provider="openai",
+            model="gpt-4o-mini",
+            input_tokens=10,
+            max_output_tokens=10,
+            run_id=None,
+            span_id=None,
+        )
+        is None
+    )
+    stranger = ControlClient(server.url, key, timeout=2)  # never told: fails closed
+    with pytest.raises(BudgetExceeded) as refused:
+        stranger.reserve(
+            agent="bot",
+            provider="openai",
+            model="gpt-4o-mini",
+            input_tokens=10,
+            max_output_tokens=10,
+            run_id=None,
+            span_id=None,
+        )
+    assert refused.value.reason == "ledger_unavailable"
+    known.close()
+    stranger.close()

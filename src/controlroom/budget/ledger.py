@@ -78,7 +78,9 @@ def set_budget(
     cap_usd: str,
     timezone: str | None = None,
 ) -> Budget:
-    tz = check_timezone(timezone or project.timezone)
+    existing = get_budget(conn, project_id=project.id, agent=agent or "")
+    # a cap changed without naming a timezone keeps the one it had
+    tz = check_timezone(timezone or (existing.timezone if existing else project.timezone))
     cap = to_nanos(cap_usd, "cap_usd")
     now = time.time_ns()
     stmt = _insert(store)(budgets).values(
@@ -104,6 +106,9 @@ def get_budget(conn: Connection, *, project_id: int, agent: str) -> Budget | Non
 
 
 def delete_budget(conn: Connection, *, project_id: int, agent: str) -> None:
+    existing = get_budget(conn, project_id=project_id, agent=agent)
+    if existing is not None:  # SQLite may give a later budget the same id: it must start at zero
+        conn.execute(delete(budget_days).where(budget_days.c.budget_id == existing.id))
     if (
         conn.execute(
             delete(budgets).where(budgets.c.project_id == project_id, budgets.c.agent == agent)

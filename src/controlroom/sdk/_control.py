@@ -75,6 +75,7 @@ class ControlClient:
         self._all: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._no_budget_until: dict[str, float] = {}
+        self._uncapped: set[str] = set()  # agents the server last said no cap applies to
 
     def _conn(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
@@ -139,6 +140,10 @@ class ControlClient:
         try:
             status, doc = self._post("/v1/budget/reservations", body)
         except (OSError, http.client.HTTPException) as e:
+            if agent in self._uncapped:
+                # The server's last word was that no cap applies to this agent: an outage of
+                # controlroom does not stop an agent that is only traced, not capped.
+                return None
             raise BudgetExceeded(
                 f"the budget ledger is unreachable ({e}); paid calls are refused until it is back",
                 reason="ledger_unavailable",
@@ -147,7 +152,11 @@ class ControlClient:
             rid = doc.get("reservation_id")
             if rid is None:
                 self._no_budget_until[agent] = time.monotonic() + NO_BUDGET_TTL
+                self._uncapped.add(agent)
+            else:
+                self._uncapped.discard(agent)
             return rid if isinstance(rid, str) else None
+        self._uncapped.discard(agent)
         if status == 402:
             raise BudgetExceeded(
                 str(doc.get("detail", "daily cost cap reached")),

@@ -147,6 +147,11 @@ class Exporter:
                         self.spool.put(body)
                         self.spool_rest()
                         raise
+                    except Rejected as e:  # kept on disk for a human, never dropped, never retried
+                        self.spool.reject(self.spool.put(body))
+                        logger.error("controlroom refused a batch (%s); kept in %s", e, self.spool.dead)
+                        if self.strict:
+                            raise AssertionError(f"controlroom refused a batch: {e}") from None
                 if self._down:
                     self._down = False
                     logger.warning("controlroom server reachable again; spooled events were re-sent")

@@ -482,7 +482,12 @@ class LLMSpan(Span):
     def _settle(self, client: Client, error: BaseException | None) -> None:
         if self.reservation_id is None or client.control is None:
             return
-        outcome = self.outcome or ("completed" if error is None else call_outcome(error))
+        if self.outcome:
+            outcome = self.outcome
+        elif error is not None:
+            outcome = call_outcome(error)
+        else:  # a call that reported neither usage nor cost is charged what it held, not $0
+            outcome = "completed" if self.usage or self.cost_usd is not None else "unknown"
         if not client.control.settle(
             self.reservation_id, outcome=outcome, usage=self.usage, cost_usd=self.cost_usd
         ):
