@@ -25,12 +25,12 @@ from controlroom.errors import ConfigError
 from controlroom.sdk._client import Client, init, shutdown
 from controlroom.sdk._client import get_client as _get_client
 from controlroom.sdk._control import BudgetExceeded
+from controlroom.sdk._fallback import call_with_fallback
 from controlroom.sdk._tracing import (
     LLMSpan,
     Run,
     Span,
     ToolSpan,
-    call_with_fallback,
     current_run,
     current_span,
     score,

@@ -195,3 +195,33 @@ class ControlClient:
         except (OSError, http.client.HTTPException):
             return False
         return status == 200
+
+
+RESERVATION_ATTRIBUTE = "controlroom.reservation_id"
+
+
+def input_token_bound(value: Any) -> int:
+    """An upper bound of a prompt's tokens: its UTF-8 length in bytes (a byte-level BPE token is at
+    least one byte), so a reservation is never smaller than the call it covers."""
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value.encode())
+    try:
+        import orjson
+
+        return len(orjson.dumps(value, default=repr))
+    except TypeError:
+        return len(repr(value).encode())
+
+
+def call_outcome(error: BaseException) -> str:
+    """For the budget: a provider's HTTP error answer, or a refused connection, means nothing was
+    generated (the hold is released); anything else — a timeout, a dropped stream, a crash in the
+    caller's code — may have been billed (it settles at the full hold)."""
+    if isinstance(error, BudgetExceeded | ConnectionRefusedError):
+        return "failed_before_generation"
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int) and 400 <= status < 600:
+        return "failed_before_generation"
+    return "unknown"

@@ -14,13 +14,13 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from controlroom.sdk._client import Client, get_client
-from controlroom.sdk._control import BudgetExceeded
+from controlroom.sdk._control import RESERVATION_ATTRIBUTE, BudgetExceeded, call_outcome, input_token_bound
 
 logger = logging.getLogger("controlroom.sdk")
 
@@ -551,36 +551,6 @@ class LLMSpan(Span):
             body["model"] = self.response_model
 
 
-RESERVATION_ATTRIBUTE = "controlroom.reservation_id"
-
-
-def input_token_bound(value: Any) -> int:
-    """An upper bound of a prompt's tokens: its UTF-8 length in bytes (a byte-level BPE token is at
-    least one byte), so a reservation is never smaller than the call it covers."""
-    if value is None:
-        return 0
-    if isinstance(value, str):
-        return len(value.encode())
-    try:
-        import orjson
-
-        return len(orjson.dumps(value, default=repr))
-    except TypeError:
-        return len(repr(value).encode())
-
-
-def call_outcome(error: BaseException) -> str:
-    """For the budget: a provider's HTTP error answer, or a refused connection, means nothing was
-    generated (the hold is released); anything else — a timeout, a dropped stream, a crash in the
-    caller's code — may have been billed (it settles at the full hold)."""
-    if isinstance(error, BudgetExceeded | ConnectionRefusedError):
-        return "failed_before_generation"
-    status = getattr(error, "status_code", None)
-    if isinstance(status, int) and 400 <= status < 600:
-        return "failed_before_generation"
-    return "unknown"
-
-
 class ToolSpan(Span):
     __slots__ = ()
 
@@ -639,101 +609,3 @@ def score(
         raise
     except Exception as exc:
         internal_error(client, exc)
-
-
-T = TypeVar("T")
-
-
-def call_with_fallback(
-    fn: Callable[[str], T],
-    models: Sequence[str],
-    *,
-    retries: int = 2,
-    retry_on: tuple[type[BaseException], ...] = (Exception,),
-    backoff: float = 0.5,
-    max_backoff: float = 8.0,
-    provider: str | None = None,
-) -> T:
-    """Call ``fn(model)`` for the first model, retrying it up to ``retries`` times on ``retry_on``
-    errors, then falling back to the next model, and so on. Each attempt is an LLM span with
-    ``attempt``, ``retry_of`` (the failed attempt it repeats) and ``fallback_from`` (the last failed
-    call on the previous model), so the run's timeline shows what happened and why.
-
-    If ``fn`` makes its call through an instrumented client (or :func:`controlroom.llm`), that call's
-    span carries these fields; otherwise an LLM span named after the model is recorded around it.
-    The last error is raised when every model failed. Errors not in ``retry_on`` propagate at once.
-    """
-    if not models:
-        raise ValueError("call_with_fallback needs at least one model")
-    last_failed: str | None = None
-    last_error: BaseException | None = None
-    for model_index, model in enumerate(models):
-        previous_model_failure = last_failed if model_index > 0 else None
-        retry_of: str | None = None
-        for attempt in range(1, retries + 2):
-            plan = AttemptPlan(
-                attempt=attempt,
-                retry_of=retry_of,
-                fallback_from=previous_model_failure if attempt == 1 else None,
-            )
-            token = _attempt_plan.set(plan)
-            started = time.time_ns()
-            try:
-                result = fn(model)
-                if plan.span is None:
-                    _record_attempt(plan, provider, model, started, None)
-                return result
-            except retry_on as e:
-                if plan.span is None:
-                    _record_attempt(plan, provider, model, started, e)
-                last_error = e
-                last_failed = retry_of = plan.span.span_id if plan.span is not None else None
-                if getattr(e, "controlroom_no_retry", False):
-                    raise
-                if attempt <= retries:
-                    time.sleep(min(max_backoff, backoff * 2 ** (attempt - 1)))
-            finally:
-                _attempt_plan.reset(token)
-    assert last_error is not None
-    raise last_error
-
-
-def _record_attempt(
-    plan: AttemptPlan, provider: str | None, model: str, started: int, error: BaseException | None
-) -> None:
-    """An LLM span for an attempt whose function recorded none (after the fact)."""
-    client = get_client()
-    run = _current_run.get()
-    if client is None or run is None:
-        return
-    span = LLMSpan(provider or "unknown", model)
-    plan.span = span
-    now = time.time_ns()
-    parent = _current_span.get()
-    body: dict[str, Any] = {
-        "span_id": span.span_id,
-        "kind": "llm",
-        "name": span.name,
-        "provider": span.provider,
-        "model": model,
-        "attempt": plan.attempt,
-        "ended_at": now,
-        "status": "ok" if error is None else "error",
-    }
-    if parent is not None:
-        body["parent_span_id"] = parent.span_id
-    if plan.retry_of:
-        body["retry_of"] = plan.retry_of
-    if plan.fallback_from:
-        body["fallback_from"] = plan.fallback_from
-    if error is not None:
-        body["error"] = error_info(error)
-    client.emit(
-        {
-            "id": f"{run.run_id}{span.span_id}.r",
-            "type": "span.recorded",
-            "run_id": run.run_id,
-            "ts": started,
-            "body": body,
-        }
-    )
