@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection, and_, exists, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from controlroom.errors import InvalidQuery, NotFound
 from controlroom.events import RUN_STATUSES, format_ts
@@ -63,39 +63,37 @@ def list_runs(
     for s in f.status:
         if s not in RUN_STATUSES:
             raise InvalidQuery(f"status {s!r} is not one of {', '.join(RUN_STATUSES)}", parameter="status")
-    q = select(runs).where(runs.c.project_id == project_id)
+    if f.tag is not None:
+        # Walk the tag's own index (project, tag, started_at, run_id) in order, so a rare tag does
+        # not mean scanning every run; run_tags.started_at is the run's started_at.
+        t = run_tags
+        q = (
+            select(runs)
+            .select_from(t.join(runs, and_(runs.c.project_id == t.c.project_id, runs.c.run_id == t.c.run_id)))
+            .where(t.c.project_id == project_id, t.c.tag == f.tag)
+        )
+        started, rid = t.c.started_at, t.c.run_id
+    else:
+        q = select(runs).where(runs.c.project_id == project_id)
+        started, rid = runs.c.started_at, runs.c.run_id
     if f.agent is not None:
         q = q.where(runs.c.agent == f.agent)
     if f.status:
         q = q.where(runs.c.status.in_(f.status))
     if f.environment is not None:
         q = q.where(runs.c.environment == f.environment)
-    if f.tag is not None:
-        q = q.where(
-            exists().where(
-                run_tags.c.project_id == project_id,
-                run_tags.c.tag == f.tag,
-                run_tags.c.run_id == runs.c.run_id,
-            )
-        )
     if f.since is not None:
-        q = q.where(runs.c.started_at >= f.since)
+        q = q.where(started >= f.since)
     if f.until is not None:
-        q = q.where(runs.c.started_at < f.until)
+        q = q.where(started < f.until)
     if f.min_cost_nanos is not None:
         q = q.where(runs.c.cost_nanos >= f.min_cost_nanos)
     if f.has_error is not None:
         q = q.where(runs.c.has_error == f.has_error)
     if cursor:
         started_at, run_id = decode_cursor(cursor)
-        q = q.where(
-            or_(runs.c.started_at < started_at, and_(runs.c.started_at == started_at, runs.c.run_id < run_id))
-        )
-    rows = (
-        conn.execute(q.order_by(runs.c.started_at.desc(), runs.c.run_id.desc()).limit(limit + 1))
-        .mappings()
-        .all()
-    )
+        q = q.where(or_(started < started_at, and_(started == started_at, rid < run_id)))
+    rows = conn.execute(q.order_by(started.desc(), rid.desc()).limit(limit + 1)).mappings().all()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1]["started_at"], page[-1]["run_id"]) if len(rows) > limit else None
     return {"runs": [run_summary(r) for r in page], "next_cursor": next_cursor}
