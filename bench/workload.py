@@ -4,7 +4,8 @@ A run is a root ``agent`` span whose children alternate ``llm`` and ``tool`` spa
 carries provider / model, token usage, four attributes and about 1 KB of message content spread
 over its input and output. A run is sent either the SDK's way (``run.started``, then
 ``span.started`` + ``span.ended`` per span as they happen, then ``run.ended``) or with one
-``span.recorded`` event per span.
+``span.recorded`` event per span. Event ids and integer-nanosecond timestamps are the ones
+``controlroom.sdk`` makes.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from controlroom.events import format_ts
 
 MS = 1_000_000  # nanoseconds
 
-_WORDS = (
+_TEXT = (
     "the agent checks the order status and the refund policy before it answers the customer about "
     "shipping delays invoices a missing package warranty terms account settings and billing history "
     "while the retriever returns three documents from the knowledge base with relevant passages on "
     "returns exchanges damaged items subscription renewals payment methods and escalation rules"
-).split()
+)
+_WORDS = tuple(_TEXT.split())
 
 
 def _paragraphs(seed: int, count: int, length: int) -> tuple[str, ...]:
@@ -59,6 +61,7 @@ class RunSpec:
     start_ns: int
     n_spans: int = 6
     status: str = "succeeded"  # succeeded / failed / cancelled / running (never ended)
+    flaky: bool = False  # the first llm call fails (and the agent carries on)
     provider: str = "openai"
     model: str = "gpt-4o-mini"
     environment: str = "production"
@@ -82,20 +85,22 @@ def _ts(ns: int, as_ns: bool) -> int | str:
     return ts
 
 
-def build_run(spec: RunSpec, rng: random.Random, *, recorded: bool = False, ts_ns: bool = False) -> list[dict[str, Any]]:
+def build_run(
+    spec: RunSpec, rng: random.Random, *, recorded: bool = False, ts_ns: bool = True
+) -> list[dict[str, Any]]:
     """The events of one run, in the order an instrumented agent emits them.
 
     ``recorded``: one ``span.recorded`` per span instead of ``span.started`` + ``span.ended``.
-    ``ts_ns``: timestamps as integer epoch nanoseconds instead of RFC 3339 strings.
+    ``ts_ns``: timestamps as integer epoch nanoseconds (as the SDK sends them), else RFC 3339.
     """
     rid = spec.run_id
-    n = 0
     out: list[dict[str, Any]] = []
+    suffix = {"run.started": ".start", "run.ended": ".end", "span.started": ".s", "span.ended": ".e"}
+    suffix["span.recorded"] = ".r"
 
     def emit(etype: str, ns: int, body: dict[str, Any]) -> None:
-        nonlocal n
-        out.append({"id": f"{rid}-{n}", "type": etype, "run_id": rid, "ts": _ts(ns, ts_ns), "body": body})
-        n += 1
+        event_id = rid + body.get("span_id", "") + suffix[etype]  # the SDK's ids
+        out.append({"id": event_id, "type": etype, "run_id": rid, "ts": _ts(ns, ts_ns), "body": body})
 
     question = rng.choice(USER_MESSAGES)
     emit(
@@ -121,11 +126,11 @@ def build_run(spec: RunSpec, rng: random.Random, *, recorded: bool = False, ts_n
     last = spec.n_spans - 1
     for j in range(1, spec.n_spans):
         span_id = hex_id(rid, j, size=8)
-        failing = fails and j == last
+        failing = (fails and j == last) or (spec.flaky and j == 1)
         if j % 2 == 1:
-            start, end = _llm_span(spec, rng, span_id, root_id, j, t, question, failing)
+            start, end = _llm_span(spec, rng, span_id, root_id, j, question, failing)
         else:
-            start, end = _tool_span(rng, span_id, root_id, t, failing)
+            start, end = _tool_span(rng, span_id, root_id, failing)
         ended_at = t + end.pop("_duration_ns")
         children.append((span_id, start, end, t, ended_at))
         t = ended_at + rng.randrange(1, 3) * MS
@@ -172,7 +177,6 @@ def _llm_span(
     span_id: str,
     parent: str,
     index: int,
-    t: int,
     question: str,
     failing: bool,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -216,7 +220,7 @@ def _llm_span(
 
 
 def _tool_span(
-    rng: random.Random, span_id: str, parent: str, t: int, failing: bool
+    rng: random.Random, span_id: str, parent: str, failing: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     start = {
         "span_id": span_id,
