@@ -4,7 +4,7 @@ Starts `controlroom serve` on a fresh database, sets a cap that is never reached
 - latency: one caller, reserve then settle, N times: p50 / p99 of the pair;
 - throughput: several client processes reserving and settling as fast as they can: admissions/s.
 
-    .venv/bin/python bench/budget.py [--db URL] [--n 2000] [--procs 4]
+    .venv/bin/python bench/budget.py [--backend sqlite|postgresql] [--n 2000] [--procs 4]
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from common import fresh_database
 from controlroom import projects
 from controlroom.sdk._control import ControlClient
 from controlroom.store.engine import Store
@@ -65,13 +65,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--n", type=int, default=2000, help="round trips for the latency figures")
     parser.add_argument("--procs", type=int, default=4, help="client processes for the throughput figure")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the throughput run")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or f"sqlite:///{tmp}/bench.db"
+    with fresh_database(args.backend, "budget") as db:
         store = Store(db)
         store.migrate()
         with store.write() as conn:
@@ -114,7 +113,7 @@ def main() -> None:
             for p in procs:
                 p.join()
             result = {
-                "database": db.split(":")[0],
+                "database": args.backend,
                 "round_trip_p50_ms": statistics.median(samples),
                 "round_trip_p99_ms": samples[int(len(samples) * 0.99)],
                 "admissions_per_s": total / args.seconds,

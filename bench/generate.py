@@ -375,7 +375,10 @@ def _finish(store: Store) -> None:
 
 def _stats(store: Store) -> dict[str, Any]:
     with store.read() as conn:
-        by_status = dict(conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status)).all())
+        by_status: dict[str, int] = {
+            status: n
+            for status, n in conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status))
+        }
         return {
             "runs": conn.execute(select(func.count()).select_from(runs)).scalar_one(),
             "spans": conn.execute(select(func.count()).select_from(spans)).scalar_one(),

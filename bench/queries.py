@@ -97,6 +97,10 @@ def explain(store: Store, fn: Callable[[Connection], Any]) -> list[dict[str, Any
     return plans
 
 
+def _list_runs(project_id: int, f: queries.RunFilter) -> Callable[[Connection], Any]:
+    return lambda conn: queries.list_runs(conn, project_id, f)
+
+
 def _time_in_process(store: Store, fn: Callable[[Connection], Any], n: int) -> dict[str, float]:
     samples = []
     for _ in range(n):
@@ -147,13 +151,7 @@ def run_queries(cfg: QueryConfig, built: BuiltStore) -> dict[str, Any]:
         pid = project.id
         cases: list[tuple[str, list[tuple[str, dict[str, str]]], Callable[[Connection], Any]]] = []
         for c in LIST_CASES:
-            cases.append(
-                (
-                    c.name,
-                    [("/v1/runs", c.params)],
-                    lambda conn, f=c.run_filter: queries.list_runs(conn, pid, f),
-                )
-            )
+            cases.append((c.name, [("/v1/runs", c.params)], _list_runs(pid, c.run_filter)))
         cursor = first["next_cursor"]
         cases.append(
             (

@@ -12,17 +12,26 @@ runs reuse them from bench/cache/. Exits 1 if a correctness check failed (not fo
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from common import BACKENDS, RESULTS, log, machine_info, wait_until_quiet, write_result
+from common import BACKENDS, BENCH, RESULTS, log, machine_info, wait_until_quiet, write_result
 from generate import GenConfig, build
 from ingest import IngestConfig, run_ingest
 from queries import TARGET_P95_MS, QueryConfig, run_queries
 
-PARTS = ("ingest", "generate", "queries")
+PARTS = ("ingest", "generate", "queries", "otlp", "sdk", "budget")
+# Benchmarks with their own scripts; each prints JSON lines (or one JSON document) on stdout.
+SCRIPTS: dict[str, list[list[str]]] = {
+    "otlp": [["otlp.py"]],
+    "sdk": [["sdk_overhead.py"], ["sdk_throughput.py"]],
+    "budget": [["budget.py", "--backend", "sqlite"], ["budget.py", "--backend", "postgresql"]],
+}
 # (shape, projector in a separate `controlroom worker` process)
 INGEST_VARIANTS = (("started_ended", False), ("started_ended", True), ("recorded", False))
 INGEST_TARGET_SPANS = 10_000
@@ -32,13 +41,16 @@ LABEL = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), sep, *map(line, rows)])
 
 
 def _ingest_table(results: dict[str, dict[str, Any]], backends: list[str]) -> str:
-    metrics = (
+    metrics: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
         ("spans/s acknowledged", lambda r: f"{r['spans_per_s']:,}"),
         ("events/s acknowledged", lambda r: f"{r['events_per_s']:,}"),
         ("request p50 / p99 (ms)", lambda r: f"{r['latency']['p50_ms']:.0f} / {r['latency']['p99_ms']:.0f}"),
@@ -170,6 +182,21 @@ def main(argv: list[str] | None = None) -> int:
                 queried[backend] = r = {**r, "cpu_busy_before": busy}
                 write_result(f"queries-{backend}", {"machine": machine, **r})
 
+    others: dict[str, list[Any]] = {}
+    for part, commands in SCRIPTS.items():
+        if part in parts:
+            for command in commands:
+                log(f"{part}: {' '.join(command)}")
+                out = subprocess.run(
+                    [sys.executable, *command],
+                    cwd=BENCH,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=1800,
+                ).stdout
+                others.setdefault(part, []).extend(_json_documents(out))
+
     sections = ["## Machine\n\n" + _machine_table(machine)]
     if ingest:
         sections.append("## Ingest (POST /v1/events)\n\n" + _ingest_table(ingest, backends))
@@ -177,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append("## Generated store\n\n" + _generate_table(generated, backends))
     if queried:
         sections.append("## Read API latency, sequential requests\n\n" + _queries_table(queried, backends))
+    for part, docs in others.items():
+        sections.append(f"## {part}\n\n```\n" + "\n".join(json.dumps(d) for d in docs) + "\n```")
     verdicts = _verdicts(ingest, queried)
     sections.append("## Targets\n\n" + "\n".join(f"- {v}" for v in verdicts))
     report = "\n\n".join(sections) + "\n"
@@ -189,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             "generate": generated,
             "queries": queried,
             "targets": verdicts,
+            **others,
         },
     )
     (RESULTS / "report.md").write_text(report)
@@ -220,3 +250,12 @@ def _verdicts(ingest: dict[str, dict[str, Any]], queried: dict[str, dict[str, An
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _json_documents(text: str) -> list[Any]:
+    """Every JSON document in a script's output (one per line, or one spread over lines)."""
+    text = text.strip()
+    try:
+        return [json.loads(text)]
+    except json.JSONDecodeError:
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
