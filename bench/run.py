@@ -248,10 +248,6 @@ def _verdicts(ingest: dict[str, dict[str, Any]], queried: dict[str, dict[str, An
     return out or ["(no target measured in this run)"]
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _json_documents(text: str) -> list[Any]:
     """Every JSON document in a script's output (one per line, or one spread over lines)."""
     text = text.strip()
@@ -259,3 +255,7 @@ def _json_documents(text: str) -> list[Any]:
         return [json.loads(text)]
     except json.JSONDecodeError:
         return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -61,10 +62,7 @@ def main() -> None:
 )
 @_fail_cleanly
 def serve(db: str | None, host: str | None, port: int | None, print_key: str | None, no_worker: bool) -> None:
-    """Run the API server, projector and sweeper in one process."""
-    import uvicorn
-
-    from controlroom.server.app import create_app
+    """Run controlroom: the API, and the projector, sweeper and hold expiry in a child process."""
     from controlroom.store.engine import Store
 
     settings = Settings.load(database_url=db, host=host, port=port)
@@ -76,8 +74,7 @@ def serve(db: str | None, host: str | None, port: int | None, print_key: str | N
         key = _new_key(store, print_key)
         click.echo(f"API key for project {print_key!r}: {key}")
         click.echo(f"  export CONTROLROOM_URL={url} CONTROLROOM_API_KEY={key}")
-    app = create_app(settings, store=store, run_worker=not no_worker)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    _run_server(settings, store, worker=not no_worker)
 
 
 @main.command()
@@ -92,12 +89,10 @@ def serve(db: str | None, host: str | None, port: int | None, print_key: str | N
 @_fail_cleanly
 def demo(db: str | None, host: str | None, port: int | None, project: str, days: int, no_live: bool) -> None:
     """Serve controlroom with a simulated agent fleet: 30 days of history plus live runs."""
-    import uvicorn
     from sqlalchemy import select
 
     from controlroom import projects as p
     from controlroom.demo import LiveFleet, backfill
-    from controlroom.server.app import create_app
     from controlroom.store.engine import Store
     from controlroom.store.tables import events
 
@@ -121,26 +116,80 @@ def demo(db: str | None, host: str | None, port: int | None, project: str, days:
     click.echo(f"  curl -H 'Authorization: Bearer {key}' {url}/v1/runs?limit=5")
     if not no_live:
         LiveFleet(url, key).start()
-    uvicorn.run(
-        create_app(settings, store=store),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-    )
+    _run_server(settings, store, worker=True)
+
+
+def _run_server(settings: Settings, store: Any, *, worker: bool) -> None:
+    """The API in this process; the projector, sweeper and hold expiry in a child `controlroom worker`
+    process, so that folding the log and answering requests each get a core of their own (Python
+    runs one thread at a time per process). The child exits with this process."""
+    import subprocess
+
+    import uvicorn
+
+    from controlroom.server.app import create_app
+
+    child = None
+    if worker:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "controlroom.cli",
+                "worker",
+                "--db",
+                settings.database_url,
+                "--parent-pid",
+                str(os.getpid()),
+            ]
+        )
+    try:
+        uvicorn.run(
+            create_app(settings, store=store, run_worker=False),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        if child is not None:
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 @main.command()
 @db_option
+@click.option("--parent-pid", type=int, default=None, hidden=True, help="Exit when this process exits.")
 @_fail_cleanly
-def worker(db: str | None) -> None:
-    """Run only the projector and the abandoned-run sweeper (for a separate deployment)."""
+def worker(db: str | None, parent_pid: int | None) -> None:
+    """Run only the projector, the abandoned-run sweeper and hold expiry (for a separate deployment)."""
+    import signal
+    import threading
+
     from controlroom.projections.worker import Worker
 
     settings = Settings.load(database_url=db)
     store = _store(settings.database_url)
-    click.echo("controlroom worker: folding the run log into the read model (Ctrl-C to stop)")
-    w = Worker(store, batch=settings.projector_batch, abandon_after_seconds=settings.abandon_after_seconds)
+    w = Worker(
+        store,
+        batch=settings.projector_batch,
+        abandon_after_seconds=settings.abandon_after_seconds,
+        poll_seconds=0.1 if parent_pid else 0.5,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: w.stop(timeout=0))
+    if parent_pid:
+
+        def watch_parent() -> None:  # the serve process died (even by SIGKILL): stop too
+            while os.getppid() == parent_pid and not w.stopped:
+                threading.Event().wait(0.5)
+            w.stop(timeout=0)
+
+        threading.Thread(target=watch_parent, daemon=True).start()
+    else:
+        click.echo("controlroom worker: folding the run log into the read model (Ctrl-C to stop)")
     with contextlib.suppress(KeyboardInterrupt):
         w.run_forever()
 

@@ -88,8 +88,8 @@ def ingest_events(
     if rows:
         with store.write() as conn:
             inserted = log.append(store, conn, rows)
-        result.accepted = len(inserted)
-        result.duplicates += len(rows) - len(inserted)
+        result.accepted = inserted
+        result.duplicates += len(rows) - inserted
         if inserted and on_append is not None:
             on_append()
     if raw_events and not rows and not result.duplicates:

@@ -216,20 +216,26 @@ class Projector:
     ) -> tuple[dict[tuple[int, str], fold.Row], dict[tuple[int, str], dict[str, fold.Row]]]:
         old_runs: dict[tuple[int, str], fold.Row] = {}
         old_spans: dict[tuple[int, str], dict[str, fold.Row]] = defaultdict(dict)
-        for i in range(0, len(run_keys), 500):
-            chunk = run_keys[i : i + 500]
-            for r in conn.execute(
-                select(runs).where(tuple_(runs.c.project_id, runs.c.run_id).in_(chunk))
-            ).mappings():
-                old_runs[(r["project_id"], r["run_id"])] = dict(r)
-            present = [k for k in chunk if k in old_runs]
-            if not present:
-                continue
-            rows = conn.execute(
-                select(spans).where(tuple_(spans.c.project_id, spans.c.run_id).in_(present))
-            ).mappings()
-            for s in rows:
-                old_spans[(s["project_id"], s["run_id"])][s["span_id"]] = dict(s)
+        by_project: dict[int, list[str]] = defaultdict(list)
+        for project_id, run_id in run_keys:
+            by_project[project_id].append(run_id)
+        # `project_id = ? AND run_id IN (...)` uses the primary keys; a (project_id, run_id) IN
+        # (VALUES ...) comparison is planned as a scan by SQLite.
+        for project_id, run_ids in by_project.items():
+            for i in range(0, len(run_ids), 500):
+                chunk = run_ids[i : i + 500]
+                for r in conn.execute(
+                    select(runs).where(runs.c.project_id == project_id, runs.c.run_id.in_(chunk))
+                ).mappings():
+                    old_runs[(project_id, r["run_id"])] = dict(r)
+                present = [rid for rid in chunk if (project_id, rid) in old_runs]
+                if not present:
+                    continue
+                rows = conn.execute(
+                    select(spans).where(spans.c.project_id == project_id, spans.c.run_id.in_(present))
+                ).mappings()
+                for sp in rows:
+                    old_spans[(project_id, sp["run_id"])][sp["span_id"]] = dict(sp)
         return old_runs, old_spans
 
     def _write(

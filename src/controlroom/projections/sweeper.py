@@ -44,5 +44,5 @@ def sweep_abandoned(
     appended = 0
     for rows in by_project.values():
         with store.write() as conn:
-            appended += len(log.append(store, conn, rows))
+            appended += log.append(store, conn, rows)
     return appended

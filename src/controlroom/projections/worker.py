@@ -43,6 +43,10 @@ class Worker:
         self._thread = threading.Thread(target=self.run_forever, name="controlroom-worker", daemon=True)
         self._thread.start()
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
