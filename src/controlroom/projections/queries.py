@@ -14,7 +14,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from controlroom.errors import InvalidQuery, NotFound
 from controlroom.events import RUN_STATUSES, format_ts
-from controlroom.projections.fold import TOKEN_FIELDS
+from controlroom.projections.fold import TOKEN_FIELDS, rollups
 from controlroom.store.tables import cost_daily, run_tags, runs, scores, spans
 
 GROUPS = ("agent", "provider", "model")
@@ -167,7 +167,11 @@ def get_run(conn: Connection, project_id: int, run_id: str) -> dict[str, Any]:
         .mappings()
         .all()
     )
-    views = {s["span_id"]: {**span_view(s), "orphan": False, "children": []} for s in span_rows}
+    rolled_up = rollups([dict(s) for s in span_rows])
+    views = {
+        s["span_id"]: {**span_view(s), "rollup": s["span_id"] in rolled_up, "orphan": False, "children": []}
+        for s in span_rows
+    }
     order = {s["span_id"]: (s["started_at"] or s["ended_at"] or 0, s["first_seq"]) for s in span_rows}
     parents = _acyclic_parents({sid: v["parent_span_id"] for sid, v in views.items()}, order)
     roots = []

@@ -114,6 +114,9 @@ class SpanOut(_Out):
     cost_source: str | None
     reported_cost_usd: str | None
     computed_cost_usd: str | None
+    rollup: bool = Field(
+        False, description="Its usage and cost sum its descendants' calls: not counted again in totals"
+    )
     orphan: bool = False
     children: list[SpanOut]
 
