@@ -125,3 +125,10 @@ def test_a_call_that_reports_no_usage_is_charged_its_hold(capped: LiveServer) ->
     with capped.client() as http:
         budget = http.get("/v1/budgets").json()["budgets"][0]
     assert budget["settled_usd"] == "0.005" and budget["held_usd"] == "0"
+
+
+def test_an_unpriced_refusal_says_no_retry_after(capped: LiveServer) -> None:
+    with capped.client() as http:
+        r = http.post("/v1/budget/reservations", json={"model": "mystery-model", "input_tokens": 10})
+    assert r.status_code == 402 and r.json()["reason"] == "unpriced_model"
+    assert "retry-after" not in r.headers

@@ -38,7 +38,9 @@ class BudgetRefused(ControlroomError):
 
     def headers(self) -> dict[str, str]:
         resets = self.extra.get("resets_at")
-        return {"Retry-After": str(retry_after_seconds(resets))} if resets else {}
+        if not resets or self.extra.get("reason") == "unpriced_model":  # waiting would not help
+            return {}
+        return {"Retry-After": str(retry_after_seconds(resets))}
 
 
 @dataclass(frozen=True, slots=True)

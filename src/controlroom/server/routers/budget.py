@@ -171,7 +171,7 @@ class _FastEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            project = self._project(scope)
+            project = await self._project(scope)
             body = await _read(receive, 65_536)
             try:
                 parsed = self.adapter.validate_json(body)
@@ -203,7 +203,7 @@ class _FastEndpoint:
         await send({"type": "http.response.body", "body": payload})
 
     @staticmethod
-    def _project(scope: Scope) -> Project:
+    async def _project(scope: Scope) -> Project:
         auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         scheme, _, key = auth.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
@@ -211,7 +211,7 @@ class _FastEndpoint:
         cache = scope["app"].state.keys
         found, project = cache.cached(key.strip())
         if not found:
-            project = cache.lookup(key.strip())
+            project = await anyio.to_thread.run_sync(cache.lookup, key.strip())
         if project is None:
             raise Unauthorized("the API key is not valid (unknown or revoked)")
         return project  # type: ignore[no-any-return]
