@@ -12,12 +12,13 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, insert, select, text
 
 from controlroom.cost import PriceOverride, Pricer
 from controlroom.errors import ValidationFailed
 from controlroom.events import format_ts, parse_ts
 from controlroom.projects import Project
+from controlroom.store.engine import LedgerTx
 from controlroom.store.tables import price_overrides
 
 
@@ -96,19 +97,9 @@ def _out(r: Any) -> dict[str, Any]:
     }
 
 
-_c = price_overrides.c
 _OVERRIDES = (
-    select(
-        _c.model,
-        _c.provider,
-        _c.input_per_mtok,
-        _c.output_per_mtok,
-        _c.cache_read_per_mtok,
-        _c.cache_write_per_mtok,
-        _c.effective_from,
-    )
-    .where(_c.project_id == bindparam("project_id"))
-    .order_by(_c.id)
+    "SELECT model, provider, input_per_mtok, output_per_mtok, cache_read_per_mtok, cache_write_per_mtok,"
+    " effective_from FROM price_overrides WHERE project_id = :project_id ORDER BY id"
 )
 
 
@@ -120,8 +111,11 @@ class PricerCache:
         self._pricers: dict[int, tuple[tuple[Any, ...], Pricer]] = {}
         self._lock = threading.Lock()
 
-    def get(self, conn: Connection, project_id: int) -> Pricer:
-        rows = tuple(conn.execute(_OVERRIDES, {"project_id": project_id}).all())
+    def get(self, conn: Connection | LedgerTx, project_id: int) -> Pricer:
+        if isinstance(conn, LedgerTx):
+            rows = tuple(tuple(r.values()) for r in conn.rows(_OVERRIDES, {"project_id": project_id}))
+        else:
+            rows = tuple(tuple(r) for r in conn.execute(text(_OVERRIDES), {"project_id": project_id}).all())
         cached = self._pricers.get(project_id)
         if cached is not None and cached[0] == rows:
             return cached[1]

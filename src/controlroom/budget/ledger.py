@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -24,8 +24,8 @@ from controlroom.cost import Pricer, Usage
 from controlroom.errors import ControlroomError, NotFound, ValidationFailed
 from controlroom.prices import PricerCache
 from controlroom.projects import Project, check_timezone
-from controlroom.store.engine import Store
-from controlroom.store.tables import Json, budget_days, budgets, reservations, unguarded_spend
+from controlroom.store.engine import LedgerTx, Store
+from controlroom.store.tables import budget_days, budgets, unguarded_spend
 
 # No output-token limit is known for most models: a call that names no max_tokens is held at this.
 DEFAULT_MAX_OUTPUT_TOKENS = 32_768
@@ -120,13 +120,13 @@ def delete_budget(conn: Connection, *, project_id: int, agent: str) -> None:
         raise NotFound(f"no budget for {'agent ' + repr(agent) if agent else 'the project'}")
 
 
-# The hot path (a reservation and its settlement per paid call) uses plain SQL statements made
-# once: building SQLAlchemy expressions per call costs more than the database work.
-_APPLICABLE = text(
+# The hot path (a reservation and its settlement per paid call) runs these plain statements through
+# Store.ledger(): building SQLAlchemy expressions per call would cost more than the database work.
+_APPLICABLE = (
     "SELECT id, project_id, agent, cap_nanos, timezone FROM budgets"
     " WHERE project_id = :project_id AND agent IN ('', :agent) ORDER BY id"
 )
-_OPEN_DAY = text(
+_OPEN_DAY = (
     "INSERT INTO budget_days (budget_id, day, settled_nanos, held_nanos) VALUES (:budget_id, :day, 0, 0)"
     " ON CONFLICT DO NOTHING"
 )
@@ -135,40 +135,42 @@ _UNGUARDED_SQL = (
     " AND bucket >= :lo AND bucket < :hi{agent})"
 )
 _ADMIT = {
-    scoped: text(
-        "UPDATE budget_days SET held_nanos = held_nanos + :hold WHERE budget_id = :budget_id AND day = :day"
-        " AND settled_nanos + held_nanos + :hold + "
-        + _UNGUARDED_SQL.format(agent=" AND agent = :agent" if scoped else "")
-        + " <= :cap"
-    )
+    scoped: "UPDATE budget_days SET held_nanos = held_nanos + :hold WHERE budget_id = :budget_id AND day = :day"
+    " AND settled_nanos + held_nanos + :hold + "
+    + _UNGUARDED_SQL.format(agent=" AND agent = :agent" if scoped else "")
+    + " <= :cap"
     for scoped in (False, True)
 }
-_SETTLE_DAY = text(
+_SETTLE_DAY = (
     "UPDATE budget_days SET held_nanos = held_nanos - :hold, settled_nanos = settled_nanos + :actual"
     " WHERE budget_id = :budget_id AND day = :day"
 )
-_RESERVATION = text(
+_RESERVATION = (
     "SELECT id, provider, model, hold_nanos, holds, state, actual_nanos FROM reservations"
     " WHERE id = :id AND project_id = :project_id"
-).columns(holds=Json)
+)
 _NEW_RESERVATION = {
-    dialect: text(
-        "INSERT INTO reservations (id, project_id, agent, run_id, span_id, provider, model, hold_nanos, holds,"
-        " state, created_at, expires_at) VALUES (:id, :project_id, :agent, :run_id, :span_id, :provider, :model,"
-        f" :hold, {holds}, 'held', :created_at, :expires_at)"
-    )
+    dialect: "INSERT INTO reservations (id, project_id, agent, run_id, span_id, provider, model, hold_nanos, holds,"
+    " state, created_at, expires_at) VALUES (:id, :project_id, :agent, :run_id, :span_id, :provider, :model,"
+    f" :hold, {holds}, 'held', :created_at, :expires_at)"
     for dialect, holds in (("sqlite", ":holds"), ("postgresql", "CAST(:holds AS JSONB)"))
 }
-_CLOSE_RESERVATION = text(
+_CLOSE_RESERVATION = (
     "UPDATE reservations SET state = :state, actual_nanos = :actual, settled_at = :now"
     " WHERE id = :id AND state = 'held'"
 )
 
 
-def applicable(conn: Connection, project_id: int, agent: str) -> list[Budget]:
+class _Refusal(Exception):
+    """Raised inside a ledger transaction (which then rolls back); turned into BudgetRefused after."""
+
+    def __init__(self, budget: Budget, hold: int | None) -> None:
+        self.budget, self.hold = budget, hold
+
+
+def applicable(tx: LedgerTx, project_id: int, agent: str) -> list[Budget]:
     """The project's budget and the agent's own, in id order (the order rows are locked in)."""
-    rows = conn.execute(_APPLICABLE, {"project_id": project_id, "agent": agent}).all()
-    return [Budget(*r) for r in rows]
+    return [Budget(**r) for r in tx.rows(_APPLICABLE, {"project_id": project_id, "agent": agent})]
 
 
 def _unguarded(conn: Connection, b: Budget, day: Any) -> Any:
@@ -254,76 +256,81 @@ def reserve(
     """Hold the call's worst-case cost against every applicable budget, or raise BudgetRefused."""
     now = now_ns or time.time_ns()
     rid = os.urandom(16).hex()
-    with store.write(flush_to_disk=False) as conn:
-        applying = applicable(conn, project.id, agent)
-        if not applying:
-            return {"reservation_id": None, "hold_usd": "0", "budgets": []}
-        hold = worst_case_nanos(
-            pricers.get(conn, project.id),
-            provider=provider,
-            model=model,
-            input_tokens=input_tokens,
-            max_output_tokens=max_output_tokens,
-            at_ns=now,
-        )
-        if hold is None:
-            raise BudgetRefused(
-                f"model {model!r} has no known price, so its cost cannot be bounded; set one with "
-                f"`controlroom prices set --project {project.name} --model {model} --input USD --output USD`",
-                reason="unpriced_model",
-                model=model,
+    try:
+        with store.ledger() as tx:
+            applying = applicable(tx, project.id, agent)
+            if not applying:
+                return {"reservation_id": None, "hold_usd": "0", "budgets": []}
+            hold = worst_case_nanos(
+                pricers.get(tx, project.id),
                 provider=provider,
-                **status(conn, applying[0], now),
+                model=model,
+                input_tokens=input_tokens,
+                max_output_tokens=max_output_tokens,
+                at_ns=now,
             )
-        holds = []
-        for b in applying:
-            local = local_day(now, b.timezone)
-            day = local.isoformat()
-            lo, hi = day_buckets(local, b.timezone)
-            conn.execute(_OPEN_DAY, {"budget_id": b.id, "day": day})
-            granted = conn.execute(
-                _ADMIT[bool(b.agent)],
+            if hold is None:
+                raise _Refusal(applying[0], None)
+            holds = []
+            for b in applying:
+                local = local_day(now, b.timezone)
+                day = local.isoformat()
+                lo, hi = day_buckets(local, b.timezone)
+                tx.run(_OPEN_DAY, {"budget_id": b.id, "day": day})
+                granted = tx.run(
+                    _ADMIT[bool(b.agent)],
+                    {
+                        "hold": hold,
+                        "budget_id": b.id,
+                        "day": day,
+                        "project_id": b.project_id,
+                        "lo": lo,
+                        "hi": hi,
+                        "agent": b.agent,
+                        "cap": b.cap_nanos,
+                    },
+                )
+                if granted != 1:
+                    raise _Refusal(b, hold)
+                holds.append([b.id, day])
+            tx.run(
+                _NEW_RESERVATION[store.dialect],
                 {
+                    "id": rid,
+                    "project_id": project.id,
+                    "agent": agent,
+                    "run_id": run_id,
+                    "span_id": span_id,
+                    "provider": provider,
+                    "model": model,
                     "hold": hold,
-                    "budget_id": b.id,
-                    "day": day,
-                    "project_id": b.project_id,
-                    "lo": lo,
-                    "hi": hi,
-                    "agent": b.agent,
-                    "cap": b.cap_nanos,
+                    "holds": orjson.dumps(holds).decode(),
+                    "created_at": now,
+                    "expires_at": now + int(hold_seconds * 1e9),
                 },
-            ).rowcount
-            if granted != 1:
-                _refuse(conn, b, hold, now)
-            holds.append([b.id, day])
-        conn.execute(
-            _NEW_RESERVATION[store.dialect],
-            {
-                "id": rid,
-                "project_id": project.id,
-                "agent": agent,
-                "run_id": run_id,
-                "span_id": span_id,
-                "provider": provider,
-                "model": model,
-                "hold": hold,
-                "holds": orjson.dumps(holds).decode(),
-                "created_at": now,
-                "expires_at": now + int(hold_seconds * 1e9),
-            },
-        )
-        return {
-            "reservation_id": rid,
-            "hold_usd": usd(hold),
-            "budgets": [
-                {"agent": b.agent or None, "day": day, "resets_at": resets_at(b, now)}
-                for b, (_, day) in zip(applying, holds, strict=True)
-            ],
-            "expires_at": datetime.fromtimestamp(
-                (now + hold_seconds * 1e9) / 1e9, ZoneInfo("UTC")
-            ).isoformat(),
-        }
+            )
+    except _Refusal as refusal:  # the transaction has rolled back: report the figures as they stand
+        with store.read() as conn:
+            if refusal.hold is None:
+                raise BudgetRefused(
+                    f"model {model!r} has no known price, so its cost cannot be bounded; set one with "
+                    f"`controlroom prices set --project {project.name} --model {model} --input USD --output USD`",
+                    reason="unpriced_model",
+                    model=model,
+                    provider=provider,
+                    **status(conn, refusal.budget, now),
+                ) from None
+            _refuse(conn, refusal.budget, refusal.hold, now)
+    assert hold is not None
+    return {
+        "reservation_id": rid,
+        "hold_usd": usd(hold),
+        "budgets": [
+            {"agent": b.agent or None, "day": day, "resets_at": resets_at(b, now)}
+            for b, (_, day) in zip(applying, holds, strict=True)
+        ],
+        "expires_at": datetime.fromtimestamp((now + hold_seconds * 1e9) / 1e9, ZoneInfo("UTC")).isoformat(),
+    }
 
 
 def _refuse(conn: Connection, b: Budget, hold: int, now: int) -> None:
@@ -359,8 +366,9 @@ def settle(
     if outcome not in OUTCOMES:
         raise ValidationFailed(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}", field="outcome")
     now = time.time_ns()
-    with store.write(flush_to_disk=False) as conn:
-        r = conn.execute(_RESERVATION, {"id": reservation_id, "project_id": project.id}).mappings().first()
+    with store.ledger() as tx:
+        found = tx.rows(_RESERVATION, {"id": reservation_id, "project_id": project.id})
+        r = found[0] if found else None
         if r is None:
             raise NotFound(f"no reservation {reservation_id!r}")
         if r["state"] != "held":
@@ -372,11 +380,11 @@ def settle(
         elif cost_usd is not None:
             actual, state = to_nanos(cost_usd, "cost_usd"), "settled"
         else:
-            computed = pricers.get(conn, project.id).cost_nanos(
+            computed = pricers.get(tx, project.id).cost_nanos(
                 provider=r["provider"], model=r["model"], usage=usage or Usage(), at_ns=now
             )
             actual, state = (r["hold_nanos"] if computed is None else computed), "settled"
-        _apply_settlement(conn, r, actual, state, now)
+        _apply_settlement(tx, r, actual, state, now)
         return {
             "reservation_id": reservation_id,
             "state": state,
@@ -385,18 +393,12 @@ def settle(
         }
 
 
-def _apply_settlement(conn: Connection, r: Any, actual: int, state: str, now: int) -> None:
-    if (
-        conn.execute(
-            _CLOSE_RESERVATION, {"state": state, "actual": actual, "now": now, "id": r["id"]}
-        ).rowcount
-        != 1
-    ):
+def _apply_settlement(tx: LedgerTx, r: Any, actual: int, state: str, now: int) -> None:
+    if tx.run(_CLOSE_RESERVATION, {"state": state, "actual": actual, "now": now, "id": r["id"]}) != 1:
         return  # settled concurrently: the first settlement stands
-    for budget_id, day in sorted(r["holds"]):
-        conn.execute(
-            _SETTLE_DAY, {"hold": r["hold_nanos"], "actual": actual, "budget_id": budget_id, "day": day}
-        )
+    holds = r["holds"]
+    for budget_id, day in sorted(orjson.loads(holds) if isinstance(holds, str | bytes) else holds):
+        tx.run(_SETTLE_DAY, {"hold": r["hold_nanos"], "actual": actual, "budget_id": budget_id, "day": day})
 
 
 def _settled_view(r: Any) -> dict[str, Any]:
@@ -408,22 +410,19 @@ def _settled_view(r: Any) -> dict[str, Any]:
     }
 
 
+_EXPIRED = (
+    "SELECT id, hold_nanos, holds FROM reservations WHERE state = 'held' AND expires_at < :now"
+    " ORDER BY expires_at LIMIT :limit"
+)
+
+
 def expire_holds(store: Store, *, now_ns: int | None = None, limit: int = 1000) -> int:
     """Settle, at their full hold, reservations whose process never settled them."""
     now = now_ns or time.time_ns()
-    with store.write() as conn:
-        rows = (
-            conn.execute(
-                select(reservations)
-                .where(reservations.c.state == "held", reservations.c.expires_at < now)
-                .order_by(reservations.c.expires_at)
-                .limit(limit)
-            )
-            .mappings()
-            .all()
-        )
+    with store.ledger() as tx:
+        rows = tx.rows(_EXPIRED, {"now": now, "limit": limit})
         for r in rows:
-            _apply_settlement(conn, r, r["hold_nanos"], "expired", now)
+            _apply_settlement(tx, r, r["hold_nanos"], "expired", now)
     return len(rows)
 
 

@@ -5,6 +5,7 @@ Dialect-specific SQL lives in this package only.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -59,6 +60,8 @@ class Store:
         else:
             raise ValueError(f"unsupported database {url!r}: use sqlite:/// or postgresql+psycopg://")
         self._lock = threading.Lock()
+        self._ledger_conn: sqlite3.Connection | None = None
+        self._ledger_lock = threading.Lock()
 
     @property
     def is_sqlite(self) -> bool:
@@ -91,6 +94,35 @@ class Store:
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def ledger(self) -> Iterator[LedgerTx]:
+        """A write transaction for the budget ledger's hot path (a reservation or a settlement per
+        paid call), which commits without waiting for the disk (see ``write(flush_to_disk=False)``).
+        On SQLite it runs on one connection of its own, outside SQLAlchemy: the driver alone takes
+        a fraction of the time SQLAlchemy's machinery would."""
+        if not self.is_sqlite:
+            with self.write(flush_to_disk=False) as conn:
+                yield LedgerTx(conn, None)
+            return
+        with self._ledger_lock:
+            if self._ledger_conn is None:
+                raw = sqlite3.connect(
+                    self.engine.url.database or "", isolation_level=None, check_same_thread=False, timeout=30
+                )
+                raw.row_factory = sqlite3.Row
+                raw.execute("PRAGMA busy_timeout=30000")
+                raw.execute("PRAGMA synchronous=NORMAL")
+                raw.execute("PRAGMA foreign_keys=ON")
+                self._ledger_conn = raw
+            raw = self._ledger_conn
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                yield LedgerTx(None, raw)
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
+            raw.execute("COMMIT")
 
     def lock_log_for_append(self, conn: Connection) -> None:
         """Serialise appends so commit order equals sequence order (SQLite already has one writer)."""
@@ -126,6 +158,9 @@ class Store:
         return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
     def dispose(self) -> None:
+        if self._ledger_conn is not None:
+            self._ledger_conn.close()
+            self._ledger_conn = None
         self.engine.dispose()
 
 
@@ -137,6 +172,27 @@ def _alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
+
+
+class LedgerTx:
+    """Plain SQL (``:name`` parameters) in a ledger transaction, on either database."""
+
+    def __init__(self, conn: Connection | None, raw: sqlite3.Connection | None) -> None:
+        self._conn, self._raw = conn, raw
+
+    def run(self, sql: str, params: dict[str, Any]) -> int:
+        """Execute; the number of rows changed."""
+        if self._raw is not None:
+            return self._raw.execute(sql, params).rowcount
+        assert self._conn is not None
+        return int(self._conn.execute(text(sql), params).rowcount)
+
+    def rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Query; rows as dicts, in column order."""
+        if self._raw is not None:
+            return [dict(r) for r in self._raw.execute(sql, params).fetchall()]
+        assert self._conn is not None
+        return [dict(r) for r in self._conn.execute(text(sql), params).mappings().all()]
 
 
 def _sqlite_pragma(conn: Connection, pragma: str) -> None:
