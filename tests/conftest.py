@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -128,3 +129,24 @@ def live(store: Store) -> Iterator[LiveServer]:
     yield LiveServer(f"http://127.0.0.1:{port}", key, store, settings)
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture
+def traced(live: LiveServer, tmp_path: Path) -> Iterator[LiveServer]:
+    """The SDK initialised against ``live`` (strict: SDK errors fail the test), shut down after."""
+    import controlroom
+
+    controlroom.init(
+        url=live.url, api_key=live.key, spool_dir=tmp_path / "spool", strict=True, flush_interval=0.05
+    )
+    yield live
+    controlroom.shutdown(timeout=10)
+
+
+@pytest.fixture
+def fake() -> Iterator[Any]:
+    """A fake model provider (OpenAI and Anthropic wire formats) on a free loopback port."""
+    from fake_provider import FakeProvider
+
+    with FakeProvider() as provider:
+        yield provider

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from api_support import ev, new_run_id, new_span_id
+from api_support import wait_projected as wait_projected_on
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -39,20 +41,8 @@ PROBLEM_BASE = "https://controlroom.dev/problems/"
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def new_run_id() -> str:
-    return uuid.uuid4().hex
-
-
-def new_span_id() -> str:
-    return uuid.uuid4().hex[:16]
-
-
 def new_event_id() -> str:
     return "ev-" + uuid.uuid4().hex
-
-
-def ev(etype: str, run_id: str, ts: Any, body: dict[str, Any], *, eid: str | None = None) -> dict[str, Any]:
-    return {"id": eid or new_event_id(), "type": etype, "run_id": run_id, "ts": ts, "body": body}
 
 
 def run_started(run_id: str, ts: Any = BASE_NS, **body: Any) -> dict[str, Any]:
@@ -93,15 +83,8 @@ def post_events(live: Any, payload: Any, *, key: str | bool | None = True) -> ht
 
 def wait_projected(live: Any, timeout: float = 20.0) -> None:
     """Poll /v1/health until the projector has folded every event in the log."""
-    deadline = time.monotonic() + timeout
     with httpx.Client(base_url=live.url, timeout=30) as client:
-        while True:
-            lag = client.get("/v1/health").json()["projector"]["lag_events"]
-            if lag == 0:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"projector still {lag} events behind after {timeout}s")
-            time.sleep(0.01)
+        wait_projected_on(client, timeout)
 
 
 def log_event_ids(live: Any) -> list[str]:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import gzip
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from api_support import ev, new_run_id, new_span_id, wait_projected
 from pydantic import BaseModel, ValidationError
 
 from controlroom.config import Settings
@@ -35,29 +35,6 @@ from controlroom.store.engine import Store
 DAY_NS = 86_400 * 10**9
 SEC = 10**9
 D0 = (time.time_ns() // DAY_NS - 2) * DAY_NS
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex
-
-
-def new_span_id() -> str:
-    return uuid.uuid4().hex[:16]
-
-
-def ev(etype: str, run_id: str, ts: Any, body: dict[str, Any]) -> dict[str, Any]:
-    return {"id": "ev-" + uuid.uuid4().hex, "type": etype, "run_id": run_id, "ts": ts, "body": body}
-
-
-def wait_projected(client: httpx.Client, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        lag = client.get("/v1/health").json()["projector"]["lag_events"]
-        if lag == 0:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"projector still {lag} events behind after {timeout}s")
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ and project isolation."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
@@ -13,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from api_support import ev, new_run_id, new_span_id, wait_projected
 
 from controlroom import projects
 
@@ -42,18 +42,6 @@ def day(ns: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ns // SEC))
 
 
-def new_run_id() -> str:
-    return uuid.uuid4().hex
-
-
-def new_span_id() -> str:
-    return uuid.uuid4().hex[:16]
-
-
-def ev(etype: str, run_id: str, ts: Any, body: dict[str, Any]) -> dict[str, Any]:
-    return {"id": "ev-" + uuid.uuid4().hex, "type": etype, "run_id": run_id, "ts": ts, "body": body}
-
-
 def started(run_id: str, ts: int, agent: str, **body: Any) -> dict[str, Any]:
     return ev("run.started", run_id, ts, {"agent": agent, **body})
 
@@ -77,18 +65,6 @@ def post(client: httpx.Client, events: list[dict[str, Any]]) -> None:
     r = client.post("/v1/events", json={"events": events})
     assert r.status_code == 200, r.text
     assert r.json() == {"accepted": len(events), "duplicates": 0, "rejected": []}
-
-
-def wait_projected(client: httpx.Client, timeout: float = 20.0) -> None:
-    """Poll /v1/health until the projector has folded every event in the log."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lag = client.get("/v1/health").json()["projector"]["lag_events"]
-        if lag == 0:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"projector still {lag} events behind after {timeout}s")
-        time.sleep(0.01)
 
 
 def set_price(client: httpx.Client, model: str, inp: str, out: str, **extra: Any) -> None:

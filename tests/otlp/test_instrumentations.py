@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,6 @@ from fake_provider import FakeProvider, Reply
 
 from conftest import LiveServer
 from tests_support import wait_for
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as f:
-        yield f
 
 
 def flat(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import anthropic
 import pydantic
@@ -28,21 +27,6 @@ def haiku_cost(uncached_input: int, cache_read: int, cache_write: int, output_to
     return (
         uncached_input * IN + cache_read * CACHE_READ + cache_write * CACHE_WRITE + output_tokens * OUT
     ) / 10**6
-
-
-@pytest.fixture
-def traced(live: LiveServer, tmp_path: Path) -> Iterator[LiveServer]:
-    controlroom.init(
-        url=live.url, api_key=live.key, spool_dir=tmp_path / "spool", strict=True, flush_interval=0.05
-    )
-    yield live
-    controlroom.shutdown(timeout=10)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as provider:
-        yield provider
 
 
 @pytest.fixture

@@ -34,21 +34,6 @@ def mini_cost(input_tokens: int, cached: int, output_tokens: int) -> Decimal:
 
 
 @pytest.fixture
-def traced(live: LiveServer, tmp_path: Path) -> Iterator[LiveServer]:
-    controlroom.init(
-        url=live.url, api_key=live.key, spool_dir=tmp_path / "spool", strict=True, flush_interval=0.05
-    )
-    yield live
-    controlroom.shutdown(timeout=10)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as provider:
-        yield provider
-
-
-@pytest.fixture
 def client(fake: FakeProvider) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=f"{fake.url}/v1", api_key="test", max_retries=0) as c:
         assert instrument(c) is c

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,15 +14,6 @@ import controlroom
 from conftest import LiveServer
 from controlroom.store.tables import runs, spans
 from tests_support import wait_for
-
-
-@pytest.fixture
-def traced(live: LiveServer, tmp_path: Path) -> Iterator[LiveServer]:
-    controlroom.init(
-        url=live.url, api_key=live.key, spool_dir=tmp_path / "spool", strict=True, flush_interval=0.05
-    )
-    yield live
-    controlroom.shutdown(timeout=10)
 
 
 def fetch_run(live: LiveServer, run_id: str, spans_expected: int) -> dict[str, Any]:

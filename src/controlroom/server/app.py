@@ -35,20 +35,23 @@ def problem_response(doc: dict[str, Any], headers: dict[str, str] | None = None)
 def create_app(settings: Settings, *, store: Store | None = None, run_worker: bool = True) -> FastAPI:
     """The controlroom app. With ``run_worker`` the projector and sweeper run in this process."""
     store = store or Store(settings.database_url)
-    worker = Worker(
-        store, batch=settings.projector_batch, abandon_after_seconds=settings.abandon_after_seconds
+    worker = (
+        Worker(store, batch=settings.projector_batch, abandon_after_seconds=settings.abandon_after_seconds)
+        if run_worker
+        else None
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store.migrate()
         app.state.schema_revision = store.current_revision()
-        if run_worker:
+        if worker is not None:
             worker.start()
         try:
             yield
         finally:
-            worker.stop()
+            if worker is not None:
+                worker.stop()
 
     app = FastAPI(
         title="controlroom",
@@ -62,9 +65,9 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
     app.state.store = store
     app.state.keys = KeyCache(store)
     app.state.pricers = PricerCache()
-    app.state.worker = worker
     app.state.schema_revision = None
-    app.state.notify_projector = worker.notify
+    # ingest wakes an in-process projector at once; a separate worker polls
+    app.state.notify_projector = worker.notify if worker is not None else lambda: None
     app.router.routes[:0] = budget.fast_routes  # the cap's hot path, before FastAPI's routes
     for r in (ingest.router, otlp.router, runs.router, budget.router, system.router):
         app.include_router(r, dependencies=[Depends(no_nul_in_query)])
