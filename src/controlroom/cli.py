@@ -123,6 +123,7 @@ def _run_server(settings: Settings, store: Any, *, worker: bool) -> None:
     """The API in this process; the projector, sweeper and hold expiry in a child `controlroom worker`
     process, so that folding the log and answering requests each get a core of their own (Python
     runs one thread at a time per process). The child exits with this process."""
+    import signal
     import subprocess
 
     import uvicorn
@@ -143,6 +144,10 @@ def _run_server(settings: Settings, store: Any, *, worker: bool) -> None:
                 str(os.getpid()),
             ]
         )
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again: this handler turns that
+    # into an exit that runs the `finally` below (the default action would skip it, leaving the
+    # child to notice by itself).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(
             create_app(settings, store=store, run_worker=False),

@@ -54,6 +54,11 @@ class ControlroomError(Exception):
         return {}
 
 
+def internal_error() -> dict[str, Any]:
+    """The problem document of an unexpected error (500); the details go to the server log only."""
+    return ControlroomError("an unexpected error; see the server log").problem()
+
+
 class BadRequest(ControlroomError):
     status, code, title = 400, "bad_request", "Bad request"
 

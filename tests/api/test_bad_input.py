@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from api_support import ev, new_run_id, new_span_id
+from api_support import assert_problem, call, ev, new_run_id, new_span_id
 from api_support import wait_projected as wait_projected_on
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +27,7 @@ from sqlalchemy import select
 from controlroom import projects
 from controlroom.events import CLIENT_EVENT_TYPES
 from controlroom.server import deps
-from controlroom.server.schemas import IngestResponse, Problem, RunDetail
+from controlroom.server.schemas import IngestResponse, RunDetail
 from controlroom.store.tables import events as events_table
 
 DAY_NS = 86_400 * 10**9
@@ -35,7 +35,6 @@ DAY_NS = 86_400 * 10**9
 # default 30-day window of /v1/costs/daily.
 BASE_NS = (time.time_ns() // DAY_NS - 3) * DAY_NS
 SEC = 10**9
-PROBLEM_BASE = "https://controlroom.dev/problems/"
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -52,29 +51,6 @@ def run_started(run_id: str, ts: Any = BASE_NS, **body: Any) -> dict[str, Any]:
 def span_recorded(run_id: str, span_id: str, ts: Any = BASE_NS + SEC, **body: Any) -> dict[str, Any]:
     body = {"span_id": span_id, "name": "call", "kind": "llm", "ended_at": BASE_NS + 2 * SEC, **body}
     return ev("span.recorded", run_id, ts, body)
-
-
-def call(
-    live: Any, method: str, path: str, *, key: str | bool | None = True, **kwargs: Any
-) -> httpx.Response:
-    """One request on a fresh connection (the server drops a connection after a 500, which would
-    otherwise surface as a ReadError on the next request of a pooled client).
-    ``key``: True = the project's key, None/False = no Authorization header, str = that key."""
-    headers = dict(kwargs.pop("headers", None) or {})
-    if key is True:
-        headers["Authorization"] = f"Bearer {live.key}"
-    elif isinstance(key, str):
-        headers["Authorization"] = f"Bearer {key}"
-    with httpx.Client(base_url=live.url, timeout=30) as client:
-        r = client.request(method, path, headers=headers, **kwargs)
-        if r.status_code >= 500:
-            # uvicorn logs the exception (formatting a traceback) just after sending a 500; one more
-            # round trip through its event loop lets that finish first. On CPython 3.11, a traceback
-            # formatted in a server thread while pytest formats a failure in this one can raise
-            # "SystemError: AST constructor recursion depth mismatch" (cpython gh-106905) and abort
-            # the whole session with an INTERNALERROR.
-            client.get("/v1/health")
-        return r
 
 
 def post_events(live: Any, payload: Any, *, key: str | bool | None = True) -> httpx.Response:
@@ -94,21 +70,6 @@ def log_event_ids(live: Any) -> list[str]:
         assert project is not None
         q = select(events_table.c.event_id).where(events_table.c.project_id == project.id)
         return list(conn.execute(q.order_by(events_table.c.seq)).scalars())
-
-
-def assert_problem(r: httpx.Response, status: int, code: str, *needles: str) -> dict[str, Any]:
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"].split(";")[0] == "application/problem+json", r.headers
-    doc = r.json()
-    assert {"type", "title", "status", "code", "detail"} <= set(doc), doc
-    assert doc["status"] == status
-    assert doc["code"] == code, doc
-    assert doc["type"] == PROBLEM_BASE + code
-    assert isinstance(doc["title"], str) and doc["title"]
-    for needle in needles:
-        assert needle.lower() in doc["detail"].lower(), (needle, doc["detail"])
-    Problem.model_validate(doc)
-    return doc  # type: ignore[no-any-return]
 
 
 def quiet_projector_retries(caplog: pytest.LogCaptureFixture) -> None:

@@ -3,7 +3,9 @@ processes), the cap actually reached, DST-correct days, crashes, duplicate settl
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import sqlite3
 import threading
 from decimal import Decimal
 from typing import Any
@@ -20,9 +22,11 @@ from controlroom.ingest import ingest_events
 from controlroom.prices import PricerCache, set_price
 from controlroom.projections.projector import Projector
 from controlroom.projects import Project, create_project, get_project
-from controlroom.store.engine import Store
+from controlroom.store import engine
+from controlroom.store.engine import LedgerBusy, Store
 from controlroom.store.tables import budget_days, reservations
 from factories import llm_usage, rid, run_started, sid, span_ended, span_started
+from tests_support import wait_for
 
 # A private model at $1 per million input and $1 per million output tokens: a call reserving
 # 1,000 input + 4,000 output tokens holds exactly $0.005.
@@ -286,3 +290,58 @@ def test_changing_a_cap_keeps_its_timezone(store: Store, project: Project) -> No
     with store.read() as conn:
         b = ledger.get_budget(conn, project_id=project.id, agent="")
     assert b is not None and (b.cap_nanos, b.timezone) == (2 * 10**9, "Asia/Tokyo")
+
+
+def test_a_ledger_call_that_must_not_wait_does_nothing_while_the_database_is_busy(
+    store: Store, project: Project
+) -> None:
+    """The server's event loop reserves with wait=False: on SQLite it runs at once when the write
+    lock is free, and raises LedgerBusy — having held nothing — when another writer has it (the
+    server then waits in a thread). PostgreSQL never runs a ledger call on the event loop."""
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    if not store.is_sqlite:
+        with pytest.raises(LedgerBusy):
+            reserve(store, project, pricer, wait=False)
+        assert totals(store) == (0, 0)
+        return
+    blocker = sqlite3.connect(store.engine.url.database or "", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    with pytest.raises(LedgerBusy):
+        reserve(store, project, pricer, wait=False)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert totals(store) == (0, 0)
+    r = reserve(store, project, pricer, wait=False)["reservation_id"]
+    out = ledger.settle(
+        store, project=project, pricers=pricer, reservation_id=r, outcome="unknown", wait=False
+    )
+    assert out["state"] == "settled" and totals(store) == (5_000_000, 0)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_ledger_connection_leaves_checkpoints_to_a_background_thread(
+    store: Store, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint copies the WAL into the database file and waits for the disk: not something
+    to do on the event loop, so the ledger's own connection never does it on commit; every
+    LEDGER_CHECKPOINT_EVERY commits a thread does. What is in the database file itself (read with
+    immutable=1, which ignores the WAL) shows when a checkpoint has run."""
+    monkeypatch.setattr(engine, "LEDGER_CHECKPOINT_EVERY", 6)
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    path = store.engine.url.database or ""
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def in_database_file() -> int:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as conn:
+            return int(conn.execute("SELECT count(*) FROM reservations").fetchone()[0])
+
+    for _ in range(5):
+        reserve(store, project, pricer, wait=False)
+    assert store._ledger_conn is not None
+    assert store._ledger_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert in_database_file() == 0  # five commits, all still in the WAL only
+    reserve(store, project, pricer, wait=False)  # the sixth commit starts a checkpoint
+    wait_for(lambda: in_database_file() == 6)

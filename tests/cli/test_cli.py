@@ -1,12 +1,17 @@
-"""The `controlroom` command: keys, projects, prices, migrate, rebuild; bad values are named."""
+"""The `controlroom` command: keys, projects, prices, migrate, rebuild, serve; bad values are named."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
+from conftest import free_port
 from controlroom.cli import main
 from controlroom.ingest import ingest_events
 from controlroom.projections.projector import Projector
@@ -14,6 +19,7 @@ from controlroom.projections.queries import get_run
 from controlroom.projects import get_project, project_for_key
 from controlroom.store.engine import Store
 from factories import llm_usage, rid, run_started, sid, span_ended, span_started
+from tests_support import wait_for
 
 
 def cli(*args: str) -> str:
@@ -134,3 +140,35 @@ def test_a_bad_environment_setting_is_named(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("CONTROLROOM_PORT", "eighty")
     out = cli_fails("serve", "--db", f"sqlite:///{tmp_path}/x.db")
     assert "CONTROLROOM_PORT='eighty'" in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_its_worker_before_it_exits(sig: signal.Signals, tmp_path: Path) -> None:
+    """`serve` runs the projector in a child `controlroom worker`: stopped by a signal, it stops the
+    child and waits for it, so nothing of it outlives the server (a supervisor restarting it, or a
+    backup taken after it stopped, sees no writer left behind)."""
+    port = free_port()
+    cmd = [str(Path(sys.executable).with_name("controlroom")), "serve", "--db", f"sqlite:///{tmp_path}/c.db"]
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+
+        def up() -> bool:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout=30)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 1
+        worker = Path(f"/proc/{children[0]}/cmdline").read_bytes().split(b"\0")
+        assert b"worker" in worker
+        proc.send_signal(sig)
+        assert proc.wait(30) == 0, (tmp_path / "serve.log").read_text()
+        assert not Path(f"/proc/{children[0]}").exists()  # stopped and reaped, not left to notice later
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from controlroom.budget.days import day_bounds_ns, day_buckets, local_day
 from controlroom.cost import Pricer, Usage
 from controlroom.errors import ControlroomError, NotFound, ValidationFailed
+from controlroom.events import format_ts
 from controlroom.prices import PricerCache
 from controlroom.projects import Project, check_timezone
 from controlroom.store.engine import LedgerTx, Store
@@ -252,12 +253,14 @@ def reserve(
     span_id: str | None = None,
     hold_seconds: float = HOLD_SECONDS,
     now_ns: int | None = None,
+    wait: bool = True,
 ) -> dict[str, Any]:
-    """Hold the call's worst-case cost against every applicable budget, or raise BudgetRefused."""
+    """Hold the call's worst-case cost against every applicable budget, or raise BudgetRefused.
+    ``wait=False``: raise LedgerBusy, having done nothing, rather than wait for the write lock."""
     now = now_ns or time.time_ns()
     rid = os.urandom(16).hex()
     try:
-        with store.ledger() as tx:
+        with store.ledger(wait=wait) as tx:
             applying = applicable(tx, project.id, agent)
             if not applying:
                 return {"reservation_id": None, "hold_usd": "0", "budgets": []}
@@ -329,7 +332,7 @@ def reserve(
             {"agent": b.agent or None, "day": day, "resets_at": resets_at(b, now)}
             for b, (_, day) in zip(applying, holds, strict=True)
         ],
-        "expires_at": datetime.fromtimestamp((now + hold_seconds * 1e9) / 1e9, ZoneInfo("UTC")).isoformat(),
+        "expires_at": format_ts(now + int(hold_seconds * 1e9)),
     }
 
 
@@ -359,14 +362,16 @@ def settle(
     outcome: str,
     usage: Usage | None = None,
     cost_usd: str | None = None,
+    wait: bool = True,
 ) -> dict[str, Any]:
     """Replace the hold by the actual cost (idempotent: a second settle changes nothing).
     completed: the cost of ``usage`` priced as the projector prices it (or the reported ``cost_usd``);
-    failed_before_generation: released (0); unknown (timeout, crash, cancelled stream): the full hold."""
+    failed_before_generation: released (0); unknown (timeout, crash, cancelled stream): the full hold.
+    ``wait=False``: as in reserve()."""
     if outcome not in OUTCOMES:
         raise ValidationFailed(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}", field="outcome")
     now = time.time_ns()
-    with store.ledger() as tx:
+    with store.ledger(wait=wait) as tx:
         found = tx.rows(_RESERVATION, {"id": reservation_id, "project_id": project.id})
         r = found[0] if found else None
         if r is None:

@@ -12,10 +12,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from controlroom import __version__
 from controlroom.config import Settings
-from controlroom.errors import ControlroomError, InvalidQuery, ValidationFailed
+from controlroom.errors import ControlroomError, InvalidQuery, ValidationFailed, internal_error
 from controlroom.prices import PricerCache
 from controlroom.projections.worker import Worker
 from controlroom.server.deps import KeyCache, no_nul_in_query
@@ -53,7 +54,7 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
             if worker is not None:
                 worker.stop()
 
-    app = FastAPI(
+    app = _App(
         title="controlroom",
         version=__version__,
         description="The control layer for AI agents in production. Errors are RFC 9457 problem "
@@ -74,6 +75,16 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+class _App(FastAPI):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = budget.dispatch(scope)
+        if endpoint is None:
+            await super().__call__(scope, receive, send)
+        else:  # the budget's hot path: straight to its endpoint, past every middleware
+            scope["app"] = self
+            await endpoint(scope, receive, send)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -115,15 +126,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
-        return problem_response(
-            {
-                "type": "https://controlroom.dev/problems/internal_error",
-                "title": "Internal error",
-                "status": 500,
-                "code": "internal_error",
-                "detail": "an unexpected error; see the server log",
-            }
-        )
+        return problem_response(internal_error())
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -13,12 +14,19 @@ from starlette.types import Receive, Scope, Send
 
 from controlroom.budget import ledger
 from controlroom.cost import Usage
-from controlroom.errors import ControlroomError, PayloadTooLarge, Unauthorized, ValidationFailed
+from controlroom.errors import (
+    ControlroomError,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+    internal_error,
+)
 from controlroom.events import RunId, SpanId
 from controlroom.projects import Project
 from controlroom.server.deps import ProjectDep, StoreDep
 from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import Problem
+from controlroom.store.engine import LedgerBusy
 
 router = APIRouter(tags=["budget"])
 REFUSED: dict[int | str, dict[str, Any]] = {
@@ -153,23 +161,25 @@ async def delete_budget(
 
 
 # The two calls on every paid call's path — reserve and settle — skip FastAPI's per-request machinery
-# (dependency injection, response validation), which costs several times the ledger work itself.
-# They are plain ASGI endpoints, routed before FastAPI's routes and documented in the OpenAPI
-# document from the same models (see FAST_PATH_DOCS).
+# (middleware, dependency injection, response validation), which costs several times the ledger
+# work itself. They are plain ASGI endpoints that the app dispatches to before anything else (see
+# ``dispatch``), also registered as routes so that other methods get FastAPI's answers, and
+# documented in the OpenAPI document from the same models (see FAST_PATH_DOCS). On SQLite the
+# ledger transaction runs on the event loop when the write lock is free (tens of microseconds, no
+# thread hop) and in a worker thread when it is not.
+
+logger = logging.getLogger(__name__)
+LedgerCall = Callable[[Any, Project, Any, dict[str, Any], bool], dict[str, Any]]
 
 
 class _FastEndpoint:
-    def __init__(
-        self,
-        body_model: type[BaseModel],
-        call: Callable[[Any, Project, BaseModel, dict[str, Any]], Any],
-        status: int,
-    ) -> None:
+    def __init__(self, body_model: type[BaseModel], call: LedgerCall, status: int) -> None:
         self.adapter: TypeAdapter[Any] = TypeAdapter(body_model)
         self.call = call
         self.status = status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: dict[str, str] = {}
         try:
             project = await self._project(scope)
             body = await _read(receive, 65_536)
@@ -181,20 +191,24 @@ class _FastEndpoint:
                     for err in e.errors(include_url=False)
                 )
                 raise ValidationFailed(detail) from None
-            app_state = scope["app"].state
-            result = await anyio.to_thread.run_sync(
-                self.call, app_state, project, parsed, scope["path_params"]
-            )
-            status, payload, headers = self.status, orjson.dumps(result), {}
+            state, params = scope["app"].state, scope["path_params"]
+            try:
+                result = self.call(state, project, parsed, params, False)
+            except LedgerBusy:
+                result = await anyio.to_thread.run_sync(self.call, state, project, parsed, params, True)
+            status, payload = self.status, orjson.dumps(result)
         except ControlroomError as e:
             status, payload, headers = e.status, orjson.dumps(e.problem()), e.headers()
-        media = "application/json" if status < 400 else "application/problem+json"
+        except Exception:
+            logger.exception("unhandled error in %s", scope["path"])
+            status, payload = 500, orjson.dumps(internal_error())
+        media = b"application/json" if status < 400 else b"application/problem+json"
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
-                    (b"content-type", media.encode()),
+                    (b"content-type", media),
                     (b"content-length", str(len(payload)).encode()),
                     *((k.lower().encode(), v.encode()) for k, v in headers.items()),
                 ],
@@ -230,7 +244,9 @@ async def _read(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _reserve(state: Any, project: Project, body: ReservationIn, _: dict[str, Any]) -> dict[str, Any]:
+def _reserve(
+    state: Any, project: Project, body: ReservationIn, _: dict[str, Any], wait: bool
+) -> dict[str, Any]:
     return ledger.reserve(
         state.store,
         project=project,
@@ -242,10 +258,13 @@ def _reserve(state: Any, project: Project, body: ReservationIn, _: dict[str, Any
         max_output_tokens=body.max_output_tokens,
         run_id=body.run_id,
         span_id=body.span_id,
+        wait=wait,
     )
 
 
-def _settle(state: Any, project: Project, body: SettleIn, params: dict[str, Any]) -> dict[str, Any]:
+def _settle(
+    state: Any, project: Project, body: SettleIn, params: dict[str, Any], wait: bool
+) -> dict[str, Any]:
     usage = Usage(**body.usage.model_dump()) if body.usage else None
     return ledger.settle(
         state.store,
@@ -255,15 +274,37 @@ def _settle(state: Any, project: Project, body: SettleIn, params: dict[str, Any]
         outcome=body.outcome,
         usage=usage,
         cost_usd=body.cost_usd,
+        wait=wait,
     )
 
 
 RESERVE_PATH = "/v1/budget/reservations"
 SETTLE_PATH = "/v1/budget/reservations/{reservation_id}/settle"
+_reserve_endpoint = _FastEndpoint(ReservationIn, _reserve, 201)
+_settle_endpoint = _FastEndpoint(SettleIn, _settle, 200)
 fast_routes = [
-    Route(RESERVE_PATH, _FastEndpoint(ReservationIn, _reserve, 201), methods=["POST"]),  # type: ignore[arg-type]
-    Route(SETTLE_PATH, _FastEndpoint(SettleIn, _settle, 200), methods=["POST"]),  # type: ignore[arg-type]
+    Route(RESERVE_PATH, _reserve_endpoint, methods=["POST"]),
+    Route(SETTLE_PATH, _settle_endpoint, methods=["POST"]),
 ]
+_SETTLE_PREFIX, _SETTLE_SUFFIX = RESERVE_PATH + "/", "/settle"
+
+
+def dispatch(scope: Scope) -> _FastEndpoint | None:
+    """The fast endpoint for a request, with its path parameters set in ``scope``; None for every
+    other request (FastAPI routes it)."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    path: str = scope["path"]
+    if path == RESERVE_PATH:
+        scope["path_params"] = {}
+        return _reserve_endpoint
+    if path.startswith(_SETTLE_PREFIX) and path.endswith(_SETTLE_SUFFIX):
+        rid = path[len(_SETTLE_PREFIX) : -len(_SETTLE_SUFFIX)]
+        if rid and "/" not in rid:
+            scope["path_params"] = {"reservation_id": rid}
+            return _settle_endpoint
+    return None
+
 
 _PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
