@@ -12,12 +12,13 @@ from typing import Any
 
 import agent_process
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from conftest import LiveServer
+from conftest import LiveServer, free_port
 from controlroom.budget import ledger
 from controlroom.budget.ledger import BudgetRefused
 from controlroom.cost import Usage
+from controlroom.errors import ServiceUnavailable
 from controlroom.ingest import ingest_events
 from controlroom.prices import PricerCache, set_price
 from controlroom.projections.projector import Projector
@@ -345,3 +346,32 @@ def test_the_ledger_connection_leaves_checkpoints_to_a_background_thread(
     assert in_database_file() == 0  # five commits, all still in the WAL only
     reserve(store, project, pricer, wait=False)  # the sixth commit starts a checkpoint
     wait_for(lambda: in_database_file() == 6)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_ledger_connection_that_died_idle_is_replaced(store: Store, project: Project) -> None:
+    """A database restart or an idle timeout kills the pooled ledger connections: the next call
+    takes a new one instead of failing (its BEGIN fails before anything is done)."""
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    reserve(store, project, pricer)
+    with store.read() as conn:
+        killed = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'controlroom-ledger' AND datname = current_database()"
+            )
+        ).scalar_one()
+    assert killed >= 1
+    reserve(store, project, pricer)
+    assert totals(store) == (0, 10_000_000)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_an_unreachable_ledger_database_is_service_unavailable(store: Store, project: Project) -> None:
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    away = Store(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere")  # nothing listens
+    with pytest.raises(ServiceUnavailable, match="unreachable"):
+        reserve(away, project, pricer)
+    away.dispose()

@@ -5,7 +5,9 @@ Dialect-specific SQL lives in this package only.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,8 +20,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+from controlroom.errors import ServiceUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -30,6 +34,7 @@ PROJECTOR_LOCK = 0x70726F6A  # "proj"
 # The budget ledger's SQLite connection leaves checkpoints to a background thread, after this many
 # commits (a reservation or a settlement writes a few pages; SQLite's own default is 1000 pages).
 LEDGER_CHECKPOINT_EVERY = 250
+LEDGER_PG_IDLE = 8  # idle PostgreSQL ledger connections kept for reuse
 logger = logging.getLogger(__name__)
 
 
@@ -74,6 +79,8 @@ class Store:
         self._ledger_waits: bool | None = None  # the ledger connection's busy timeout: waits or not
         self._ledger_commits = 0
         self._checkpointing = threading.Lock()
+        self._pg_idle: list[Any] = []  # idle ledger connections (psycopg) on PostgreSQL
+        self._pg_dsn = u.set(drivername="postgresql").render_as_string(hide_password=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -121,8 +128,8 @@ class Store:
         if not self.is_sqlite:
             if not wait:
                 raise LedgerBusy("PostgreSQL ledger transactions run off the event loop")
-            with self.write(flush_to_disk=False) as conn:
-                yield LedgerTx(conn, None)
+            with self._pg_ledger() as tx:
+                yield tx
             return
         if not self._ledger_lock.acquire(blocking=wait):
             raise LedgerBusy("another ledger transaction is running")
@@ -135,7 +142,7 @@ class Store:
                     raise LedgerBusy("the database's write lock is taken") from None
                 raise
             try:
-                yield LedgerTx(None, raw)
+                yield LedgerTx(raw, postgresql=False)
                 raw.execute("COMMIT")
             except BaseException:
                 if raw.in_transaction:
@@ -147,12 +154,63 @@ class Store:
         finally:
             self._ledger_lock.release()
 
+    @contextmanager
+    def _pg_ledger(self) -> Iterator[LedgerTx]:
+        """On PostgreSQL: a driver connection of the ledger's own (synchronous_commit off for its
+        session) from a small pool of idle ones, in an explicit transaction."""
+        import psycopg
+
+        conn = self._pg_begin()
+        try:
+            yield LedgerTx(conn, postgresql=True)
+            conn.execute("COMMIT")
+        except psycopg.OperationalError as e:  # the connection was lost: whether it committed is unknown
+            conn.close()
+            raise ServiceUnavailable(f"the budget ledger's database connection was lost: {e}") from None
+        except BaseException:
+            if conn.broken or conn.closed:
+                conn.close()
+                raise
+            conn.execute("ROLLBACK")
+            self._pg_checkin(conn)
+            raise
+        self._pg_checkin(conn)
+
+    def _pg_begin(self) -> Any:
+        """A connection with a transaction begun. An idle connection that died (a database restart,
+        an idle timeout) fails its BEGIN, before anything was done: it is dropped for the next one."""
+        import psycopg
+
+        while True:
+            with self._ledger_lock:
+                conn = self._pg_idle.pop() if self._pg_idle else None
+            fresh = conn is None
+            try:
+                if conn is None:
+                    conn = psycopg.connect(
+                        self._pg_dsn, autocommit=True, application_name="controlroom-ledger"
+                    )
+                    conn.execute("SET synchronous_commit = off")
+                conn.execute("BEGIN")
+                return conn
+            except psycopg.OperationalError as e:
+                if conn is not None:
+                    conn.close()
+                if fresh:
+                    raise ServiceUnavailable(f"the budget ledger's database is unreachable: {e}") from None
+
+    def _pg_checkin(self, conn: Any) -> None:
+        with self._ledger_lock:
+            if len(self._pg_idle) < LEDGER_PG_IDLE:
+                self._pg_idle.append(conn)
+                return
+        conn.close()
+
     def _ledger_connection(self, wait: bool) -> sqlite3.Connection:
         if self._ledger_conn is None:
             raw = sqlite3.connect(
                 self.engine.url.database or "", isolation_level=None, check_same_thread=False
             )
-            raw.row_factory = sqlite3.Row
             raw.execute("PRAGMA synchronous=NORMAL")
             raw.execute("PRAGMA foreign_keys=ON")
             # Copying the WAL into the database (and its fsync) must not run on the event loop: the
@@ -218,6 +276,10 @@ class Store:
         if self._ledger_conn is not None:
             self._ledger_conn.close()
             self._ledger_conn, self._ledger_waits = None, None
+        with self._ledger_lock:
+            idle, self._pg_idle = self._pg_idle, []
+        for conn in idle:
+            conn.close()
         self.engine.dispose()
 
 
@@ -232,24 +294,33 @@ def _alembic_config() -> Config:
 
 
 class LedgerTx:
-    """Plain SQL (``:name`` parameters) in a ledger transaction, on either database."""
+    """Plain SQL (``:name`` parameters) in a ledger transaction, on the driver's connection:
+    sqlite3, or psycopg (the parameters rewritten as ``%(name)s``, once per statement)."""
 
-    def __init__(self, conn: Connection | None, raw: sqlite3.Connection | None) -> None:
-        self._conn, self._raw = conn, raw
+    def __init__(self, driver: Any, *, postgresql: bool) -> None:
+        self._driver, self._pg = driver, postgresql
+
+    def _execute(self, sql: str, params: dict[str, Any]) -> Any:
+        return self._driver.execute(_pg_sql(sql) if self._pg else sql, params)
 
     def run(self, sql: str, params: dict[str, Any]) -> int:
         """Execute; the number of rows changed."""
-        if self._raw is not None:
-            return self._raw.execute(sql, params).rowcount
-        assert self._conn is not None
-        return int(self._conn.execute(text(sql), params).rowcount)
+        return int(self._execute(sql, params).rowcount)
 
     def rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Query; rows as dicts, in column order."""
-        if self._raw is not None:
-            return [dict(r) for r in self._raw.execute(sql, params).fetchall()]
-        assert self._conn is not None
-        return [dict(r) for r in self._conn.execute(text(sql), params).mappings().all()]
+        cur = self._execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+_PG_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@functools.cache
+def _pg_sql(sql: str) -> str:
+    """``:name`` -> ``%(name)s`` (and a literal ``%`` doubled) for psycopg."""
+    return _PG_PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
 def _sqlite_pragma(conn: Connection, pragma: str) -> None:
