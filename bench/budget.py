@@ -18,12 +18,15 @@ import statistics
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from common import fresh_database
 from controlroom import projects
+from controlroom.cost import Pricer, Usage
 from controlroom.sdk._control import ControlClient
 from controlroom.store.engine import Store
 
@@ -32,6 +35,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+WARM_UP = 200
+INPUT_TOKENS, OUTPUT_TOKENS = 1500, 200  # what each call reports when it settles
 
 
 def pair(control: ControlClient) -> None:
@@ -46,7 +53,10 @@ def pair(control: ControlClient) -> None:
     )
     assert rid is not None
     assert control.settle(
-        rid, outcome="completed", usage={"input_tokens": 1500, "output_tokens": 200}, cost_usd=None
+        rid,
+        outcome="completed",
+        usage={"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS},
+        cost_usd=None,
     )
 
 
@@ -59,6 +69,21 @@ def loop(url: str, key: str, seconds: float, out: multiprocessing.Queue) -> None
         n += 1
     control.close()
     out.put(n)
+
+
+def ledger_check(url: str, key: str, pairs: int) -> dict[str, Any]:
+    """After the run: nothing is held, and the day's settled spend is exactly the pairs' cost."""
+    (status,) = httpx.get(f"{url}/v1/budgets", headers={"Authorization": f"Bearer {key}"}).json()["budgets"]
+    each = Pricer(()).cost_nanos(
+        provider="openai",
+        model="gpt-4o-mini",
+        usage=Usage(input_tokens=INPUT_TOKENS, output_tokens=OUTPUT_TOKENS),
+        at_ns=time.time_ns(),
+    )
+    assert each is not None
+    expected = Decimal(each * pairs) / 10**9
+    ok = status["held_usd"] == "0" and Decimal(status["settled_usd"]) == expected
+    return {"ok": ok, "pairs": pairs, "settled_usd": status["settled_usd"], "expected_usd": str(expected)}
 
 
 def main() -> None:
@@ -95,7 +120,7 @@ def main() -> None:
                         raise
                     time.sleep(0.05)
             control = ControlClient(url, key, timeout=30)
-            for _ in range(200):  # warm up
+            for _ in range(WARM_UP):
                 pair(control)
             samples = []
             for _ in range(args.n):
@@ -112,14 +137,18 @@ def main() -> None:
             total = sum(out.get(timeout=args.seconds + 60) for _ in procs)
             for p in procs:
                 p.join()
+            check = ledger_check(url, key, pairs=WARM_UP + args.n + total)
             result = {
                 "database": args.backend,
                 "round_trip_p50_ms": statistics.median(samples),
                 "round_trip_p99_ms": samples[int(len(samples) * 0.99)],
                 "admissions_per_s": total / args.seconds,
                 "client_processes": args.procs,
+                "check": check,
             }
             print(json.dumps(result, indent=2))
+            if not check["ok"]:
+                sys.exit(1)
         finally:
             server.terminate()
             server.wait(10)

@@ -36,6 +36,7 @@ SCRIPTS: dict[str, list[list[str]]] = {
 INGEST_VARIANTS = (("started_ended", False), ("started_ended", True), ("recorded", False))
 INGEST_TARGET_SPANS = 10_000
 INGEST_TARGET_LAG_S = 2.0
+BUDGET_TARGET_P50_MS, BUDGET_TARGET_P99_MS, BUDGET_TARGET_RATE = 1.0, 5.0, 2_000
 LABEL = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         sections.append("## Read API latency, sequential requests\n\n" + _queries_table(queried, backends))
     for part, docs in others.items():
         sections.append(f"## {part}\n\n```\n" + "\n".join(json.dumps(d) for d in docs) + "\n```")
-    verdicts = _verdicts(ingest, queried)
+    verdicts = _verdicts(ingest, queried, others.get("budget", []))
     sections.append("## Targets\n\n" + "\n".join(f"- {v}" for v in verdicts))
     report = "\n\n".join(sections) + "\n"
     print("\n" + report)
@@ -227,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-def _verdicts(ingest: dict[str, dict[str, Any]], queried: dict[str, dict[str, Any]]) -> list[str]:
+def _verdicts(
+    ingest: dict[str, dict[str, Any]], queried: dict[str, dict[str, Any]], budget: list[dict[str, Any]]
+) -> list[str]:
     out = []
     r = ingest.get("sqlite-started_ended")
     if r is not None:
@@ -245,6 +248,16 @@ def _verdicts(ingest: dict[str, dict[str, Any]], queried: dict[str, dict[str, An
             f"read API p95 < {TARGET_P95_MS:.0f} ms on SQLite: "
             + ("MET for every query" if not missed else f"MISSED for {', '.join(missed)}")
         )
+    for b in budget:
+        if b["database"] == "sqlite":
+            p50, p99, rate = b["round_trip_p50_ms"], b["round_trip_p99_ms"], b["admissions_per_s"]
+            out.append(
+                f"reservation + settle on SQLite: p50 < {BUDGET_TARGET_P50_MS:.0f} ms "
+                f"{'MET' if p50 < BUDGET_TARGET_P50_MS else 'MISSED'} ({p50:.2f} ms), "
+                f"p99 < {BUDGET_TARGET_P99_MS:.0f} ms {'MET' if p99 < BUDGET_TARGET_P99_MS else 'MISSED'} "
+                f"({p99:.2f} ms), >= {BUDGET_TARGET_RATE:,} admissions/s "
+                f"{'MET' if rate >= BUDGET_TARGET_RATE else 'MISSED'} ({rate:,.0f}/s)"
+            )
     return out or ["(no target measured in this run)"]
 
 

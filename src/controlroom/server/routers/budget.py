@@ -339,6 +339,7 @@ def _op(
             },
             "404": {"description": "No such reservation", "content": _PROBLEM},
             "422": {"description": "The body does not fit the schema", "content": _PROBLEM},
+            "503": {"description": "The budget ledger's database cannot be reached", "content": _PROBLEM},
         },
     }
 
