@@ -16,6 +16,7 @@ from api_support import assert_problem, call
 from sqlalchemy import create_engine, text
 
 from conftest import LiveServer
+from controlroom import projects
 from controlroom.budget import ledger
 from controlroom.budget.days import local_day
 from controlroom.events import parse_ts
@@ -293,3 +294,45 @@ def test_dispatch_takes_only_the_two_hot_paths(
     assert found is (expected[endpoint] if endpoint else None)
     if params is not None:
         assert scope["path_params"] == params
+
+
+def test_a_reservation_sent_again_with_its_id_holds_nothing_more(capped: LiveServer) -> None:
+    body = {**GOOD, "reservation_id": "a1" * 16}
+    with capped.client() as http:
+        first = http.post(RESERVE, json=body)
+        again = http.post(RESERVE, json=body)
+        assert first.status_code == again.status_code == 201, again.text
+        assert again.json() == first.json() and first.json()["reservation_id"] == "a1" * 16
+        assert held_usd(capped) == "0.005"
+        settled = http.post(settle_path("a1" * 16), json={"outcome": "unknown"})
+        assert settled.status_code == 200
+        # a retry arriving after the settlement changes nothing either
+        assert http.post(RESERVE, json=body).json() == first.json()
+        (b,) = http.get("/v1/budgets").json()["budgets"]
+    assert (b["settled_usd"], b["held_usd"]) == ("0.005", "0")
+
+
+def test_a_reservation_id_of_another_project_is_a_conflict(capped: LiveServer) -> None:
+    with capped.store.write() as conn:
+        other = projects.create_key(conn, project=projects.ensure_project(conn, name="other")).key
+        ledger.set_budget(
+            capped.store, conn, project=projects.ensure_project(conn, name="other"), agent=None, cap_usd="1"
+        )
+    body = {**GOOD, "model": "gpt-4o-mini", "reservation_id": "b2" * 16}
+    assert call(capped, "POST", RESERVE, json=body).status_code == 201
+    r = call(capped, "POST", RESERVE, json=body, key=other)
+    assert_problem(r, 409, "conflict", "already in use")
+    with capped.client(other) as http:
+        (b,) = http.get("/v1/budgets").json()["budgets"]
+    assert b["held_usd"] == "0"  # the refused attempt's hold was rolled back
+
+
+@pytest.mark.parametrize("bad", ["short", "x" * 65, "has/slash/" + "x" * 10, "spaces are bad here", 7])
+def test_a_bad_reservation_id_is_named(capped: LiveServer, bad: object) -> None:
+    assert_problem(
+        call(capped, "POST", RESERVE, json={**GOOD, "reservation_id": bad}),
+        422,
+        "validation_failed",
+        "reservation_id",
+    )
+    assert held_usd(capped) == "0"

@@ -3,6 +3,7 @@ never retried, fail closed when the ledger is away."""
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 import controlroom
 from conftest import LiveServer, free_port
+from controlroom.sdk._control import ControlClient
 from tests_support import wait_for
 
 
@@ -132,3 +134,81 @@ def test_an_unpriced_refusal_says_no_retry_after(capped: LiveServer) -> None:
         r = http.post("/v1/budget/reservations", json={"model": "mystery-model", "input_tokens": 10})
     assert r.status_code == 402 and r.json()["reason"] == "unpriced_model"
     assert "retry-after" not in r.headers
+
+
+def _budget(live: LiveServer) -> dict[str, Any]:
+    with live.client() as http:
+        return dict(http.get("/v1/budgets").json()["budgets"][0])
+
+
+def _lose_answers(monkeypatch: pytest.MonkeyPatch, how_many: int) -> list[int]:
+    """The next ``how_many`` answers to reservation requests are lost after the request was sent
+    (as when a keep-alive connection drops): the server acted on them, the agent never hears."""
+    lost: list[int] = []
+    real = http.client.HTTPConnection.getresponse
+
+    def getresponse(self: http.client.HTTPConnection) -> http.client.HTTPResponse:
+        response = real(self)
+        if len(lost) < how_many and self._controlroom_path.endswith("/reservations"):  # type: ignore[attr-defined]
+            response.read()
+            lost.append(response.status)
+            raise http.client.RemoteDisconnected("the answer was lost")
+        return response
+
+    real_request = http.client.HTTPConnection.request
+
+    def request(self: http.client.HTTPConnection, method: str, url: str, *a: Any, **kw: Any) -> None:
+        self._controlroom_path = url  # type: ignore[attr-defined]
+        real_request(self, method, url, *a, **kw)
+
+    monkeypatch.setattr(http.client.HTTPConnection, "getresponse", getresponse)
+    monkeypatch.setattr(http.client.HTTPConnection, "request", request)
+    return lost
+
+
+def reserve_half_a_cent(control: ControlClient) -> str | None:
+    """acme-1, 1,000 input + 4,000 output tokens: a hold of $0.005."""
+    return control.reserve(
+        agent="bot",
+        provider="acme",
+        model="acme-1",
+        input_tokens=1000,
+        max_output_tokens=4000,
+        run_id=None,
+        span_id=None,
+    )
+
+
+def test_a_reservation_retried_after_a_lost_answer_is_held_once(
+    capped: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost = _lose_answers(monkeypatch, 1)
+    control = ControlClient(capped.url, capped.key, timeout=10)
+    try:
+        rid = reserve_half_a_cent(control)
+        assert lost == [201]  # the first request was held by the server; its answer never arrived
+        assert rid is not None
+        assert _budget(capped)["held_usd"] == "0.005"  # held once, not twice
+        assert control.settle(
+            rid, outcome="completed", usage={"input_tokens": 1000, "output_tokens": 1000}, cost_usd=None
+        )
+    finally:
+        control.close()
+    assert (_budget(capped)["settled_usd"], _budget(capped)["held_usd"]) == ("0.002", "0")
+
+
+def test_a_reservation_whose_answers_are_all_lost_is_released(
+    capped: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call is refused (ledger_unavailable) and not made; the hold the server did make is
+    released at once instead of being charged in full when it expires."""
+    lost = _lose_answers(monkeypatch, 2)
+    control = ControlClient(capped.url, capped.key, timeout=10)
+    try:
+        with pytest.raises(controlroom.BudgetExceeded) as refused:
+            reserve_half_a_cent(control)
+        assert refused.value.reason == "ledger_unavailable" and lost == [201, 201]
+        wait_for(lambda: _budget(capped)["held_usd"] == "0")
+        assert _budget(capped)["settled_usd"] == "0"
+    finally:
+        control.close()

@@ -9,19 +9,19 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from controlroom.budget.days import day_bounds_ns, day_buckets, local_day
 from controlroom.cost import Pricer, Usage
-from controlroom.errors import ControlroomError, NotFound, ValidationFailed
+from controlroom.errors import Conflict, ControlroomError, NotFound, ValidationFailed
 from controlroom.events import format_ts
 from controlroom.prices import PricerCache
 from controlroom.projects import Project, check_timezone
@@ -153,13 +153,19 @@ _RESERVATION = (
 _NEW_RESERVATION = {
     dialect: "INSERT INTO reservations (id, project_id, agent, run_id, span_id, provider, model, hold_nanos, holds,"
     " state, created_at, expires_at) VALUES (:id, :project_id, :agent, :run_id, :span_id, :provider, :model,"
-    f" :hold, {holds}, 'held', :created_at, :expires_at)"
+    f" :hold, {holds}, 'held', :created_at, :expires_at) ON CONFLICT (id) DO NOTHING"
     for dialect, holds in (("sqlite", ":holds"), ("postgresql", "CAST(:holds AS JSONB)"))
 }
+_EXISTING = "SELECT project_id, hold_nanos, holds, expires_at FROM reservations WHERE id = :id"
+_PROJECT_BUDGETS = "SELECT id, agent, timezone FROM budgets WHERE project_id = :project_id"
 _CLOSE_RESERVATION = (
     "UPDATE reservations SET state = :state, actual_nanos = :actual, settled_at = :now"
     " WHERE id = :id AND state = 'held'"
 )
+
+
+class _Replay(Exception):
+    """The reservation id exists already (a retried request): roll back, answer the first reservation."""
 
 
 class _Refusal(Exception):
@@ -213,7 +219,11 @@ def status(conn: Connection, b: Budget, now_ns: int | None = None) -> dict[str, 
 
 def resets_at(b: Budget, now_ns: int) -> str:
     _, end = day_bounds_ns(local_day(now_ns, b.timezone), b.timezone)
-    return datetime.fromtimestamp(end / 1e9, ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _utc_seconds(end)
+
+
+def _utc_seconds(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- reserve / settle -----------------------------------------------------------------------------
@@ -254,11 +264,15 @@ def reserve(
     hold_seconds: float = HOLD_SECONDS,
     now_ns: int | None = None,
     wait: bool = True,
+    reservation_id: str | None = None,
 ) -> dict[str, Any]:
     """Hold the call's worst-case cost against every applicable budget, or raise BudgetRefused.
+
+    ``reservation_id`` (chosen by the client) makes the request idempotent: sent again — a retry
+    after a lost answer — it holds nothing more and answers the first reservation.
     ``wait=False``: raise LedgerBusy, having done nothing, rather than wait for the write lock."""
     now = now_ns or time.time_ns()
-    rid = os.urandom(16).hex()
+    rid = reservation_id or os.urandom(16).hex()
     try:
         with store.ledger(wait=wait) as tx:
             applying = applicable(tx, project.id, agent)
@@ -296,7 +310,7 @@ def reserve(
                 if granted != 1:
                     raise _Refusal(b, hold)
                 holds.append([b.id, day])
-            tx.run(
+            inserted = tx.run(
                 _NEW_RESERVATION[store.dialect],
                 {
                     "id": rid,
@@ -312,6 +326,10 @@ def reserve(
                     "expires_at": now + int(hold_seconds * 1e9),
                 },
             )
+            if inserted != 1:
+                raise _Replay
+    except _Replay:  # the holds just added have rolled back with the transaction
+        return _replayed(store, project, rid)
     except _Refusal as refusal:  # the transaction has rolled back: report the figures as they stand
         with store.read() as conn:
             if refusal.hold is None:
@@ -333,6 +351,30 @@ def reserve(
             for b, (_, day) in zip(applying, holds, strict=True)
         ],
         "expires_at": format_ts(now + int(hold_seconds * 1e9)),
+    }
+
+
+def _replayed(store: Store, project: Project, rid: str) -> dict[str, Any]:
+    """The answer to a reservation's first request, for a retry of it."""
+    with store.read() as conn:
+        r = conn.execute(text(_EXISTING), {"id": rid}).mappings().one()
+        if r["project_id"] != project.id:
+            raise Conflict(
+                f"reservation id {rid!r} is already in use; choose another", field="reservation_id"
+            )
+        known = {b.id: b for b in conn.execute(text(_PROJECT_BUDGETS), {"project_id": project.id})}
+    holds = r["holds"]
+    held = []
+    for budget_id, day in orjson.loads(holds) if isinstance(holds, str | bytes) else holds:
+        b = known.get(budget_id)
+        if b is not None:  # (a budget deleted since is left out)
+            _, end = day_bounds_ns(date.fromisoformat(day), b.timezone)
+            held.append({"agent": b.agent or None, "day": day, "resets_at": _utc_seconds(end)})
+    return {
+        "reservation_id": rid,
+        "hold_usd": usd(r["hold_nanos"]),
+        "budgets": held,
+        "expires_at": format_ts(r["expires_at"]),
     }
 
 

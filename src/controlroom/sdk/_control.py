@@ -4,6 +4,7 @@ wait for. Each thread keeps its own keep-alive connection."""
 from __future__ import annotations
 
 import http.client
+import os
 import threading
 import time
 from decimal import Decimal
@@ -127,6 +128,7 @@ class ControlClient:
         """A reservation id, None when no cap applies, or BudgetExceeded."""
         if self._no_budget_until.get(agent, 0.0) > time.monotonic():
             return None
+        rid = os.urandom(16).hex()  # ours: a request retried after a lost answer holds nothing more
         body: dict[str, Any] = {
             "agent": agent,
             "provider": provider,
@@ -134,12 +136,15 @@ class ControlClient:
             "input_tokens": input_tokens,
             "run_id": run_id,
             "span_id": span_id,
+            "reservation_id": rid,
         }
         if max_output_tokens is not None:
             body["max_output_tokens"] = max_output_tokens
         try:
             status, doc = self._post("/v1/budget/reservations", body)
         except (OSError, http.client.HTTPException) as e:
+            if not isinstance(e, ConnectionRefusedError):  # the request may have reached the server
+                self._release_in_background(rid)
             if agent in self._uncapped:
                 # The server's last word was that no cap applies to this agent: an outage of
                 # controlroom does not stop an agent that is only traced, not capped.
@@ -149,14 +154,16 @@ class ControlClient:
                 reason="ledger_unavailable",
             ) from None
         if status == 201:
-            rid = doc.get("reservation_id")
-            if rid is None:
+            held = doc.get("reservation_id")
+            if held is None:
                 self._no_budget_until[agent] = time.monotonic() + NO_BUDGET_TTL
                 self._uncapped.add(agent)
             else:
                 self._uncapped.discard(agent)
-            return rid if isinstance(rid, str) else None
+            return held if isinstance(held, str) else None
         self._uncapped.discard(agent)
+        if status >= 500:
+            self._release_in_background(rid)
         if status == 402:
             raise BudgetExceeded(
                 str(doc.get("detail", "daily cost cap reached")),
@@ -176,6 +183,17 @@ class ControlClient:
         raise BudgetExceeded(
             f"the budget ledger answered HTTP {status}: {doc.get('detail', '')}", reason="ledger_unavailable"
         )
+
+    def _release_in_background(self, reservation_id: str) -> None:
+        """The call will not be made: if the server did hold something under this id before the
+        answer was lost, release it now rather than have it charged in full when it expires."""
+        threading.Thread(
+            target=self.settle,
+            args=(reservation_id,),
+            kwargs={"outcome": "failed_before_generation", "usage": None, "cost_usd": None},
+            name="controlroom-release",
+            daemon=True,
+        ).start()
 
     def settle(
         self,

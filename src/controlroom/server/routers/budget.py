@@ -75,6 +75,13 @@ class ReservationIn(BaseModel):
     max_output_tokens: int | None = Field(None, ge=1, le=10**7)
     run_id: RunId | None = None
     span_id: SpanId | None = None
+    reservation_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{16,64}$",
+        description="An id chosen by the client (16 to 64 letters, digits, '-' or '_'; e.g. 32 random hex "
+        "digits): the request becomes idempotent — sent again, it holds nothing more and answers the first "
+        "reservation. Omitted: the server chooses one.",
+    )
 
 
 class BudgetHold(BaseModel):
@@ -259,6 +266,7 @@ def _reserve(
         run_id=body.run_id,
         span_id=body.span_id,
         wait=wait,
+        reservation_id=body.reservation_id,
     )
 
 
