@@ -130,25 +130,25 @@ def _run_server(settings: Settings, store: Any, *, worker: bool) -> None:
 
     from controlroom.server.app import create_app
 
-    child = None
-    if worker:
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "controlroom.cli",
-                "worker",
-                "--db",
-                settings.database_url,
-                "--parent-pid",
-                str(os.getpid()),
-            ]
-        )
     # uvicorn stops gracefully on SIGTERM, then raises the signal again: this handler turns that
     # into an exit that runs the `finally` below (the default action would skip it, leaving the
-    # child to notice by itself).
+    # child to notice by itself). Installed before the child starts, so no SIGTERM escapes it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    child = None
     try:
+        if worker:
+            child = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "controlroom.cli",
+                    "worker",
+                    "--db",
+                    settings.database_url,
+                    "--parent-pid",
+                    str(os.getpid()),
+                ]
+            )
         uvicorn.run(
             create_app(settings, store=store, run_worker=False),
             host=settings.host,
@@ -157,6 +157,7 @@ def _run_server(settings: Settings, store: Any, *, worker: bool) -> None:
             access_log=False,
         )
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
         if child is not None:
             child.terminate()
             try:

@@ -15,7 +15,7 @@ import pytest
 from api_support import assert_problem, call
 from sqlalchemy import create_engine, text
 
-from conftest import LiveServer
+from conftest import LiveServer, free_port
 from controlroom import projects
 from controlroom.budget import ledger
 from controlroom.budget.days import local_day
@@ -115,6 +115,42 @@ BAD: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
         "65536",
     ),
     ("get-reservations", "GET", RESERVE, {}, 405, "method_not_allowed", ""),
+    (
+        "nul-in-agent",
+        "POST",
+        RESERVE,
+        {"json": {**GOOD, "agent": "bo\x00t"}},
+        422,
+        "validation_failed",
+        "NUL",
+    ),
+    (
+        "nul-in-model",
+        "POST",
+        RESERVE,
+        {"json": {**GOOD, "model": "acme\x00"}},
+        422,
+        "validation_failed",
+        "NUL",
+    ),
+    (
+        "nul-in-id",
+        "POST",
+        settle_path("abc%00" + "x" * 20),
+        {"json": {"outcome": "unknown"}},
+        404,
+        "not_found",
+        "",
+    ),
+    (
+        "nul-in-outcome",
+        "POST",
+        settle_path("{rid}"),
+        {"json": {"outcome": "unk\x00nown"}},
+        422,
+        "validation_failed",
+        "NUL",
+    ),
     (
         "unknown-reservation",
         "POST",
@@ -336,3 +372,13 @@ def test_a_bad_reservation_id_is_named(capped: LiveServer, bad: object) -> None:
         "reservation_id",
     )
     assert held_usd(capped) == "0"
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_an_unreachable_ledger_database_is_a_503(capped: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = capped.store
+    monkeypatch.setattr(store, "_pg_dsn", f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
+    monkeypatch.setattr(store, "_pg_idle", [])
+    assert_problem(call(capped, "POST", RESERVE, json=GOOD), 503, "service_unavailable", "unreachable")
+    monkeypatch.undo()
+    assert call(capped, "POST", RESERVE, json=GOOD).status_code == 201

@@ -7,6 +7,7 @@ import contextlib
 import multiprocessing
 import sqlite3
 import threading
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -329,6 +330,14 @@ def test_the_ledger_connection_leaves_checkpoints_to_a_background_thread(
     LEDGER_CHECKPOINT_EVERY commits a thread does. What is in the database file itself (read with
     immutable=1, which ignores the WAL) shows when a checkpoint has run."""
     monkeypatch.setattr(engine, "LEDGER_CHECKPOINT_EVERY", 6)
+    ran_on: list[str] = []
+    checkpoint = Store._checkpoint
+
+    def recorded(self: Store) -> None:
+        checkpoint(self)
+        ran_on.append(threading.current_thread().name)
+
+    monkeypatch.setattr(Store, "_checkpoint", recorded)
     pricer = priced(store, project)
     cap(store, project, "1")
     path = store.engine.url.database or ""
@@ -345,7 +354,9 @@ def test_the_ledger_connection_leaves_checkpoints_to_a_background_thread(
     assert store._ledger_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     assert in_database_file() == 0  # five commits, all still in the WAL only
     reserve(store, project, pricer, wait=False)  # the sixth commit starts a checkpoint
-    wait_for(lambda: in_database_file() == 6)
+    wait_for(lambda: ran_on)
+    assert ran_on == ["controlroom-checkpoint"]  # not the thread that committed
+    assert in_database_file() == 6
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -375,3 +386,42 @@ def test_an_unreachable_ledger_database_is_service_unavailable(store: Store, pro
     with pytest.raises(ServiceUnavailable, match="unreachable"):
         reserve(away, project, pricer)
     away.dispose()
+
+
+def test_a_refusal_is_explained_from_inside_the_ledger_transaction(
+    store: Store, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figures of a refusal are read on the ledger's own connection, before it rolls back: a
+    refusal on the server's event loop never waits for a pooled connection (once a cap is reached,
+    every reservation is refused)."""
+    pricer = priced(store, project)
+    cap(store, project, "0.006")
+    reserve(store, project, pricer)
+
+    def no_pool() -> None:
+        raise AssertionError("a refusal must not need another connection")
+
+    monkeypatch.setattr(store, "read", no_pool)
+    monkeypatch.setattr(store, "write", no_pool)
+    with pytest.raises(BudgetRefused) as refused:
+        reserve(store, project, pricer, wait=False) if store.is_sqlite else reserve(store, project, pricer)
+    assert refused.value.extra["reason"] == "held_by_in_flight_calls"
+    assert (refused.value.extra["held_usd"], refused.value.extra["requested_usd"]) == ("0.005", "0.005")
+    with pytest.raises(BudgetRefused) as unpriced:
+        reserve(store, project, pricer, model="mystery-model")
+    assert unpriced.value.extra["reason"] == "unpriced_model" and unpriced.value.extra["held_usd"] == "0.005"
+    monkeypatch.undo()
+    assert totals(store) == (0, 5_000_000)
+
+
+def test_expiring_many_holds_at_once_settles_each_day_row_by_the_sum(store: Store, project: Project) -> None:
+    """Hold expiry settles a batch of reservations in one transaction, moving amounts per budget
+    day in (budget, day) order — the order reservations lock them in."""
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    cap(store, project, "1", agent="bot")
+    for _ in range(3):
+        reserve(store, project, pricer, hold_seconds=1)
+    assert totals(store) == (0, 2 * 3 * 5_000_000)  # three holds on two budgets
+    assert ledger.expire_holds(store, now_ns=time.time_ns() + 2 * 10**9) == 3
+    assert totals(store) == (2 * 3 * 5_000_000, 0)

@@ -7,6 +7,7 @@ and PostgreSQL (row locks, the condition re-checked on the locked row).
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -15,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection, delete, func, select, text
+from sqlalchemy import Connection, delete, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -26,7 +27,7 @@ from controlroom.events import format_ts
 from controlroom.prices import PricerCache
 from controlroom.projects import Project, check_timezone
 from controlroom.store.engine import LedgerTx, Store
-from controlroom.store.tables import budget_days, budgets, unguarded_spend
+from controlroom.store.tables import budget_days, budgets
 
 # No output-token limit is known for most models: a call that names no max_tokens is held at this.
 DEFAULT_MAX_OUTPUT_TOKENS = 32_768
@@ -121,6 +122,9 @@ def delete_budget(conn: Connection, *, project_id: int, agent: str) -> None:
         raise NotFound(f"no budget for {'agent ' + repr(agent) if agent else 'the project'}")
 
 
+# A reservation id: the server's 32 hex digits, or one the client chose.
+RESERVATION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
 # The hot path (a reservation and its settlement per paid call) runs these plain statements through
 # Store.ledger(): building SQLAlchemy expressions per call would cost more than the database work.
 _APPLICABLE = (
@@ -167,12 +171,8 @@ _CLOSE_RESERVATION = (
 class _Replay(Exception):
     """The reservation id exists already (a retried request): roll back, answer the first reservation."""
 
-
-class _Refusal(Exception):
-    """Raised inside a ledger transaction (which then rolls back); turned into BudgetRefused after."""
-
-    def __init__(self, budget: Budget, hold: int | None) -> None:
-        self.budget, self.hold = budget, hold
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
 
 
 def applicable(tx: LedgerTx, project_id: int, agent: str) -> list[Budget]:
@@ -180,29 +180,29 @@ def applicable(tx: LedgerTx, project_id: int, agent: str) -> list[Budget]:
     return [Budget(**r) for r in tx.rows(_APPLICABLE, {"project_id": project_id, "agent": agent})]
 
 
-def _unguarded(conn: Connection, b: Budget, day: Any) -> Any:
-    lo, hi = day_buckets(day, b.timezone)
-    q = select(func.coalesce(func.sum(unguarded_spend.c.cost_nanos), 0)).where(
-        unguarded_spend.c.project_id == b.project_id,
-        unguarded_spend.c.bucket >= lo,
-        unguarded_spend.c.bucket < hi,
-    )
-    if b.agent:
-        q = q.where(unguarded_spend.c.agent == b.agent)
-    return q.scalar_subquery()
+_DAY_FIGURES = "SELECT settled_nanos, held_nanos FROM budget_days WHERE budget_id = :budget_id AND day = :day"
+_UNGUARDED = {
+    scoped: "SELECT " + _UNGUARDED_SQL.format(agent=" AND agent = :agent" if scoped else "") + " AS n"
+    for scoped in (False, True)
+}
 
 
-def status(conn: Connection, b: Budget, now_ns: int | None = None) -> dict[str, Any]:
-    """Today's figures for a budget: settled (incl. unguarded), held, remaining, reset time."""
+def _rows(db: Connection | LedgerTx, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    if isinstance(db, LedgerTx):
+        return db.rows(sql, params)
+    return [dict(r) for r in db.execute(text(sql), params).mappings()]
+
+
+def status(db: Connection | LedgerTx, b: Budget, now_ns: int | None = None) -> dict[str, Any]:
+    """Today's figures for a budget: settled (incl. unguarded), held, remaining, reset time. Inside
+    a ledger transaction (``LedgerTx``) too, so a refusal is explained without another connection."""
     now = now_ns or time.time_ns()
     day = local_day(now, b.timezone)
-    row = conn.execute(
-        select(budget_days.c.settled_nanos, budget_days.c.held_nanos).where(
-            budget_days.c.budget_id == b.id, budget_days.c.day == day.isoformat()
-        )
-    ).first()
-    settled, held = (row[0], row[1]) if row else (0, 0)
-    unguarded = int(conn.execute(select(_unguarded(conn, b, day))).scalar_one())
+    found = _rows(db, _DAY_FIGURES, {"budget_id": b.id, "day": day.isoformat()})
+    settled, held = (found[0]["settled_nanos"], found[0]["held_nanos"]) if found else (0, 0)
+    lo, hi = day_buckets(day, b.timezone)
+    params = {"project_id": b.project_id, "lo": lo, "hi": hi, "agent": b.agent}
+    unguarded = int(_rows(db, _UNGUARDED[bool(b.agent)], params)[0]["n"])
     spent = settled + unguarded
     return {
         "agent": b.agent or None,
@@ -287,7 +287,14 @@ def reserve(
                 at_ns=now,
             )
             if hold is None:
-                raise _Refusal(applying[0], None)
+                raise BudgetRefused(
+                    f"model {model!r} has no known price, so its cost cannot be bounded; set one with "
+                    f"`controlroom prices set --project {project.name} --model {model} --input USD --output USD`",
+                    reason="unpriced_model",
+                    model=model,
+                    provider=provider,
+                    **status(tx, applying[0], now),
+                )
             holds = []
             for b in applying:
                 local = local_day(now, b.timezone)
@@ -307,8 +314,8 @@ def reserve(
                         "cap": b.cap_nanos,
                     },
                 )
-                if granted != 1:
-                    raise _Refusal(b, hold)
+                if granted != 1:  # figures read before the transaction rolls back (its own holds with it)
+                    raise _refusal(tx, b, hold, now)
                 holds.append([b.id, day])
             inserted = tx.run(
                 _NEW_RESERVATION[store.dialect],
@@ -327,21 +334,9 @@ def reserve(
                 },
             )
             if inserted != 1:
-                raise _Replay
-    except _Replay:  # the holds just added have rolled back with the transaction
-        return _replayed(store, project, rid)
-    except _Refusal as refusal:  # the transaction has rolled back: report the figures as they stand
-        with store.read() as conn:
-            if refusal.hold is None:
-                raise BudgetRefused(
-                    f"model {model!r} has no known price, so its cost cannot be bounded; set one with "
-                    f"`controlroom prices set --project {project.name} --model {model} --input USD --output USD`",
-                    reason="unpriced_model",
-                    model=model,
-                    provider=provider,
-                    **status(conn, refusal.budget, now),
-                ) from None
-            _refuse(conn, refusal.budget, refusal.hold, now)
+                raise _Replay(_replayed(tx, project, rid))
+    except _Replay as replay:  # the holds just added have rolled back with the transaction
+        return replay.answer
     assert hold is not None
     return {
         "reservation_id": rid,
@@ -354,22 +349,19 @@ def reserve(
     }
 
 
-def _replayed(store: Store, project: Project, rid: str) -> dict[str, Any]:
+def _replayed(tx: LedgerTx, project: Project, rid: str) -> dict[str, Any]:
     """The answer to a reservation's first request, for a retry of it."""
-    with store.read() as conn:
-        r = conn.execute(text(_EXISTING), {"id": rid}).mappings().one()
-        if r["project_id"] != project.id:
-            raise Conflict(
-                f"reservation id {rid!r} is already in use; choose another", field="reservation_id"
-            )
-        known = {b.id: b for b in conn.execute(text(_PROJECT_BUDGETS), {"project_id": project.id})}
+    (r,) = tx.rows(_EXISTING, {"id": rid})
+    if r["project_id"] != project.id:
+        raise Conflict(f"reservation id {rid!r} is already in use; choose another", field="reservation_id")
+    known = {b["id"]: b for b in tx.rows(_PROJECT_BUDGETS, {"project_id": project.id})}
     holds = r["holds"]
     held = []
     for budget_id, day in orjson.loads(holds) if isinstance(holds, str | bytes) else holds:
         b = known.get(budget_id)
         if b is not None:  # (a budget deleted since is left out)
-            _, end = day_bounds_ns(date.fromisoformat(day), b.timezone)
-            held.append({"agent": b.agent or None, "day": day, "resets_at": _utc_seconds(end)})
+            _, end = day_bounds_ns(date.fromisoformat(day), b["timezone"])
+            held.append({"agent": b["agent"] or None, "day": day, "resets_at": _utc_seconds(end)})
     return {
         "reservation_id": rid,
         "hold_usd": usd(r["hold_nanos"]),
@@ -378,12 +370,12 @@ def _replayed(store: Store, project: Project, rid: str) -> dict[str, Any]:
     }
 
 
-def _refuse(conn: Connection, b: Budget, hold: int, now: int) -> None:
-    st = status(conn, b, now)
+def _refusal(tx: LedgerTx, b: Budget, hold: int, now: int) -> BudgetRefused:
+    st = status(tx, b, now)
     spent = to_nanos(st["settled_usd"], "settled")
     reason = "cap_reached" if spent + hold > b.cap_nanos else "held_by_in_flight_calls"
     scope = f"agent {b.agent!r}" if b.agent else "the project"
-    raise BudgetRefused(
+    return BudgetRefused(
         f"the daily cost cap of ${st['cap_usd']} for {scope} would be crossed: ${st['settled_usd']} spent, "
         f"${st['held_usd']} held by calls in flight, ${usd(hold)} requested; it resets at {st['resets_at']}",
         reason=reason,
@@ -412,6 +404,8 @@ def settle(
     ``wait=False``: as in reserve()."""
     if outcome not in OUTCOMES:
         raise ValidationFailed(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}", field="outcome")
+    if not RESERVATION_ID.match(reservation_id):  # cannot exist (and never reaches the database)
+        raise NotFound(f"no reservation {reservation_id!r}")
     now = time.time_ns()
     with store.ledger(wait=wait) as tx:
         found = tx.rows(_RESERVATION, {"id": reservation_id, "project_id": project.id})
@@ -441,11 +435,25 @@ def settle(
 
 
 def _apply_settlement(tx: LedgerTx, r: Any, actual: int, state: str, now: int) -> None:
+    _move_to_settled(tx, _close(tx, r, actual, state, now))
+
+
+def _close(tx: LedgerTx, r: Any, actual: int, state: str, now: int) -> dict[tuple[int, str], list[int]]:
+    """Mark a reservation settled; what it moves from held to settled, per (budget, day). Nothing
+    if it was settled concurrently: the first settlement stands."""
     if tx.run(_CLOSE_RESERVATION, {"state": state, "actual": actual, "now": now, "id": r["id"]}) != 1:
-        return  # settled concurrently: the first settlement stands
+        return {}
     holds = r["holds"]
-    for budget_id, day in sorted(orjson.loads(holds) if isinstance(holds, str | bytes) else holds):
-        tx.run(_SETTLE_DAY, {"hold": r["hold_nanos"], "actual": actual, "budget_id": budget_id, "day": day})
+    return {
+        (budget_id, day): [r["hold_nanos"], actual]
+        for budget_id, day in (orjson.loads(holds) if isinstance(holds, str | bytes) else holds)
+    }
+
+
+def _move_to_settled(tx: LedgerTx, moves: dict[tuple[int, str], list[int]]) -> None:
+    """Day rows in (budget id, day) order, the order reservations lock them in: no deadlock."""
+    for (budget_id, day), (hold, actual) in sorted(moves.items()):
+        tx.run(_SETTLE_DAY, {"hold": hold, "actual": actual, "budget_id": budget_id, "day": day})
 
 
 def _settled_view(r: Any) -> dict[str, Any]:
@@ -468,8 +476,13 @@ def expire_holds(store: Store, *, now_ns: int | None = None, limit: int = 1000) 
     now = now_ns or time.time_ns()
     with store.ledger() as tx:
         rows = tx.rows(_EXPIRED, {"now": now, "limit": limit})
+        moves: dict[tuple[int, str], list[int]] = {}
         for r in rows:
-            _apply_settlement(tx, r, r["hold_nanos"], "expired", now)
+            for key, (hold, actual) in _close(tx, r, r["hold_nanos"], "expired", now).items():
+                total = moves.setdefault(key, [0, 0])
+                total[0] += hold
+                total[1] += actual
+        _move_to_settled(tx, moves)
     return len(rows)
 
 

@@ -3,11 +3,21 @@ real responses against these models so the document stays true)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from controlroom.events import ClientEvent
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL characters (U+0000) are not allowed")
+    return value
+
+
+# Text in a request body: PostgreSQL cannot store U+0000, so it is refused up front on both databases.
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 class _Out(BaseModel):
@@ -186,13 +196,13 @@ class Health(_Out):
 
 class PriceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(min_length=1, max_length=256)
-    provider: str | None = Field(None, max_length=256)
-    input_per_mtok: str = Field(max_length=40, description="USD per million input tokens (decimal string)")
-    output_per_mtok: str = Field(max_length=40)
-    cache_read_per_mtok: str | None = Field(None, max_length=40)
-    cache_write_per_mtok: str | None = Field(None, max_length=40)
-    effective_from: str | None = Field(None, max_length=64, description="RFC 3339; default: always")
+    model: Text = Field(min_length=1, max_length=256)
+    provider: Text | None = Field(None, max_length=256)
+    input_per_mtok: Text = Field(max_length=40, description="USD per million input tokens (decimal string)")
+    output_per_mtok: Text = Field(max_length=40)
+    cache_read_per_mtok: Text | None = Field(None, max_length=40)
+    cache_write_per_mtok: Text | None = Field(None, max_length=40)
+    effective_from: Text | None = Field(None, max_length=64, description="RFC 3339; default: always")
 
 
 class PriceOut(_Out):

@@ -5,6 +5,7 @@ Dialect-specific SQL lives in this package only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -35,6 +36,17 @@ PROJECTOR_LOCK = 0x70726F6A  # "proj"
 # commits (a reservation or a settlement writes a few pages; SQLite's own default is 1000 pages).
 LEDGER_CHECKPOINT_EVERY = 250
 LEDGER_PG_IDLE = 8  # idle PostgreSQL ledger connections kept for reuse
+LEDGER_PG_MAX = 16  # PostgreSQL ledger connections open at once, per server process
+# Fail fast on an unreachable database, and notice a dead peer, instead of holding a thread for minutes.
+LEDGER_PG_CONNECT: dict[str, Any] = {
+    "application_name": "controlroom-ledger",
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 logger = logging.getLogger(__name__)
 
 
@@ -80,6 +92,7 @@ class Store:
         self._ledger_commits = 0
         self._checkpointing = threading.Lock()
         self._pg_idle: list[Any] = []  # idle ledger connections (psycopg) on PostgreSQL
+        self._pg_slots = threading.BoundedSemaphore(LEDGER_PG_MAX)
         self._pg_dsn = u.set(drivername="postgresql").render_as_string(hide_password=False)
 
     @property
@@ -138,73 +151,24 @@ class Store:
             try:
                 raw.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as e:
-                if not wait and e.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                if not wait and e.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                     raise LedgerBusy("the database's write lock is taken") from None
                 raise
             try:
                 yield LedgerTx(raw, postgresql=False)
                 raw.execute("COMMIT")
             except BaseException:
-                if raw.in_transaction:
-                    raw.execute("ROLLBACK")
+                try:
+                    if raw.in_transaction:
+                        raw.execute("ROLLBACK")
+                except sqlite3.Error:  # never leave the write lock taken: start over on a new connection
+                    self._close_ledger_connection()
                 raise
             self._ledger_commits += 1
             if self._ledger_commits % LEDGER_CHECKPOINT_EVERY == 0:
                 self._checkpoint_in_background()
         finally:
             self._ledger_lock.release()
-
-    @contextmanager
-    def _pg_ledger(self) -> Iterator[LedgerTx]:
-        """On PostgreSQL: a driver connection of the ledger's own (synchronous_commit off for its
-        session) from a small pool of idle ones, in an explicit transaction."""
-        import psycopg
-
-        conn = self._pg_begin()
-        try:
-            yield LedgerTx(conn, postgresql=True)
-            conn.execute("COMMIT")
-        except psycopg.OperationalError as e:  # the connection was lost: whether it committed is unknown
-            conn.close()
-            raise ServiceUnavailable(f"the budget ledger's database connection was lost: {e}") from None
-        except BaseException:
-            if conn.broken or conn.closed:
-                conn.close()
-                raise
-            conn.execute("ROLLBACK")
-            self._pg_checkin(conn)
-            raise
-        self._pg_checkin(conn)
-
-    def _pg_begin(self) -> Any:
-        """A connection with a transaction begun. An idle connection that died (a database restart,
-        an idle timeout) fails its BEGIN, before anything was done: it is dropped for the next one."""
-        import psycopg
-
-        while True:
-            with self._ledger_lock:
-                conn = self._pg_idle.pop() if self._pg_idle else None
-            fresh = conn is None
-            try:
-                if conn is None:
-                    conn = psycopg.connect(
-                        self._pg_dsn, autocommit=True, application_name="controlroom-ledger"
-                    )
-                    conn.execute("SET synchronous_commit = off")
-                conn.execute("BEGIN")
-                return conn
-            except psycopg.OperationalError as e:
-                if conn is not None:
-                    conn.close()
-                if fresh:
-                    raise ServiceUnavailable(f"the budget ledger's database is unreachable: {e}") from None
-
-    def _pg_checkin(self, conn: Any) -> None:
-        with self._ledger_lock:
-            if len(self._pg_idle) < LEDGER_PG_IDLE:
-                self._pg_idle.append(conn)
-                return
-        conn.close()
 
     def _ledger_connection(self, wait: bool) -> sqlite3.Connection:
         if self._ledger_conn is None:
@@ -222,22 +186,89 @@ class Store:
             self._ledger_waits = wait
         return self._ledger_conn
 
+    def _close_ledger_connection(self) -> None:
+        if self._ledger_conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._ledger_conn.close()
+            self._ledger_conn, self._ledger_waits = None, None
+
+    @contextmanager
+    def _pg_ledger(self) -> Iterator[LedgerTx]:
+        """On PostgreSQL: a driver connection of the ledger's own (synchronous_commit off for its
+        session; at most LEDGER_PG_MAX at once, up to LEDGER_PG_IDLE kept idle), in an explicit
+        transaction. A lost connection, or a transaction the database aborted (a deadlock, a
+        timeout), is ServiceUnavailable: the caller may try again."""
+        import psycopg
+
+        with self._pg_slots:
+            conn = self._pg_begin()
+            try:
+                yield LedgerTx(conn, postgresql=True)
+                conn.execute("COMMIT")
+            except psycopg.OperationalError as e:
+                lost = conn.broken or conn.closed
+                self._pg_release(conn, rollback=not lost)
+                what = "connection was lost" if lost else "transaction was aborted"
+                raise ServiceUnavailable(f"the budget ledger's database {what}: {e}") from None
+            except BaseException:
+                self._pg_release(conn, rollback=True)
+                raise
+            self._pg_release(conn, rollback=False)
+
+    def _pg_begin(self) -> Any:
+        """A connection with a transaction begun. An idle connection that died (a database restart,
+        an idle timeout) fails its BEGIN, before anything was done: it is dropped for the next one."""
+        import psycopg
+
+        while True:
+            with self._ledger_lock:
+                conn = self._pg_idle.pop() if self._pg_idle else None
+            fresh = conn is None
+            try:
+                if conn is None:
+                    conn = psycopg.connect(self._pg_dsn, autocommit=True, **LEDGER_PG_CONNECT)
+                    conn.execute("SET synchronous_commit = off")
+                conn.execute("BEGIN")
+                return conn
+            except psycopg.OperationalError as e:
+                if conn is not None:
+                    conn.close()
+                if fresh:
+                    raise ServiceUnavailable(f"the budget ledger's database is unreachable: {e}") from None
+
+    def _pg_release(self, conn: Any, *, rollback: bool) -> None:
+        """Back to the idle pool — rolled back first if asked — unless it is broken or its rollback
+        fails (then it is closed; the caller's own error is what the caller reports)."""
+        import psycopg
+
+        if rollback and not (conn.broken or conn.closed):
+            try:
+                conn.execute("ROLLBACK")
+            except psycopg.Error:
+                conn.close()
+        if conn.broken or conn.closed:
+            conn.close()
+            return
+        with self._ledger_lock:
+            if len(self._pg_idle) < LEDGER_PG_IDLE:
+                self._pg_idle.append(conn)
+                return
+        conn.close()
+
     def _checkpoint_in_background(self) -> None:
         """A passive checkpoint (it never blocks writers) on a connection and thread of its own."""
-        if self._checkpointing.locked():
-            return
+        if not self._checkpointing.locked():
+            threading.Thread(target=self._checkpoint, name="controlroom-checkpoint", daemon=True).start()
 
-        def run() -> None:
-            with self._checkpointing:
-                conn = sqlite3.connect(self.engine.url.database or "", timeout=30)
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    logger.warning("WAL checkpoint failed; the next one will retry", exc_info=True)
-                finally:
-                    conn.close()
-
-        threading.Thread(target=run, name="controlroom-checkpoint", daemon=True).start()
+    def _checkpoint(self) -> None:
+        with self._checkpointing:
+            conn = sqlite3.connect(self.engine.url.database or "", timeout=30)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                logger.warning("WAL checkpoint failed; the next one will retry", exc_info=True)
+            finally:
+                conn.close()
 
     def lock_log_for_append(self, conn: Connection) -> None:
         """Serialise appends so commit order equals sequence order (SQLite already has one writer)."""
@@ -273,10 +304,8 @@ class Store:
         return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
     def dispose(self) -> None:
-        if self._ledger_conn is not None:
-            self._ledger_conn.close()
-            self._ledger_conn, self._ledger_waits = None, None
         with self._ledger_lock:
+            self._close_ledger_connection()
             idle, self._pg_idle = self._pg_idle, []
         for conn in idle:
             conn.close()

@@ -25,7 +25,7 @@ from controlroom.events import RunId, SpanId
 from controlroom.projects import Project
 from controlroom.server.deps import ProjectDep, StoreDep
 from controlroom.server.responses import JSONResponse
-from controlroom.server.schemas import Problem
+from controlroom.server.schemas import Problem, Text
 from controlroom.store.engine import LedgerBusy
 
 router = APIRouter(tags=["budget"])
@@ -42,10 +42,12 @@ REFUSED: dict[int | str, dict[str, Any]] = {
 
 class BudgetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cap_usd: str = Field(description="Daily cap in USD, a decimal string")
-    agent: str | None = Field(None, description="Only this agent's calls; omit for the whole project")
-    timezone: str | None = Field(
-        None, description="IANA timezone of the day boundary (default: the project's)"
+    cap_usd: Text = Field(max_length=40, description="Daily cap in USD, a decimal string")
+    agent: Text | None = Field(
+        None, max_length=256, description="Only this agent's calls; omit for the whole project"
+    )
+    timezone: Text | None = Field(
+        None, max_length=64, description="IANA timezone of the day boundary (default: the project's)"
     )
 
 
@@ -68,16 +70,16 @@ class BudgetList(BaseModel):
 
 class ReservationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    provider: str | None = None
-    model: str = Field(min_length=1, max_length=256)
-    agent: str = Field("", max_length=256)
+    provider: Text | None = Field(None, max_length=256)
+    model: Text = Field(min_length=1, max_length=256)
+    agent: Text = Field("", max_length=256)
     input_tokens: int = Field(ge=0, le=10**9, description="An upper bound of the prompt's tokens")
     max_output_tokens: int | None = Field(None, ge=1, le=10**7)
     run_id: RunId | None = None
     span_id: SpanId | None = None
     reservation_id: str | None = Field(
         None,
-        pattern=r"^[A-Za-z0-9_-]{16,64}$",
+        pattern=ledger.RESERVATION_ID.pattern,
         description="An id chosen by the client (16 to 64 letters, digits, '-' or '_'; e.g. 32 random hex "
         "digits): the request becomes idempotent — sent again, it holds nothing more and answers the first "
         "reservation. Omitted: the server chooses one.",
@@ -108,9 +110,9 @@ class UsageIn(BaseModel):
 
 class SettleIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    outcome: str = Field(description="completed, failed_before_generation or unknown")
+    outcome: Text = Field(max_length=64, description="completed, failed_before_generation or unknown")
     usage: UsageIn | None = None
-    cost_usd: str | None = None
+    cost_usd: Text | None = Field(None, max_length=40)
 
 
 class SettleOut(BaseModel):
