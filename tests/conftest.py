@@ -111,16 +111,21 @@ def start_server(store: Store, settings: Settings) -> tuple[_Server, threading.T
 
 
 @pytest.fixture
-def live(store: Store) -> Iterator[LiveServer]:
-    """A real controlroom server (API + projector) on a free loopback port, with a project key."""
+def live(store: Store, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+    """A real controlroom server (API + projector) on a free loopback port, with a project key.
+    ``@pytest.mark.settings(name=value)`` changes its settings."""
     port = free_port()
+    marker = request.node.get_closest_marker("settings")
     settings = Settings.load(
         env={},
-        database_url=store.url,
-        port=port,
-        max_batch_events=1000,
-        max_body_bytes=2_000_000,
-        abandon_after_seconds=3600,
+        **{
+            "database_url": store.url,
+            "port": port,
+            "max_batch_events": 1000,
+            "max_body_bytes": 2_000_000,
+            "abandon_after_seconds": 3600,
+            **(marker.kwargs if marker else {}),
+        },
     )
     with store.write() as conn:
         p = projects.ensure_project(conn, name="acme")

@@ -52,6 +52,13 @@ def _database_url(raw: str) -> str:
     return raw
 
 
+def _hold_seconds(raw: str) -> float:
+    value = float(raw)
+    if not 1 <= value <= 86_400:
+        raise ValueError("must be a number of seconds from 1 to 86400")
+    return value
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 65535:
@@ -92,6 +99,14 @@ SETTINGS: tuple[Setting, ...] = (
         "A run with no end and no event for this long is marked abandoned (a failure).",
     ),
     Setting(
+        "hold_seconds",
+        "CONTROLROOM_HOLD_SECONDS",
+        _hold_seconds,
+        lambda: 600.0,
+        "A budget hold not settled within this many seconds (its process died, or the call outlasted "
+        "it) is settled at its full amount.",
+    ),
+    Setting(
         "projector_batch",
         "CONTROLROOM_PROJECTOR_BATCH",
         _positive_int,
@@ -109,6 +124,7 @@ class Settings:
     max_batch_events: int
     max_body_bytes: int
     abandon_after_seconds: float
+    hold_seconds: float
     projector_batch: int
 
     @classmethod

@@ -31,7 +31,7 @@ from controlroom.store.tables import budget_days, budgets
 
 # No output-token limit is known for most models: a call that names no max_tokens is held at this.
 DEFAULT_MAX_OUTPUT_TOKENS = 32_768
-HOLD_SECONDS = 600.0  # a hold not settled by then (its process died) is settled at the full hold
+HOLD_SECONDS = 600.0  # a hold not settled by then is settled at the full hold (setting: hold_seconds)
 NANOS = Decimal(10**9)
 
 

@@ -1,5 +1,5 @@
-"""The background loop of `serve` and `worker`: keep the read model caught up with the log and
-sweep abandoned runs. Ingest wakes it at once; otherwise it polls."""
+"""The background loop of `serve` and `worker`: keep the read model caught up with the log, sweep
+abandoned runs and settle expired budget holds. Ingest wakes it at once; otherwise it polls."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class Worker:
         *,
         batch: int = 5000,
         abandon_after_seconds: float = 3600.0,
+        hold_seconds: float = 600.0,
         poll_seconds: float = 0.5,
         sweep_every_seconds: float = 10.0,
     ) -> None:
@@ -29,7 +30,8 @@ class Worker:
         self.store = store
         self.abandon_after = abandon_after_seconds
         self.poll = poll_seconds
-        self.sweep_every = min(sweep_every_seconds, abandon_after_seconds / 2)
+        # expired holds and abandoned runs are looked for at least twice per their timeout
+        self.sweep_every = min(sweep_every_seconds, abandon_after_seconds / 2, hold_seconds / 2)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

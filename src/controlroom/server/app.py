@@ -37,7 +37,12 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
     """The controlroom app. With ``run_worker`` the projector and sweeper run in this process."""
     store = store or Store(settings.database_url)
     worker = (
-        Worker(store, batch=settings.projector_batch, abandon_after_seconds=settings.abandon_after_seconds)
+        Worker(
+            store,
+            batch=settings.projector_batch,
+            abandon_after_seconds=settings.abandon_after_seconds,
+            hold_seconds=settings.hold_seconds,
+        )
         if run_worker
         else None
     )

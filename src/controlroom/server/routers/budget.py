@@ -267,6 +267,7 @@ def _reserve(
         max_output_tokens=body.max_output_tokens,
         run_id=body.run_id,
         span_id=body.span_id,
+        hold_seconds=state.settings.hold_seconds,
         wait=wait,
         reservation_id=body.reservation_id,
     )
