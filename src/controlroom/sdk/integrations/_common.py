@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import controlroom
 from controlroom.sdk._client import get_client
+from controlroom.sdk._control import input_token_bound
 from controlroom.sdk._tracing import LLMSpan, internal_error
 
 WRAPPED = "__controlroom_instrumented__"
@@ -87,6 +88,11 @@ def given(kwargs: Mapping[str, Any], name: str) -> Any:
     return value
 
 
+def billed(kwargs: Mapping[str, Any], *names: str) -> list[Any]:
+    """The keyword arguments among ``names`` the caller really passed, for :attr:`Request.billed`."""
+    return [value for name in names if (value := given(kwargs, name)) is not None]
+
+
 def snapshot(value: Any) -> Any:
     """The caller's message list as it is now (agents often append the reply to the same list right
     after the call, before the exporter serialises it). Anything else is kept as is."""
@@ -108,6 +114,14 @@ def message_output(content: Any, tool_calls: list[dict[str, Any]], refusal: Any)
 # -- a call's span ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A billed part of a request that takes work to build (the JSON schema of an output type): built
+    only when a hold is reserved, the way the provider's SDK builds it for the request."""
+
+    make: Callable[[], Any]
+
+
 @dataclass(slots=True)
 class Request:
     """What an endpoint reads from a call's arguments."""
@@ -116,6 +130,27 @@ class Request:
     input: Any = None
     max_tokens: int | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    #: what else the provider bills as input tokens (tool definitions, output schemas; values as the
+    #: caller passed them, or :class:`Deferred`): counted in the hold, never recorded
+    billed: list[Any] = field(default_factory=list)
+
+
+def input_estimate(request: Request) -> int | None:
+    """The hold's input tokens when the request has billed parts besides its input: the UTF-8 JSON size
+    of the input plus that of each part (a token is at least one byte). None (the span's default, the
+    size of the input) when there are none, when no budget guard runs, or when measuring failed."""
+    if not request.billed:
+        return None
+    client = get_client()
+    if client is None or client.control is None:
+        return None  # nothing is reserved: do not spend the agent's time measuring
+    estimate: int | None = None
+    with guarded:
+        total = input_token_bound(request.input)
+        for part in request.billed:
+            total += input_token_bound(part.make() if isinstance(part, Deferred) else part)
+        estimate = total
+    return estimate
 
 
 class LLMCall:
@@ -130,6 +165,7 @@ class LLMCall:
             input=request.input,
             max_tokens=request.max_tokens,
             attributes=request.attributes or None,
+            input_tokens_estimate=input_estimate(request),
         )
         self._ctx = contextvars.copy_context()
         self._lock = threading.Lock()

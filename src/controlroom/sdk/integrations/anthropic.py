@@ -12,6 +12,10 @@ Anthropic reports ``input_tokens`` WITHOUT the cached tokens; the span's usage f
 rule instead: ``input_tokens = input_tokens + cache_read_input_tokens + cache_creation_input_tokens``,
 ``cache_read_tokens = cache_read_input_tokens``, ``cache_write_tokens = cache_creation_input_tokens``.
 
+Under a cost cap, the hold's input estimate counts, besides the system prompt and the messages, the tool
+definitions (``tools``) and the output schema (``output_config``, and the ``output_format`` of ``parse``
+and ``stream``).
+
 Only this client instance is instrumented (and the clients ``client.with_options(...)`` makes from it);
 the ``anthropic`` package is imported only when :func:`instrument` is called. Errors (timeouts,
 ``anthropic.APIStatusError`` and the rest) mark the span failed and reach the caller unchanged.
@@ -28,12 +32,14 @@ from typing import Any, TypeVar
 from controlroom.sdk._tracing import LLMSpan
 from controlroom.sdk.integrations._common import (
     WRAPPED,
+    Deferred,
     Endpoint,
     LLMCall,
     Request,
     as_int,
     async_method,
     attr,
+    billed,
     client_kind,
     describe,
     given,
@@ -107,13 +113,27 @@ def _request(kwargs: Mapping[str, Any]) -> Request:
             attributes[key] = value
     if given(kwargs, "stream") is True:
         attributes["gen_ai.request.stream"] = True
+    parts = billed(kwargs, "tools", "output_config")
+    output_format = given(kwargs, "output_format")
+    if isinstance(output_format, type):  # parse(output_format=Model): sent as output_config.format
+        parts.append(Deferred(functools.partial(_output_format, output_format)))
     model = given(kwargs, "model")
     return Request(
         model=model if isinstance(model, str) and model else "unknown",
         input=messages,
         max_tokens=as_int(given(kwargs, "max_tokens")),
         attributes=attributes,
+        billed=parts,
     )
+
+
+def _output_format(output_type: type) -> Any:
+    """The output format the SDK sends for ``output_format=output_type``."""
+    import pydantic
+    from anthropic.lib._parse._transform import transform_schema
+
+    schema = transform_schema(pydantic.TypeAdapter(output_type).json_schema())
+    return {"format": {"schema": schema, "type": "json_schema"}}
 
 
 def usage_of(raw: Mapping[str, int]) -> dict[str, int]:

@@ -17,21 +17,28 @@ caller unchanged. Inside :func:`controlroom.call_with_fallback`, each attempt's 
 
 A streamed chat completion asks for usage in its last chunk (``stream_options={"include_usage": True}``)
 unless the caller set ``stream_options``; its span ends when the stream is exhausted or closed.
+
+Under a cost cap, the hold's input estimate counts, besides the messages (chat) or the input and
+instructions (responses), the tool definitions (``tools``, chat's legacy ``functions``) and the output
+schema (chat's ``response_format``; the Responses API's ``text`` and the ``text_format`` of ``parse``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from controlroom.sdk._tracing import LLMSpan
 from controlroom.sdk.integrations._common import (
+    Deferred,
     Endpoint,
     ProviderError,
     Request,
     as_int,
     async_method,
     attr,
+    billed,
     client_kind,
     given,
     message_output,
@@ -113,6 +120,24 @@ def _model(kwargs: Mapping[str, Any]) -> str:
     return model if isinstance(model, str) and model else "unknown"
 
 
+def _output_type(value: Any, convert: Callable[[type], Any]) -> Any:
+    """An output schema as the caller gave it; a type (``parse(response_format=Model)``) is converted to
+    the schema the SDK sends for it, when a hold needs it."""
+    return Deferred(functools.partial(convert, value)) if isinstance(value, type) else value
+
+
+def _chat_format(output_type: type) -> Any:
+    from openai.lib._parsing import type_to_response_format_param
+
+    return type_to_response_format_param(output_type)
+
+
+def _text_format(output_type: type) -> Any:
+    from openai.lib._parsing._responses import type_to_text_format_param
+
+    return {"format": type_to_text_format_param(output_type)}
+
+
 def _put(usage: dict[str, int], key: str, value: Any) -> None:
     number = as_int(value)
     if number is not None:
@@ -137,11 +162,16 @@ def _chat_request(kwargs: Mapping[str, Any]) -> Request:
     max_tokens = as_int(given(kwargs, "max_completion_tokens"))
     if max_tokens is None:
         max_tokens = as_int(given(kwargs, "max_tokens"))
+    parts = billed(kwargs, "tools", "functions")
+    response_format = given(kwargs, "response_format")
+    if response_format is not None:
+        parts.append(_output_type(response_format, _chat_format))
     return Request(
         model=_model(kwargs),
         input=snapshot(given(kwargs, "messages")),
         max_tokens=max_tokens,
         attributes=_request_attributes(kwargs),
+        billed=parts,
     )
 
 
@@ -307,11 +337,16 @@ def _responses_request(kwargs: Mapping[str, Any]) -> Request:
             input_ = [system, *input_]
         else:
             input_ = {"instructions": instructions, "input": input_}
+    parts = billed(kwargs, "tools", "text")
+    text_format = given(kwargs, "text_format")  # responses.parse(text_format=Model): sent as text.format
+    if text_format is not None:
+        parts.append(_output_type(text_format, _text_format))
     return Request(
         model=_model(kwargs),
         input=input_,
         max_tokens=as_int(given(kwargs, "max_output_tokens")),
         attributes=_request_attributes(kwargs),
+        billed=parts,
     )
 
 
