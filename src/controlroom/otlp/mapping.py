@@ -211,7 +211,22 @@ def io(attrs: dict[str, Any]) -> tuple[Any, Any]:
         inp = _indexed_messages(attrs, "gen_ai.prompt") or _indexed_messages(attrs, "llm.input_messages")
     if out is None:
         out = _indexed_messages(attrs, "gen_ai.completion") or _indexed_messages(attrs, "llm.output_messages")
-    return _json_or_text(inp), _json_or_text(out)
+    inp = _json_or_text(inp)
+    system = _json_or_text(attrs.get("gen_ai.system_instructions"))
+    if system is not None:
+        inp = _with_system(system, inp)
+    return inp, _json_or_text(out)
+
+
+def _with_system(system: Any, inp: Any) -> Any:
+    """GenAI's ``gen_ai.system_instructions`` (a list of parts, kept apart from the input messages)
+    as the first message of the input, the way the SDK and the other conventions record it."""
+    message = {"role": "system", "parts" if isinstance(system, list) else "content": system}
+    if inp is None:
+        return [message]
+    if isinstance(inp, list):
+        return [message, *inp]
+    return {"system_instructions": system, "input": inp}
 
 
 def error(rec: Record) -> dict[str, str] | None:
