@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import click
@@ -199,6 +200,38 @@ def worker(db: str | None, parent_pid: int | None) -> None:
         click.echo("controlroom worker: folding the run log into the read model (Ctrl-C to stop)")
     with contextlib.suppress(KeyboardInterrupt):
         w.run_forever()
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--url", envvar="CONTROLROOM_URL", required=True, help="Server URL (default: $CONTROLROOM_URL)."
+)
+@click.option(
+    "--api-key",
+    envvar="CONTROLROOM_API_KEY",
+    required=True,
+    help="Project API key (default: $CONTROLROOM_API_KEY).",
+)
+def resend(paths: tuple[Path, ...], url: str, api_key: str) -> None:
+    """Send spooled batches of events again (the SDK's `rejected/` directory, or batch files)."""
+    from controlroom.resend import resend as send
+
+    kept = 0
+    try:
+        for out in send(paths, url=url, api_key=api_key):
+            if out.sent:
+                line = f"sent {out.path.name}: {out.accepted} accepted, {out.duplicates} already stored"
+                if out.rejected:
+                    line += f", {out.rejected} rejected ({out.detail})"
+                click.echo(line)
+            else:
+                kept += 1
+                click.echo(f"kept {out.path}: {out.detail}", err=True)
+    except OSError as e:
+        raise click.ClickException(f"--url={url!r}: cannot reach the server ({e})") from None
+    if kept:
+        raise click.ClickException(f"{kept} batch(es) not sent; they stay where they are")
 
 
 @main.command()

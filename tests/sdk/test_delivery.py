@@ -4,6 +4,7 @@ lost response that makes the exporter send a batch twice."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,13 +16,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 import controlroom
 from conftest import LiveServer, free_port
 from controlroom import projects
+from controlroom.cli import main
 from controlroom.store.engine import Store
 from controlroom.store.tables import events, runs, spans
+from controlroom.store.tables import events as events_table
 from tests_support import wait_for
 
 CLI = str(Path(sys.executable).with_name("controlroom"))
@@ -288,6 +292,35 @@ def test_a_refused_batch_is_kept_on_disk_not_dropped(live: LiveServer, tmp_path:
 
     events = [e for f in kept for e in orjson.loads(gzip.decompress(f.read_bytes()))["events"]]
     assert {e["type"] for e in events} == {"run.started", "span.started", "span.ended", "run.ended"}
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for f in kept:
+        shutil.copy(f, copies / f.name)
+
+    # once the cause is fixed (here: the right key), `controlroom resend` sends them again
+    rejected_dir = str(tmp_path / "spool" / "rejected")
+    wrong = CliRunner().invoke(
+        main, ["resend", rejected_dir, "--url", live.url, "--api-key", "cr_" + "n" * 43]
+    )
+    assert wrong.exit_code == 1 and "HTTP 401" in wrong.output and "not sent" in wrong.output
+    assert all(f.exists() for f in kept)  # a refused batch stays where it is
+    sent = CliRunner().invoke(main, ["resend", rejected_dir, "--url", live.url, "--api-key", live.key])
+    assert sent.exit_code == 0, sent.output
+    assert "accepted" in sent.output
+    assert not any(f.exists() for f in kept)  # sent: deleted
+    assert count(live.store, events_table, events_table.c.event_id.in_([e["id"] for e in events])) == len(
+        events
+    )
+    again = CliRunner().invoke(main, ["resend", *(str(p) for p in copies.iterdir()), "--url", live.url])
+    assert again.exit_code != 0 and "--api-key" in again.output  # no key: named
+    away = CliRunner().invoke(
+        main, ["resend", str(copies), "--url", f"http://127.0.0.1:{free_port()}", "--api-key", live.key]
+    )
+    assert away.exit_code == 1 and "cannot reach the server" in away.output
+    again = CliRunner().invoke(
+        main, ["resend", str(copies), "--url", live.url], env={"CONTROLROOM_API_KEY": live.key}
+    )
+    assert again.exit_code == 0 and "0 accepted" in again.output and "already stored" in again.output
 
 
 def test_an_uncapped_agent_keeps_working_while_controlroom_is_down(

@@ -1,0 +1,74 @@
+"""Re-send batches of events that the SDK kept on disk: those the server refused (``rejected/`` in
+the spool directory, e.g. sent with a revoked key) once the cause is fixed, or a spool that no
+process will replay. Ingest is idempotent by event id, so sending a batch twice stores it once."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+
+SUFFIX = ".batch.gz"  # the SDK spool's file names (controlroom.sdk._spool)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    path: Path
+    sent: bool  # accepted by the server (and deleted)
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    detail: str = ""  # why a batch was kept, or the first rejected events
+
+
+def batches(paths: Iterable[Path]) -> Iterator[Path]:
+    """The batch files named, and those in the directories named (oldest first)."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(path.glob(f"*{SUFFIX}"))
+        else:
+            yield path
+
+
+def resend(paths: Iterable[Path], *, url: str, api_key: str, timeout: float = 30.0) -> Iterator[Outcome]:
+    """POST each batch (gzip-encoded JSON, as spooled) to ``url``/v1/events; delete those the server
+    accepts. Raises OSError when the server cannot be reached."""
+    parts = urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+    }
+    try:
+        for path in batches(paths):
+            conn.request(
+                "POST", parts.path.rstrip("/") + "/v1/events", body=path.read_bytes(), headers=headers
+            )
+            resp = conn.getresponse()
+            data = resp.read()
+            try:
+                doc = orjson.loads(data) if data else {}
+            except orjson.JSONDecodeError:
+                doc = {}
+            if resp.status != 200:
+                detail = doc.get("detail") if isinstance(doc, dict) else None
+                yield Outcome(path, False, detail=f"HTTP {resp.status}: {detail or data[:200]!r}")
+                continue
+            path.unlink()
+            rejected = doc.get("rejected") or []
+            yield Outcome(
+                path,
+                True,
+                accepted=int(doc.get("accepted", 0)),
+                duplicates=int(doc.get("duplicates", 0)),
+                rejected=len(rejected),
+                detail="; ".join(f"{r.get('id')}: {r.get('reason')}" for r in rejected[:3]),
+            )
+    finally:
+        conn.close()
