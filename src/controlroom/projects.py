@@ -41,7 +41,9 @@ def check_timezone(tz: str) -> str:
     try:
         zoneinfo.ZoneInfo(tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValidationFailed(f"unknown timezone {tz!r}: use an IANA name such as Europe/Paris") from None
+        raise ValidationFailed(
+            f"unknown timezone {tz!r}: use an IANA name such as Europe/Paris", field="timezone"
+        ) from None
     return tz
 
 

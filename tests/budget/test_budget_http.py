@@ -74,7 +74,7 @@ BAD: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
     # (name, method, path, request kwargs (+ "key"), status, code, text in detail)
     ("no-key", "POST", RESERVE, {"json": GOOD, "key": None}, 401, "unauthorized", "Bearer"),
     ("wrong-key", "POST", RESERVE, {"json": GOOD, "key": "cr_nope"}, 401, "unauthorized", "not valid"),
-    ("not-json", "POST", RESERVE, {"content": b"{model: acme-1"}, 422, "validation_failed", "json"),
+    ("not-json", "POST", RESERVE, {"content": b"{model: acme-1"}, 400, "invalid_json", "json"),
     ("json-array", "POST", RESERVE, {"json": [GOOD]}, 422, "validation_failed", ""),
     ("no-model", "POST", RESERVE, {"json": {"input_tokens": 5}}, 422, "validation_failed", "model"),
     (
@@ -382,3 +382,32 @@ def test_an_unreachable_ledger_database_is_a_503(capped: LiveServer, monkeypatch
     assert_problem(call(capped, "POST", RESERVE, json=GOOD), 503, "service_unavailable", "unreachable")
     monkeypatch.undo()
     assert call(capped, "POST", RESERVE, json=GOOD).status_code == 201
+
+
+def test_budget_settings_name_what_is_wrong(capped: LiveServer) -> None:
+    broken = {"content": b'{"cap_usd": "1",', "headers": {"Content-Type": "application/json"}}
+    doc = assert_problem(call(capped, "PUT", "/v1/budgets", **broken), 400, "invalid_json")
+    assert "errors" not in doc
+    doc = assert_problem(call(capped, "PUT", "/v1/budgets", json={"cap_usd": 1}), 422, "validation_failed")
+    assert doc["errors"] == [{"parameter": "cap_usd", "reason": "Input should be a valid string"}]
+    doc = assert_problem(
+        call(capped, "PUT", "/v1/budgets", json={"cap_usd": "1", "timezone": "Mars/Base"}),
+        422,
+        "validation_failed",
+        "Mars/Base",
+    )
+    assert doc["field"] == "timezone"
+    doc = assert_problem(call(capped, "POST", RESERVE, json={"input_tokens": -1}), 422, "validation_failed")
+    assert {e["parameter"] for e in doc["errors"]} == {"model", "input_tokens"}
+
+
+def test_a_refusal_by_calls_in_flight_says_to_retry_in_seconds_not_at_midnight(capped: LiveServer) -> None:
+    with capped.client() as http:
+        assert http.put("/v1/budgets", json={"cap_usd": "0.006"}).status_code == 200
+        assert http.post(RESERVE, json=GOOD).status_code == 201  # $0.005 held by a call in flight
+        r = http.post(RESERVE, json=GOOD)
+        assert r.status_code == 402 and r.json()["reason"] == "held_by_in_flight_calls"
+        assert r.headers["retry-after"] == str(ledger.IN_FLIGHT_RETRY_SECONDS)
+        over = http.post(RESERVE, json={**GOOD, "max_output_tokens": 10_000})  # $0.011 > the cap itself
+        assert over.status_code == 402 and over.json()["reason"] == "cap_reached"
+        assert int(over.headers["retry-after"]) > ledger.IN_FLIGHT_RETRY_SECONDS  # the day's end

@@ -31,6 +31,7 @@ from controlroom.store.tables import budget_days, budgets
 
 # No output-token limit is known for most models: a call that names no max_tokens is held at this.
 DEFAULT_MAX_OUTPUT_TOKENS = 32_768
+IN_FLIGHT_RETRY_SECONDS = 2  # Retry-After of a refusal that only the calls in flight cause
 HOLD_SECONDS = 600.0  # a hold not settled by then is settled at the full hold (setting: hold_seconds)
 NANOS = Decimal(10**9)
 
@@ -39,9 +40,11 @@ class BudgetRefused(ControlroomError):
     status, code, title = 402, "daily_cost_cap_reached", "Daily cost cap reached"
 
     def headers(self) -> dict[str, str]:
-        resets = self.extra.get("resets_at")
-        if not resets or self.extra.get("reason") == "unpriced_model":  # waiting would not help
+        resets, reason = self.extra.get("resets_at"), self.extra.get("reason")
+        if not resets or reason == "unpriced_model":  # waiting would not help
             return {}
+        if reason == "held_by_in_flight_calls":  # room comes back as the calls in flight end
+            return {"Retry-After": str(IN_FLIGHT_RETRY_SECONDS)}
         return {"Retry-After": str(retry_after_seconds(resets))}
 
 

@@ -16,11 +16,11 @@ from starlette.types import Receive, Scope, Send
 
 from controlroom import __version__
 from controlroom.config import Settings
-from controlroom.errors import ControlroomError, InvalidQuery, ValidationFailed, internal_error
+from controlroom.errors import ControlroomError, internal_error
 from controlroom.prices import PricerCache
 from controlroom.projections.worker import Worker
 from controlroom.server.deps import KeyCache, no_nul_in_query
-from controlroom.server.responses import JSONResponse
+from controlroom.server.responses import JSONResponse, request_problem
 from controlroom.server.routers import budget, ingest, otlp, runs, system
 from controlroom.server.schemas import EventBatch, Problem
 from controlroom.store.engine import Store
@@ -99,20 +99,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"parameter": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "reason": e["msg"]}
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{e['parameter']}: {e['reason']}" for e in errors)
-        in_body = any(e["loc"][0] == "body" for e in exc.errors())
-        # query and path parameters: 400 invalid_query; a JSON body that does not fit: 422 validation_failed
-        error: ControlroomError = ValidationFailed(detail) if in_body else InvalidQuery(detail)
-        return problem_response(
-            {
-                **error.problem(),
-                "errors": errors,
-            }
-        )
+        return problem_response(request_problem(exc.errors()).problem())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

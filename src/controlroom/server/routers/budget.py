@@ -18,13 +18,12 @@ from controlroom.errors import (
     ControlroomError,
     PayloadTooLarge,
     Unauthorized,
-    ValidationFailed,
     internal_error,
 )
 from controlroom.events import RunId, SpanId
 from controlroom.projects import Project
 from controlroom.server.deps import ProjectDep, StoreDep
-from controlroom.server.responses import JSONResponse
+from controlroom.server.responses import JSONResponse, request_problem
 from controlroom.server.schemas import Problem, Text
 from controlroom.store.engine import LedgerBusy
 
@@ -195,11 +194,7 @@ class _FastEndpoint:
             try:
                 parsed = self.adapter.validate_json(body)
             except ValidationError as e:
-                detail = "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-                    for err in e.errors(include_url=False)
-                )
-                raise ValidationFailed(detail) from None
+                raise request_problem(e.errors(include_url=False)) from None
             state, params = scope["app"].state, scope["path_params"]
             try:
                 result = self.call(state, project, parsed, params, False)
