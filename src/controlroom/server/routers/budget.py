@@ -337,6 +337,7 @@ def _op(
                 "description": "OK",
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{out.__name__}"}}},
             },
+            "400": {"description": "The body is not JSON (invalid_json)", "content": _PROBLEM},
             "401": {"description": "Missing or invalid API key", "content": _PROBLEM},
             "402": {
                 "description": "Refused: daily_cost_cap_reached (reason: cap_reached, held_by_in_flight_calls "
@@ -344,6 +345,8 @@ def _op(
                 "content": _PROBLEM,
             },
             "404": {"description": "No such reservation", "content": _PROBLEM},
+            "409": {"description": "The reservation_id is another project's", "content": _PROBLEM},
+            "413": {"description": "The body is larger than 64 KiB", "content": _PROBLEM},
             "422": {"description": "The body does not fit the schema", "content": _PROBLEM},
             "503": {"description": "The budget ledger's database cannot be reached", "content": _PROBLEM},
         },
