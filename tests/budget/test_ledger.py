@@ -425,3 +425,41 @@ def test_expiring_many_holds_at_once_settles_each_day_row_by_the_sum(store: Stor
     assert totals(store) == (0, 2 * 3 * 5_000_000)  # three holds on two budgets
     assert ledger.expire_holds(store, now_ns=time.time_ns() + 2 * 10**9) == 3
     assert totals(store) == (2 * 3 * 5_000_000, 0)
+
+
+def test_a_traced_call_counts_as_guarded_only_under_a_reservation_that_exists(
+    store: Store, project: Project
+) -> None:
+    """A span naming a reservation of the ledger is not counted again as unguarded spend; one
+    naming a reservation that does not exist (made up, another project's, or lost by the ledger)
+    is: the cap still sees its cost."""
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    real = reserve(store, project, pricer)["reservation_id"]
+    with store.write() as conn:
+        other = create_project(conn, name="other")
+    priced(store, other)
+    cap(store, other, "1")
+    elsewhere = reserve(store, other, PricerCache())["reservation_id"]
+
+    def traced_call(reservation: str) -> list[dict[str, Any]]:
+        r, s = rid(), sid()
+        return [
+            run_started(r, agent="bot"),
+            span_started(r, s, model=MODEL, attributes={"controlroom.reservation_id": reservation}),
+            span_ended(r, s, usage=llm_usage(1000, 1000)),  # $0.002
+        ]
+
+    events = traced_call(real) + traced_call("f" * 32) + traced_call(elsewhere)
+    ingest_events(store, project.id, {"events": events}, max_events=100)
+    Projector(store).catch_up()
+
+    def unguarded_usd() -> str:
+        with store.read() as conn:
+            b = ledger.get_budget(conn, project_id=project.id, agent="")
+            assert b is not None
+            return str(ledger.status(conn, b)["unguarded_usd"])
+
+    assert unguarded_usd() == "0.004"  # the made-up id's call and the other project's, not the real one
+    Projector(store).rebuild()
+    assert unguarded_usd() == "0.004"  # a rebuild of the read model comes to the same figure

@@ -7,7 +7,7 @@ start and end (end before start works), and a run's aggregates are recomputed fr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -329,15 +329,20 @@ RESERVATION_ATTRIBUTE = "controlroom.reservation_id"
 BUCKET_SECONDS = 900
 
 
-def unguarded(run: Row, spans: Iterable[Row]) -> dict[tuple[int, int, str], int]:
-    """Cost of the run's calls that no budget reservation covered, per (project, 15-min bucket, agent)."""
+def reservation_of(span: Row) -> str | None:
+    """The budget reservation a call's span says covered it (the SDK's span attribute)."""
+    rid = (span["attributes"] or {}).get(RESERVATION_ATTRIBUTE)
+    return rid if isinstance(rid, str) else None
+
+
+def unguarded(run: Row, spans: Iterable[Row], reserved: Container[str]) -> dict[tuple[int, int, str], int]:
+    """Cost of the run's calls that no budget reservation covered, per (project, 15-min bucket, agent).
+    A call counts as covered only if the reservation it names is in ``reserved`` (exists in the
+    ledger, for the run's project): a made-up id, or a reservation the ledger lost, does not hide
+    the call's cost from the cap."""
     out: dict[tuple[int, int, str], int] = {}
     for s in calls(list(spans)):
-        if (
-            not s["cost_nanos"]
-            or s["status"] == "running"
-            or RESERVATION_ATTRIBUTE in (s["attributes"] or {})
-        ):
+        if not s["cost_nanos"] or s["status"] == "running" or reservation_of(s) in reserved:
             continue
         at = s["started_at"] or s["ended_at"]
         key = (run["project_id"], at // 10**9 // BUCKET_SECONDS, run["agent"] or "")

@@ -30,6 +30,7 @@ from controlroom.store.tables import (
     projection_errors,
     projector_positions,
     projects,
+    reservations,
     run_tags,
     runs,
     scores,
@@ -188,6 +189,7 @@ class Projector:
         for project_id, run_id, span_id in touched_spans:
             fold.price_span(new_spans[(project_id, run_id)][span_id], pricers[project_id])
 
+        reserved = self._reserved(conn, new_spans, old_spans)
         deltas: dict[fold.DayKey, list[int]] = defaultdict(lambda: [0] * 8)
         spend: dict[tuple[int, int, str], int] = defaultdict(int)
         for key, run in new_runs.items():
@@ -196,13 +198,13 @@ class Projector:
             tz = timezones.get(key[0], "UTC")
             for dk, acc in fold.contributions(run, spans_now, tz).items():
                 deltas[dk] = [a + b for a, b in zip(deltas[dk], acc, strict=True)]
-            for sk, cost in fold.unguarded(run, spans_now).items():
+            for sk, cost in fold.unguarded(run, spans_now, reserved[key[0]]).items():
                 spend[sk] += cost
             if key in old_runs:
                 old, old_run_spans = old_runs[key], old_spans.get(key, {}).values()
                 for dk, acc in fold.contributions(old, old_run_spans, tz).items():
                     deltas[dk] = [a - b for a, b in zip(deltas[dk], acc, strict=True)]
-                for sk, cost in fold.unguarded(old, old_run_spans).items():
+                for sk, cost in fold.unguarded(old, old_run_spans, reserved[key[0]]).items():
                     spend[sk] -= cost
 
         def write(conn: Connection) -> None:
@@ -210,6 +212,28 @@ class Projector:
             self._write_spend(conn, spend)
 
         return write
+
+    @staticmethod
+    def _reserved(
+        conn: Connection, *span_maps: dict[tuple[int, str], dict[str, fold.Row]]
+    ) -> defaultdict[int, set[str]]:
+        """Per project, which of the reservations the batch's spans name exist in the ledger."""
+        named: defaultdict[int, set[str]] = defaultdict(set)
+        for spans_by_run in span_maps:
+            for (project_id, _), by_id in spans_by_run.items():
+                for s in by_id.values():
+                    rid = fold.reservation_of(s)
+                    if rid is not None:
+                        named[project_id].add(rid)
+        found: defaultdict[int, set[str]] = defaultdict(set)
+        for project_id, ids in named.items():
+            wanted = sorted(ids)
+            for i in range(0, len(wanted), 1000):
+                q = select(reservations.c.id).where(
+                    reservations.c.project_id == project_id, reservations.c.id.in_(wanted[i : i + 1000])
+                )
+                found[project_id].update(conn.execute(q).scalars())
+        return found
 
     def _load(
         self, conn: Connection, run_keys: list[tuple[int, str]]
