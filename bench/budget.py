@@ -2,7 +2,10 @@
 
 Starts `controlroom serve` on a fresh database, sets a cap that is never reached, then:
 - latency: one caller, reserve then settle, N times: p50 / p99 of the pair;
-- throughput: several client processes reserving and settling as fast as they can: admissions/s.
+- throughput: several client processes reserving and settling as fast as they can: admissions/s;
+- under ingest: one caller again, while a client process posts agent traces to /v1/events as fast
+  as the server takes them (SDK-shaped batches of ~500 events): p50 / p99 of the pair then, since
+  on SQLite a reservation must wait while a batch of traces holds the write lock.
 
     .venv/bin/python bench/budget.py [--backend sqlite|postgresql] [--n 2000] [--procs 4]
 """
@@ -13,6 +16,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue
 import socket
 import statistics
 import subprocess
@@ -71,8 +75,46 @@ def loop(url: str, key: str, seconds: float, out: multiprocessing.Queue) -> None
     out.put(n)
 
 
+def under_ingest(url: str, key: str, runs: int) -> dict[str, Any]:
+    """Reserve + settle pairs, one after the other, for as long as one ingest client is posting."""
+    from ingest import _client_main, _ClientJob
+
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(2), ctx.Queue()
+    job = _ClientJob(index=0, url=url, key=key, runs=runs, spans_per_run=6, batch_events=500, recorded=False)
+    poster = ctx.Process(target=_client_main, args=(job, start, results))
+    poster.start()
+    control = ControlClient(url, key, timeout=30)
+    start.wait(timeout=300)  # the client has built its bodies
+    samples: list[float] = []
+    while True:
+        try:
+            posted = results.get_nowait()
+            break
+        except queue.Empty:
+            t = time.perf_counter_ns()
+            pair(control)
+            samples.append((time.perf_counter_ns() - t) / 1e6)
+    poster.join(60)
+    control.close()
+    assert "error" not in posted, posted
+    samples.sort()
+    seconds = posted["last_ack"] - posted["first_send"]
+    return {
+        "samples": samples,
+        "pairs": len(samples),
+        "round_trip_p50_ms": statistics.median(samples),
+        "round_trip_p99_ms": samples[int(len(samples) * 0.99)],
+        "ingest_spans_per_s": round(runs * 6 / seconds),
+        "ingest_request_p99_ms": round(
+            sorted(posted["latencies"])[int(len(posted["latencies"]) * 0.99)] * 1000, 1
+        ),
+    }
+
+
 def ledger_check(url: str, key: str, pairs: int) -> dict[str, Any]:
-    """After the run: nothing is held, and the day's settled spend is exactly the pairs' cost."""
+    """After the run: nothing is held, and the day's settled spend through reservations is exactly
+    the pairs' cost."""
     (status,) = httpx.get(f"{url}/v1/budgets", headers={"Authorization": f"Bearer {key}"}).json()["budgets"]
     each = Pricer(()).cost_nanos(
         provider="openai",
@@ -82,8 +124,11 @@ def ledger_check(url: str, key: str, pairs: int) -> dict[str, Any]:
     )
     assert each is not None
     expected = Decimal(each * pairs) / 10**9
-    ok = status["held_usd"] == "0" and Decimal(status["settled_usd"]) == expected
-    return {"ok": ok, "pairs": pairs, "settled_usd": status["settled_usd"], "expected_usd": str(expected)}
+    guarded = Decimal(status["settled_usd"]) - Decimal(
+        status["unguarded_usd"]
+    )  # the traces posted: unguarded
+    ok = status["held_usd"] == "0" and guarded == expected
+    return {"ok": ok, "pairs": pairs, "settled_guarded_usd": str(guarded), "expected_usd": str(expected)}
 
 
 def main() -> None:
@@ -94,6 +139,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="round trips for the latency figures")
     parser.add_argument("--procs", type=int, default=4, help="client processes for the throughput figure")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the throughput run")
+    parser.add_argument(
+        "--ingest-runs",
+        type=int,
+        default=3000,
+        help="agent runs (6 spans each) posted during 'under ingest'; 0: skip",
+    )
     args = parser.parse_args()
     with fresh_database(args.backend, "budget") as db:
         store = Store(db)
@@ -137,13 +188,16 @@ def main() -> None:
             total = sum(out.get(timeout=args.seconds + 60) for _ in procs)
             for p in procs:
                 p.join()
-            check = ledger_check(url, key, pairs=WARM_UP + args.n + total)
+            loaded = under_ingest(url, key, args.ingest_runs) if args.ingest_runs else None
+            measured = len(loaded.pop("samples")) if loaded else 0
+            check = ledger_check(url, key, pairs=WARM_UP + args.n + total + measured)
             result = {
                 "database": args.backend,
                 "round_trip_p50_ms": statistics.median(samples),
                 "round_trip_p99_ms": samples[int(len(samples) * 0.99)],
                 "admissions_per_s": total / args.seconds,
                 "client_processes": args.procs,
+                "under_ingest": loaded,
                 "check": check,
             }
             print(json.dumps(result, indent=2))

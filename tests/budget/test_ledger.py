@@ -463,3 +463,28 @@ def test_a_traced_call_counts_as_guarded_only_under_a_reservation_that_exists(
     assert unguarded_usd() == "0.004"  # the made-up id's call and the other project's, not the real one
     Projector(store).rebuild()
     assert unguarded_usd() == "0.004"  # a rebuild of the read model comes to the same figure
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_ledger_call_waits_for_the_write_lock_then_gives_up_with_a_503(
+    store: Store, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    monkeypatch.setattr(engine, "LEDGER_LOCK_TIMEOUT", 0.2)
+    blocker = sqlite3.connect(store.engine.url.database or "", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(ServiceUnavailable, match="stayed locked"):
+            reserve(store, project, pricer)
+        got: list[dict[str, Any]] = []
+        waiter = threading.Thread(target=lambda: got.append(reserve(store, project, pricer)))
+        monkeypatch.setattr(engine, "LEDGER_LOCK_TIMEOUT", 30.0)
+        waiter.start()
+        wait_for(lambda: store._ledger_lock.locked())  # waiting for the write lock
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    waiter.join(10)
+    assert got and got[0]["hold_usd"] == "0.005"  # taken as soon as it was free
+    assert totals(store) == (0, 5_000_000)

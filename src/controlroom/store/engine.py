@@ -11,6 +11,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,7 @@ PROJECTOR_LOCK = 0x70726F6A  # "proj"
 # The budget ledger's SQLite connection leaves checkpoints to a background thread, after this many
 # commits (a reservation or a settlement writes a few pages; SQLite's own default is 1000 pages).
 LEDGER_CHECKPOINT_EVERY = 250
+LEDGER_LOCK_TIMEOUT = 30.0  # seconds a ledger transaction waits for SQLite's write lock
 LEDGER_PG_IDLE = 8  # idle PostgreSQL ledger connections kept for reuse
 LEDGER_PG_MAX = 16  # PostgreSQL ledger connections open at once, per server process
 # Fail fast on an unreachable database, and notice a dead peer, instead of holding a thread for minutes.
@@ -88,7 +90,6 @@ class Store:
         self._lock = threading.Lock()
         self._ledger_conn: sqlite3.Connection | None = None
         self._ledger_lock = threading.Lock()
-        self._ledger_waits: bool | None = None  # the ledger connection's busy timeout: waits or not
         self._ledger_commits = 0
         self._checkpointing = threading.Lock()
         self._pg_idle: list[Any] = []  # idle ledger connections (psycopg) on PostgreSQL
@@ -147,13 +148,8 @@ class Store:
         if not self._ledger_lock.acquire(blocking=wait):
             raise LedgerBusy("another ledger transaction is running")
         try:
-            raw = self._ledger_connection(wait)
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                if not wait and e.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                    raise LedgerBusy("the database's write lock is taken") from None
-                raise
+            raw = self._ledger_connection()
+            self._begin_ledger(raw, wait)
             try:
                 yield LedgerTx(raw, postgresql=False)
                 raw.execute("COMMIT")
@@ -170,7 +166,7 @@ class Store:
         finally:
             self._ledger_lock.release()
 
-    def _ledger_connection(self, wait: bool) -> sqlite3.Connection:
+    def _ledger_connection(self) -> sqlite3.Connection:
         if self._ledger_conn is None:
             raw = sqlite3.connect(
                 self.engine.url.database or "", isolation_level=None, check_same_thread=False
@@ -180,17 +176,36 @@ class Store:
             # Copying the WAL into the database (and its fsync) must not run on the event loop: the
             # ledger connection never checkpoints on commit; a background thread does, now and then.
             raw.execute("PRAGMA wal_autocheckpoint=0")
-            self._ledger_conn, self._ledger_waits = raw, None
-        if self._ledger_waits is not wait:
-            self._ledger_conn.execute(f"PRAGMA busy_timeout={30000 if wait else 0}")
-            self._ledger_waits = wait
+            raw.execute("PRAGMA busy_timeout=0")  # waiting for the write lock is _begin_ledger's
+            self._ledger_conn = raw
         return self._ledger_conn
+
+    @staticmethod
+    def _begin_ledger(raw: sqlite3.Connection, wait: bool) -> None:
+        """Take the write lock. Waiting, it asks again every half millisecond: SQLite's own busy
+        handler sleeps in growing steps (up to 100 ms), so a waiting reservation would sleep long
+        after a batch of trace events released the lock."""
+        deadline = time.monotonic() + LEDGER_LOCK_TIMEOUT
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                if not wait:
+                    raise LedgerBusy("the database's write lock is taken") from None
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailable(
+                        f"the database stayed locked by another writer for {LEDGER_LOCK_TIMEOUT:.0f} s"
+                    ) from None
+                time.sleep(0.0005)
 
     def _close_ledger_connection(self) -> None:
         if self._ledger_conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._ledger_conn.close()
-            self._ledger_conn, self._ledger_waits = None, None
+            self._ledger_conn = None
 
     @contextmanager
     def _pg_ledger(self) -> Iterator[LedgerTx]:
