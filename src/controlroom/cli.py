@@ -93,7 +93,7 @@ def demo(db: str | None, host: str | None, port: int | None, project: str, days:
     from sqlalchemy import select
 
     from controlroom import projects as p
-    from controlroom.demo import LiveFleet, backfill
+    from controlroom.demo import LiveFleet, backfill, set_demo_caps
     from controlroom.store.engine import Store
     from controlroom.store.tables import events
 
@@ -110,6 +110,9 @@ def demo(db: str | None, host: str | None, port: int | None, project: str, days:
         click.echo(f"writing {days} days of history for project {project!r}...")
         n = backfill(store, proj.id, days=days)
         click.echo(f"  {n} events in the run log; the projector folds them as the server starts")
+        caps = set_demo_caps(store, proj)
+        if caps:
+            click.echo(f"  daily cost caps: {', '.join(caps)} (see GET /v1/budgets)")
     url = f"http://{settings.host}:{settings.port}"
     click.echo(f"controlroom {url}  (database: {settings.database_url})")
     click.echo(f"API key for project {project!r}: {key}")

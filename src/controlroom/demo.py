@@ -4,7 +4,8 @@ straight into the run log, then live runs sent through the real SDK while the se
 
 The history has what production has: successes, provider timeouts and their retries, fallbacks to
 another model, tool errors, abandoned runs, cost that varies by day — and one cost-spike day, when the
-research agent looped.
+research agent looped. A new demo project also gets daily cost caps (DEMO_CAPS): a generous one for
+the project, and a small one for the coding agent, whose live runs are refused once it is spent.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
+
 from controlroom.ingest import ingest_events
+from controlroom.projects import Project
 from controlroom.store.engine import Store
+from controlroom.store.tables import budgets
 
 logger = logging.getLogger(__name__)
 
@@ -326,6 +331,22 @@ def history(*, days: int = 30, seed: int = 7, now_ns: int | None = None) -> Iter
         yield batch
 
 
+# (agent or None for the whole project, USD per day)
+DEMO_CAPS: tuple[tuple[str | None, str], ...] = ((None, "500"), ("coding-agent", "0.25"))
+
+
+def set_demo_caps(store: Store, project: Project) -> list[str]:
+    """The demo's daily cost caps, for a project that has none yet; what was set, for the console."""
+    from controlroom.budget import ledger
+
+    with store.write() as conn:
+        if conn.execute(select(budgets.c.id).where(budgets.c.project_id == project.id).limit(1)).first():
+            return []
+        for agent, cap in DEMO_CAPS:
+            ledger.set_budget(store, conn, project=project, agent=agent, cap_usd=cap, timezone="UTC")
+    return [f"${cap} for {agent or 'the project'}" for agent, cap in DEMO_CAPS]
+
+
 def backfill(store: Store, project_id: int, *, days: int = 30) -> int:
     """Write the history into the run log; returns the number of events written."""
     total = 0
@@ -362,8 +383,8 @@ class LiveFleet:
                 logger.exception("demo fleet run failed")
 
     @staticmethod
-    def _one_run(cr: Any, rng: random.Random) -> None:
-        agent = rng.choice(["support-bot"] * 6 + ["research-agent"] * 2 + ["coding-agent"])
+    def _one_run(cr: Any, rng: random.Random, agent: str | None = None) -> None:
+        agent = agent or rng.choice(["support-bot"] * 6 + ["research-agent"] * 2 + ["coding-agent"])
         question = rng.choice(QUESTIONS).format(n=rng.randint(1000, 99999))
         try:
             with cr.run(agent, inputs={"question": question}, environment="production", tags=["live"]):
@@ -383,5 +404,5 @@ class LiveFleet:
                 with cr.tool("lookup_order", input={"question": question}):
                     if rng.random() < 0.05:
                         raise RuntimeError("order service returned 503")
-        except RuntimeError:
-            pass  # recorded as a failed run; the demo goes on
+        except (RuntimeError, cr.BudgetExceeded):
+            pass  # recorded as a failed run (a refused call fails it too); the demo goes on

@@ -212,3 +212,29 @@ def test_a_reservation_whose_answers_are_all_lost_is_released(
         assert _budget(capped)["settled_usd"] == "0"
     finally:
         control.close()
+
+
+def test_the_demo_fleet_meets_its_caps_quietly(traced: LiveServer) -> None:
+    """`controlroom demo` caps a new project; its live coding agent is refused once its cap is
+    spent, and the fleet goes on (the refused run is recorded as failed)."""
+    import random
+
+    from controlroom.demo import LiveFleet, set_demo_caps
+    from controlroom.projects import get_project
+
+    with traced.store.read() as conn:
+        project = get_project(conn, name="acme")
+    assert project is not None
+    assert set_demo_caps(traced.store, project) == ["$500 for the project", "$0.25 for coding-agent"]
+    assert set_demo_caps(traced.store, project) == []  # a project with caps keeps its own
+    with traced.client() as http:
+        assert http.put("/v1/budgets", json={"cap_usd": "0", "agent": "coding-agent"}).status_code == 200
+    LiveFleet._one_run(controlroom, random.Random(1), agent="coding-agent")  # no exception escapes
+    LiveFleet._one_run(controlroom, random.Random(1), agent="support-bot")
+    assert controlroom.flush(10)
+    with traced.client() as http:
+        wait_for(lambda: len(http.get("/v1/runs").json()["runs"]) == 2)
+        runs = {r["agent"]: r for r in http.get("/v1/runs").json()["runs"]}
+    assert runs["coding-agent"]["status"] == "failed"
+    assert runs["coding-agent"]["error"]["type"] == "BudgetExceeded"
+    assert runs["support-bot"]["error"] is None or runs["support-bot"]["error"]["type"] != "BudgetExceeded"
