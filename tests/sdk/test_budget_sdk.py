@@ -238,3 +238,31 @@ def test_the_demo_fleet_meets_its_caps_quietly(traced: LiveServer) -> None:
     assert runs["coding-agent"]["status"] == "failed"
     assert runs["coding-agent"]["error"]["type"] == "BudgetExceeded"
     assert runs["support-bot"]["error"] is None or runs["support-bot"]["error"]["type"] != "BudgetExceeded"
+
+
+def test_a_refusal_says_how_long_to_wait(capped: LiveServer) -> None:
+    control = ControlClient(capped.url, capped.key, timeout=10)
+    try:
+        held = [reserve_half_a_cent(control), reserve_half_a_cent(control)]  # $0.010 of $0.012 held
+        with pytest.raises(controlroom.BudgetExceeded) as busy:
+            reserve_half_a_cent(control)
+        assert busy.value.reason == "held_by_in_flight_calls" and busy.value.retry_after == 2
+        for rid in held:
+            assert rid and control.settle(rid, outcome="unknown", usage=None, cost_usd=None)  # $0.010 spent
+        with pytest.raises(controlroom.BudgetExceeded) as spent:
+            reserve_half_a_cent(control)
+        assert spent.value.reason == "cap_reached"
+        assert spent.value.retry_after is not None and 2 < spent.value.retry_after <= 86_400  # the day's end
+        with pytest.raises(controlroom.BudgetExceeded) as unpriced:
+            control.reserve(
+                agent="bot",
+                provider=None,
+                model="mystery-model",
+                input_tokens=1,
+                max_output_tokens=1,
+                run_id=None,
+                span_id=None,
+            )
+        assert unpriced.value.reason == "unpriced_model" and unpriced.value.retry_after is None
+    finally:
+        control.close()

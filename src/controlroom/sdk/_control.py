@@ -21,7 +21,9 @@ class BudgetExceeded(Exception):
 
     Not a subclass of any provider's rate-limit error, so retry loops do not spin on it.
     ``reason`` is ``cap_reached``, ``held_by_in_flight_calls``, ``unpriced_model`` or
-    ``ledger_unavailable``; amounts are USD decimal strings; ``resets_at`` is when the day ends.
+    ``ledger_unavailable``; amounts are USD decimal strings; ``resets_at`` is when the day ends;
+    ``retry_after`` the seconds the server suggests waiting before asking again (None: waiting
+    will not help, or unknown).
     """
 
     controlroom_no_retry = True
@@ -37,6 +39,7 @@ class BudgetExceeded(Exception):
         requested_usd: str | None = None,
         remaining_usd: str | None = None,
         resets_at: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
@@ -46,6 +49,7 @@ class BudgetExceeded(Exception):
         self.requested_usd = requested_usd
         self.remaining_usd = remaining_usd
         self.resets_at = resets_at
+        self.retry_after = retry_after
 
     def attributes(self) -> dict[str, Any]:
         return {
@@ -93,7 +97,8 @@ class ControlClient:
         for conn in conns:
             conn.close()
 
-    def _post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], int | None]:
+        """Status, JSON document and Retry-After (seconds) of the answer."""
         payload = orjson.dumps(body)
         for attempt in (1, 2):  # once more on a stale keep-alive connection
             conn = self._conn()
@@ -111,7 +116,12 @@ class ControlClient:
                 parsed = orjson.loads(data) if data else {}
             except orjson.JSONDecodeError:
                 parsed = {}
-            return resp.status, parsed if isinstance(parsed, dict) else {}
+            retry_after = resp.getheader("Retry-After")
+            return (
+                resp.status,
+                parsed if isinstance(parsed, dict) else {},
+                int(retry_after) if retry_after and retry_after.isdigit() else None,
+            )
         raise OSError("unreachable")  # pragma: no cover
 
     def reserve(
@@ -141,7 +151,7 @@ class ControlClient:
         if max_output_tokens is not None:
             body["max_output_tokens"] = max_output_tokens
         try:
-            status, doc = self._post("/v1/budget/reservations", body)
+            status, doc, retry_after = self._post("/v1/budget/reservations", body)
         except (OSError, http.client.HTTPException) as e:
             if not isinstance(e, ConnectionRefusedError):  # the request may have reached the server
                 self._release_in_background(rid)
@@ -179,6 +189,7 @@ class ControlClient:
                         "resets_at",
                     )
                 },
+                retry_after=retry_after,
             )
         raise BudgetExceeded(
             f"the budget ledger answered HTTP {status}: {doc.get('detail', '')}", reason="ledger_unavailable"
@@ -209,7 +220,7 @@ class ControlClient:
         if cost_usd is not None:
             body["cost_usd"] = str(cost_usd)
         try:
-            status, _ = self._post(f"/v1/budget/reservations/{reservation_id}/settle", body)
+            status, _, _ = self._post(f"/v1/budget/reservations/{reservation_id}/settle", body)
         except (OSError, http.client.HTTPException):
             return False
         return status == 200
