@@ -220,9 +220,10 @@ def resend(paths: tuple[Path, ...], url: str, api_key: str) -> None:
     """Send spooled batches of events again (the SDK's `rejected/` directory, or batch files)."""
     from controlroom.resend import resend as send
 
-    kept = 0
+    kept = sent = 0
     try:
         for out in send(paths, url=url, api_key=api_key):
+            sent += 1
             if out.sent:
                 line = f"sent {out.path.name}: {out.accepted} accepted, {out.duplicates} already stored"
                 if out.rejected:
@@ -231,8 +232,12 @@ def resend(paths: tuple[Path, ...], url: str, api_key: str) -> None:
             else:
                 kept += 1
                 click.echo(f"kept {out.path}: {out.detail}", err=True)
+    except ValueError as e:
+        raise click.ClickException(f"--url={url!r}: {e}") from None
     except OSError as e:
         raise click.ClickException(f"--url={url!r}: cannot reach the server ({e})") from None
+    if not sent:
+        click.echo(f"no batches (*.batch.gz) in {', '.join(str(p) for p in paths)}")
     if kept:
         raise click.ClickException(f"{kept} batch(es) not sent; they stay where they are")
 

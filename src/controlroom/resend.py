@@ -36,8 +36,11 @@ def batches(paths: Iterable[Path]) -> Iterator[Path]:
 
 def resend(paths: Iterable[Path], *, url: str, api_key: str, timeout: float = 30.0) -> Iterator[Outcome]:
     """POST each batch (gzip-encoded JSON, as spooled) to ``url``/v1/events; delete those the server
-    accepts. Raises OSError when the server cannot be reached."""
+    accepts. Raises OSError when the server cannot be reached (or answers something that is not
+    HTTP), ValueError for a URL that is not http(s)."""
     parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     headers = {
@@ -47,11 +50,14 @@ def resend(paths: Iterable[Path], *, url: str, api_key: str, timeout: float = 30
     }
     try:
         for path in batches(paths):
-            conn.request(
-                "POST", parts.path.rstrip("/") + "/v1/events", body=path.read_bytes(), headers=headers
-            )
-            resp = conn.getresponse()
-            data = resp.read()
+            try:
+                conn.request(
+                    "POST", parts.path.rstrip("/") + "/v1/events", body=path.read_bytes(), headers=headers
+                )
+                resp = conn.getresponse()
+                data = resp.read()
+            except http.client.HTTPException as e:
+                raise OSError(f"not an HTTP answer ({type(e).__name__})") from None
             try:
                 doc = orjson.loads(data) if data else {}
             except orjson.JSONDecodeError:
@@ -60,7 +66,7 @@ def resend(paths: Iterable[Path], *, url: str, api_key: str, timeout: float = 30
                 detail = doc.get("detail") if isinstance(doc, dict) else None
                 yield Outcome(path, False, detail=f"HTTP {resp.status}: {detail or data[:200]!r}")
                 continue
-            path.unlink()
+            path.unlink(missing_ok=True)  # (an SDK process replaying the same spool may have sent it too)
             rejected = doc.get("rejected") or []
             yield Outcome(
                 path,

@@ -19,10 +19,11 @@ from conftest import LiveServer, free_port
 from controlroom.budget import ledger
 from controlroom.budget.ledger import BudgetRefused
 from controlroom.cost import Usage
-from controlroom.errors import ServiceUnavailable
+from controlroom.errors import Conflict, NotFound, ServiceUnavailable
 from controlroom.ingest import ingest_events
 from controlroom.prices import PricerCache, set_price
 from controlroom.projections.projector import Projector
+from controlroom.projections.worker import Worker
 from controlroom.projects import Project, create_project, get_project
 from controlroom.store import engine
 from controlroom.store.engine import LedgerBusy, Store
@@ -488,3 +489,45 @@ def test_a_ledger_call_waits_for_the_write_lock_then_gives_up_with_a_503(
     waiter.join(10)
     assert got and got[0]["hold_usd"] == "0.005"  # taken as soon as it was free
     assert totals(store) == (0, 5_000_000)
+
+
+def test_a_reservation_sent_again_near_the_cap_is_answered_not_refused(
+    store: Store, project: Project
+) -> None:
+    """Room for one hold only: the retry of a granted reservation must find it, not be refused."""
+    pricer = priced(store, project)
+    cap(store, project, "0.008")
+    first = reserve(store, project, pricer, reservation_id="c3" * 16)
+    assert reserve(store, project, pricer, reservation_id="c3" * 16) == first
+    assert totals(store) == (0, 5_000_000)
+
+
+def test_a_release_that_overtakes_its_reservation_makes_it_hold_nothing(
+    store: Store, project: Project
+) -> None:
+    """The client gave up waiting and released the id while its reservation was still queued: the
+    reservation, arriving after, is refused (409) and holds nothing."""
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    out = ledger.settle(
+        store, project=project, pricers=pricer, reservation_id="d4" * 16, outcome="failed_before_generation"
+    )
+    assert out == {"reservation_id": "d4" * 16, "state": "released", "actual_usd": "0", "hold_usd": "0"}
+    with pytest.raises(Conflict, match="released before it was reserved"):
+        reserve(store, project, pricer, reservation_id="d4" * 16)
+    assert totals(store) == (0, 0)
+    for outcome in ("completed", "unknown"):  # nothing to charge for an id never reserved
+        with pytest.raises(NotFound):
+            ledger.settle(store, project=project, pricers=pricer, reservation_id="e5" * 16, outcome=outcome)
+
+
+def test_expired_holds_are_settled_while_the_projector_is_behind(
+    store: Store, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    reserve(store, project, pricer, hold_seconds=1, now_ns=time.time_ns() - 2 * 10**9)  # expired 1 s ago
+    worker = Worker(store, hold_seconds=1)
+    monkeypatch.setattr(worker.projector, "run_once", lambda: 5000)  # always a full batch to fold
+    assert worker.step() == 5000
+    assert totals(store) == (5_000_000, 0)

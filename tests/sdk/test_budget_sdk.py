@@ -266,3 +266,39 @@ def test_a_refusal_says_how_long_to_wait(capped: LiveServer) -> None:
         assert unpriced.value.reason == "unpriced_model" and unpriced.value.retry_after is None
     finally:
         control.close()
+
+
+def test_a_reservation_that_times_out_is_sent_once_then_released() -> None:
+    """A server that takes the request and never answers: the SDK does not send it again (the
+    server may still be working on it), refuses the call, and releases the id in the background."""
+    import socket
+    import threading
+
+    lines: list[bytes] = []
+    held: list[socket.socket] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)  # never answered, never closed until the end
+            threading.Thread(target=lambda c=conn: lines.append(c.recv(65536).split(b"\r\n", 1)[0])).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    control = ControlClient(f"http://127.0.0.1:{server.getsockname()[1]}", "cr_" + "k" * 40, timeout=0.3)
+    try:
+        with pytest.raises(controlroom.BudgetExceeded) as refused:
+            reserve_half_a_cent(control)
+        assert refused.value.reason == "ledger_unavailable"
+        wait_for(lambda: any(b"/settle" in line for line in lines))
+        assert [line.split()[1] for line in lines if b"/settle" not in line] == [b"/v1/budget/reservations"]
+    finally:
+        control.close()
+        server.close()
+        for conn in held:
+            conn.close()

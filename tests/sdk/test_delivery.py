@@ -321,6 +321,15 @@ def test_a_refused_batch_is_kept_on_disk_not_dropped(live: LiveServer, tmp_path:
         main, ["resend", str(copies), "--url", live.url], env={"CONTROLROOM_API_KEY": live.key}
     )
     assert again.exit_code == 0 and "0 accepted" in again.output and "already stored" in again.output
+    empty = CliRunner().invoke(main, ["resend", rejected_dir, "--url", live.url, "--api-key", live.key])
+    assert empty.exit_code == 0 and "no batches" in empty.output
+    schemeless = CliRunner().invoke(
+        main, ["resend", rejected_dir, "--url", "localhost:8750", "--api-key", "k"]
+    )
+    assert (
+        schemeless.exit_code == 1
+        and "--url='localhost:8750': must be an http:// or https:// URL" in schemeless.output
+    )
 
 
 def test_an_uncapped_agent_keeps_working_while_controlroom_is_down(

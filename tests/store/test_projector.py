@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import func, select
 
 from controlroom import projects
+from controlroom.budget import ledger
 from controlroom.ingest import ingest_events
+from controlroom.prices import PricerCache
 from controlroom.projections.projector import Projector
 from controlroom.projections.queries import daily_costs, get_run
 from controlroom.projections.sweeper import sweep_abandoned
@@ -178,7 +180,12 @@ def test_out_of_order_arrival_gives_the_in_order_result(store: Store, project: P
     assert a == b
 
 
-def random_history(rng: random.Random, n_runs: int) -> list[dict[str, Any]]:
+def random_history(
+    rng: random.Random, n_runs: int, reservations: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Runs with retries, fallbacks, scores, unpriced models, missing starts and ends, re-sent
+    events; some fallback calls name a budget reservation: one of ``reservations`` (in the ledger)
+    or a made-up one (not in it, so its cost counts as unguarded spend)."""
     evs: list[dict[str, Any]] = []
     for i in range(n_runs):
         r = rid()
@@ -189,6 +196,7 @@ def random_history(rng: random.Random, n_runs: int) -> list[dict[str, Any]]:
         if rng.random() < 0.2:
             run_evs = run_evs[1:]  # run.started never arrives
         s = sid()
+        guard = rng.choice([None, "made-up-" + rid()[:16], *reservations])
         run_evs += [
             span_started(
                 r,
@@ -198,6 +206,7 @@ def random_history(rng: random.Random, n_runs: int) -> list[dict[str, Any]]:
                 model="claude-3-5-sonnet-20241022",
                 fallback_from=run_evs[-2]["body"]["span_id"],
                 ts=t0 + 50 * MS,
+                **({"attributes": {"controlroom.reservation_id": guard}} if guard else {}),
             ),
             span_ended(
                 r,
@@ -221,7 +230,22 @@ def random_history(rng: random.Random, n_runs: int) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_rebuild_equals_incremental_on_a_random_history(store: Store, project: Project, seed: int) -> None:
     rng = random.Random(seed)
-    evs = random_history(rng, 25)
+    with store.write() as conn:
+        ledger.set_budget(store, conn, project=project, agent=None, cap_usd="100")
+    held = tuple(
+        ledger.reserve(
+            store,
+            project=project,
+            pricers=PricerCache(),
+            agent="",
+            provider="anthropic",
+            model="claude-3-5-sonnet-20241022",
+            input_tokens=10,
+            max_output_tokens=10,
+        )["reservation_id"]
+        for _ in range(3)
+    )
+    evs = random_history(rng, 25, held)
     projector = Projector(store)
     i = 0
     while i < len(evs):  # arrive in random batches, folded in random steps
@@ -233,6 +257,7 @@ def test_rebuild_equals_incremental_on_a_random_history(store: Store, project: P
     projector.catch_up()
     incremental = snapshot(store)
     assert len(incremental["runs"]) == 25
+    assert incremental["unguarded_spend"]  # made-up reservations and unguarded calls were counted
     assert projector.rebuild() > 0
     assert snapshot(store) == incremental
 

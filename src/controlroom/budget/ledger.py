@@ -126,7 +126,7 @@ def delete_budget(conn: Connection, *, project_id: int, agent: str) -> None:
 
 
 # A reservation id: the server's 32 hex digits, or one the client chose.
-RESERVATION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+RESERVATION_ID = re.compile(r"^[A-Za-z0-9_-]{16,32}$")
 
 # The hot path (a reservation and its settlement per paid call) runs these plain statements through
 # Store.ledger(): building SQLAlchemy expressions per call would cost more than the database work.
@@ -164,6 +164,12 @@ _NEW_RESERVATION = {
     for dialect, holds in (("sqlite", ":holds"), ("postgresql", "CAST(:holds AS JSONB)"))
 }
 _EXISTING = "SELECT project_id, hold_nanos, holds, expires_at FROM reservations WHERE id = :id"
+_RELEASED_UNSEEN = {
+    dialect: "INSERT INTO reservations (id, project_id, agent, provider, model, hold_nanos, holds, state,"
+    f" actual_nanos, created_at, expires_at, settled_at) VALUES (:id, :project_id, '', NULL, '', 0, {empty},"
+    " 'released', 0, :now, :now, :now) ON CONFLICT (id) DO NOTHING"
+    for dialect, empty in (("sqlite", "'[]'"), ("postgresql", "CAST('[]' AS JSONB)"))
+}
 _PROJECT_BUDGETS = "SELECT id, agent, timezone FROM budgets WHERE project_id = :project_id"
 _CLOSE_RESERVATION = (
     "UPDATE reservations SET state = :state, actual_nanos = :actual, settled_at = :now"
@@ -298,28 +304,11 @@ def reserve(
                     provider=provider,
                     **status(tx, applying[0], now),
                 )
-            holds = []
-            for b in applying:
-                local = local_day(now, b.timezone)
-                day = local.isoformat()
-                lo, hi = day_buckets(local, b.timezone)
-                tx.run(_OPEN_DAY, {"budget_id": b.id, "day": day})
-                granted = tx.run(
-                    _ADMIT[bool(b.agent)],
-                    {
-                        "hold": hold,
-                        "budget_id": b.id,
-                        "day": day,
-                        "project_id": b.project_id,
-                        "lo": lo,
-                        "hi": hi,
-                        "agent": b.agent,
-                        "cap": b.cap_nanos,
-                    },
-                )
-                if granted != 1:  # figures read before the transaction rolls back (its own holds with it)
-                    raise _refusal(tx, b, hold, now)
-                holds.append([b.id, day])
+            days = [local_day(now, b.timezone) for b in applying]
+            holds = [[b.id, d.isoformat()] for b, d in zip(applying, days, strict=True)]
+            # The reservation's row first: a request sent again (a retry after a lost answer) finds
+            # it and is answered as the first one was, before anything is held again; on
+            # PostgreSQL the insert waits for a concurrent request with the same id to finish.
             inserted = tx.run(
                 _NEW_RESERVATION[store.dialect],
                 {
@@ -338,6 +327,25 @@ def reserve(
             )
             if inserted != 1:
                 raise _Replay(_replayed(tx, project, rid))
+            for b, local in zip(applying, days, strict=True):
+                day = local.isoformat()
+                lo, hi = day_buckets(local, b.timezone)
+                tx.run(_OPEN_DAY, {"budget_id": b.id, "day": day})
+                granted = tx.run(
+                    _ADMIT[bool(b.agent)],
+                    {
+                        "hold": hold,
+                        "budget_id": b.id,
+                        "day": day,
+                        "project_id": b.project_id,
+                        "lo": lo,
+                        "hi": hi,
+                        "agent": b.agent,
+                        "cap": b.cap_nanos,
+                    },
+                )
+                if granted != 1:  # figures read before the transaction rolls back (its row with it)
+                    raise _refusal(tx, b, hold, now)
     except _Replay as replay:  # the holds just added have rolled back with the transaction
         return replay.answer
     assert hold is not None
@@ -357,6 +365,11 @@ def _replayed(tx: LedgerTx, project: Project, rid: str) -> dict[str, Any]:
     (r,) = tx.rows(_EXISTING, {"id": rid})
     if r["project_id"] != project.id:
         raise Conflict(f"reservation id {rid!r} is already in use; choose another", field="reservation_id")
+    if r["holds"] in ("[]", []):  # released before it was ever held (see settle): it must not hold now
+        raise Conflict(
+            f"reservation {rid!r} was released before it was reserved; choose another id",
+            field="reservation_id",
+        )
     known = {b["id"]: b for b in tx.rows(_PROJECT_BUDGETS, {"project_id": project.id})}
     holds = r["holds"]
     held = []
@@ -413,6 +426,20 @@ def settle(
     with store.ledger(wait=wait) as tx:
         found = tx.rows(_RESERVATION, {"id": reservation_id, "project_id": project.id})
         r = found[0] if found else None
+        if r is None and outcome == "failed_before_generation":
+            # Released before its reservation arrived (the client gave up waiting for the answer, and
+            # the request is still on its way or queued): remember the id, so that the reservation,
+            # if it does arrive, holds nothing.
+            params = {"id": reservation_id, "project_id": project.id, "now": now}
+            if tx.run(_RELEASED_UNSEEN[store.dialect], params) == 1:
+                return {
+                    "reservation_id": reservation_id,
+                    "state": "released",
+                    "actual_usd": "0",
+                    "hold_usd": "0",
+                }
+            found = tx.rows(_RESERVATION, {"id": reservation_id, "project_id": project.id})
+            r = found[0] if found else None
         if r is None:
             raise NotFound(f"no reservation {reservation_id!r}")
         if r["state"] != "held":

@@ -30,8 +30,10 @@ class Worker:
         self.store = store
         self.abandon_after = abandon_after_seconds
         self.poll = poll_seconds
-        # expired holds and abandoned runs are looked for at least twice per their timeout
-        self.sweep_every = min(sweep_every_seconds, abandon_after_seconds / 2, hold_seconds / 2)
+        # abandoned runs and expired holds are looked for at least twice per their timeout
+        self.sweep_every = min(sweep_every_seconds, abandon_after_seconds / 2)
+        self.expire_every = min(sweep_every_seconds, hold_seconds / 2)
+        self._next_expiry = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,11 +70,15 @@ class Worker:
                 self._wake.clear()
 
     def step(self) -> int:
-        """One pass: fold a batch; when caught up, maybe sweep. Returns events folded."""
+        """One pass: fold a batch; settle expired holds when due (even while the projector is
+        behind: that is spend the cap must see); when caught up, maybe sweep abandoned runs.
+        Returns events folded."""
         folded = self.projector.run_once()
+        if time.monotonic() >= self._next_expiry:
+            self._next_expiry = time.monotonic() + self.expire_every
+            expire_holds(self.store)
         if folded == 0 and time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + self.sweep_every
-            expire_holds(self.store)
             if sweep_abandoned(self.store, quiet_seconds=self.abandon_after):
                 return self.projector.run_once()
         return folded

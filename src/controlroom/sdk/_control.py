@@ -82,11 +82,14 @@ class ControlClient:
         self._no_budget_until: dict[str, float] = {}
         self._uncapped: set[str] = set()  # agents the server last said no cap applies to
 
+    def _new_connection(self) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        return cls(self._host, self._port, timeout=self._timeout)
+
     def _conn(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = self._local.conn = cls(self._host, self._port, timeout=self._timeout)
+            conn = self._local.conn = self._new_connection()
             with self._lock:
                 self._all.append(conn)
         return conn
@@ -98,31 +101,38 @@ class ControlClient:
             conn.close()
 
     def _post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], int | None]:
-        """Status, JSON document and Retry-After (seconds) of the answer."""
+        """Status, JSON document and Retry-After (seconds) of the answer. Sent once more only when
+        the connection turns out to be one the server had closed (a stale keep-alive connection):
+        not after a timeout, when the server may still be working on the first request."""
         payload = orjson.dumps(body)
-        for attempt in (1, 2):  # once more on a stale keep-alive connection
+        for attempt in (1, 2):
             conn = self._conn()
             try:
-                conn.request("POST", self._base + path, body=payload, headers=self._headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException):
+                return self._exchange(conn, path, payload)
+            except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 self._local.conn = None
-                if attempt == 2:
+                stale = isinstance(e, ConnectionResetError | BrokenPipeError | ConnectionAbortedError)
+                if attempt == 2 or not stale:
                     raise
-                continue
-            try:
-                parsed = orjson.loads(data) if data else {}
-            except orjson.JSONDecodeError:
-                parsed = {}
-            retry_after = resp.getheader("Retry-After")
-            return (
-                resp.status,
-                parsed if isinstance(parsed, dict) else {},
-                int(retry_after) if retry_after and retry_after.isdigit() else None,
-            )
         raise OSError("unreachable")  # pragma: no cover
+
+    def _exchange(
+        self, conn: http.client.HTTPConnection, path: str, payload: bytes
+    ) -> tuple[int, dict[str, Any], int | None]:
+        conn.request("POST", self._base + path, body=payload, headers=self._headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        try:
+            parsed = orjson.loads(data) if data else {}
+        except orjson.JSONDecodeError:
+            parsed = {}
+        retry_after = resp.getheader("Retry-After")
+        return (
+            resp.status,
+            parsed if isinstance(parsed, dict) else {},
+            int(retry_after) if retry_after and retry_after.isdigit() else None,
+        )
 
     def reserve(
         self,
@@ -198,13 +208,19 @@ class ControlClient:
     def _release_in_background(self, reservation_id: str) -> None:
         """The call will not be made: if the server did hold something under this id before the
         answer was lost, release it now rather than have it charged in full when it expires."""
-        threading.Thread(
-            target=self.settle,
-            args=(reservation_id,),
-            kwargs={"outcome": "failed_before_generation", "usage": None, "cost_usd": None},
-            name="controlroom-release",
-            daemon=True,
-        ).start()
+        payload = orjson.dumps({"outcome": "failed_before_generation"})
+        path = f"/v1/budget/reservations/{reservation_id}/settle"
+
+        def release() -> None:
+            conn = self._new_connection()  # its own, closed after: nothing is left open per release
+            try:
+                self._exchange(conn, path, payload)
+            except (OSError, http.client.HTTPException):
+                pass  # the server is away: the hold, if any, expires and is charged in full
+            finally:
+                conn.close()
+
+        threading.Thread(target=release, name="controlroom-release", daemon=True).start()
 
     def settle(
         self,

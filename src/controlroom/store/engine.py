@@ -191,7 +191,7 @@ class Store:
                 raw.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as e:
-                if e.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # another connection has the lock
                     raise
                 if not wait:
                     raise LedgerBusy("the database's write lock is taken") from None

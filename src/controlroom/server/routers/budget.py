@@ -79,7 +79,7 @@ class ReservationIn(BaseModel):
     reservation_id: str | None = Field(
         None,
         pattern=ledger.RESERVATION_ID.pattern,
-        description="An id chosen by the client (16 to 64 letters, digits, '-' or '_'; e.g. 32 random hex "
+        description="An id chosen by the client (16 to 32 letters, digits, '-' or '_'; e.g. 32 random hex "
         "digits): the request becomes idempotent — sent again, it holds nothing more and answers the first "
         "reservation. Omitted: the server chooses one.",
     )
