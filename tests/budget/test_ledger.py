@@ -531,3 +531,28 @@ def test_expired_holds_are_settled_while_the_projector_is_behind(
     monkeypatch.setattr(worker.projector, "run_once", lambda: 5000)  # always a full batch to fold
     assert worker.step() == 5000
     assert totals(store) == (5_000_000, 0)
+
+
+def test_the_same_reservation_sent_by_many_threads_at_once_holds_once(store: Store, project: Project) -> None:
+    """Concurrent copies of one request (retries racing the original): one hold, one answer for all."""
+    pricer = priced(store, project)
+    cap(store, project, "0.008")  # room for one hold: a copy that held again would be refused
+    answers: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(16)
+
+    def send() -> None:
+        start.wait()
+        try:
+            answers.append(reserve(store, project, pricer, reservation_id="f6" * 16))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=send) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(answers) == 16
+    assert all(a == answers[0] for a in answers)
+    assert totals(store) == (0, 5_000_000)
