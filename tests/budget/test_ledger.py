@@ -224,15 +224,32 @@ def test_a_crash_between_reserve_and_settle_settles_at_the_hold(store: Store, pr
         assert (
             conn.execute(select(reservations.c.state).where(reservations.c.id == r)).scalar_one() == "expired"
         )
-    late = ledger.settle(
-        store,
-        project=project,
-        pricers=pricer,
-        reservation_id=r,
-        outcome="completed",
-        usage=Usage(input_tokens=1, output_tokens=1),
-    )
+    # the process is gone: whatever arrives later saying "unknown" changes nothing
+    late = ledger.settle(store, project=project, pricers=pricer, reservation_id=r, outcome="unknown")
     assert late["state"] == "expired" and totals(store) == (5_000_000, 0)
+
+
+def test_a_call_that_outlasted_its_hold_is_charged_what_it_cost_when_it_settles(
+    store: Store, project: Project
+) -> None:
+    """A long call's hold expired and was charged in full; its settlement, arriving later, replaces
+    that charge with the call's actual cost (once: a second settlement changes nothing)."""
+    pricer = priced(store, project)
+    cap(store, project, "1")
+    cap(store, project, "1", agent="bot")
+    r = reserve(store, project, pricer, hold_seconds=1, now_ns=time.time_ns() - 2 * 10**9)["reservation_id"]
+    assert ledger.expire_holds(store) == 1
+    assert totals(store) == (2 * 5_000_000, 0)  # the full hold, on both budgets
+    usage = Usage(input_tokens=1000, output_tokens=1000)
+    late = ledger.settle(
+        store, project=project, pricers=pricer, reservation_id=r, outcome="completed", usage=usage
+    )
+    assert late == {"reservation_id": r, "state": "settled", "actual_usd": "0.002", "hold_usd": "0.005"}
+    assert totals(store) == (2 * 2_000_000, 0)
+    again = ledger.settle(
+        store, project=project, pricers=pricer, reservation_id=r, outcome="failed_before_generation"
+    )
+    assert again == late and totals(store) == (2 * 2_000_000, 0)
 
 
 def test_day_rolls_over_at_local_midnight_across_dst(store: Store) -> None:

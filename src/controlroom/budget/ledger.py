@@ -171,6 +171,10 @@ _RELEASED_UNSEEN = {
     for dialect, empty in (("sqlite", "'[]'"), ("postgresql", "CAST('[]' AS JSONB)"))
 }
 _PROJECT_BUDGETS = "SELECT id, agent, timezone FROM budgets WHERE project_id = :project_id"
+_CORRECT_EXPIRED = (
+    "UPDATE reservations SET state = :state, actual_nanos = :actual, settled_at = :now"
+    " WHERE id = :id AND state = 'expired'"
+)
 _CLOSE_RESERVATION = (
     "UPDATE reservations SET state = :state, actual_nanos = :actual, settled_at = :now"
     " WHERE id = :id AND state = 'held'"
@@ -442,7 +446,8 @@ def settle(
             r = found[0] if found else None
         if r is None:
             raise NotFound(f"no reservation {reservation_id!r}")
-        if r["state"] != "held":
+        late = r["state"] == "expired" and outcome != "unknown"
+        if r["state"] != "held" and not late:
             return _settled_view(r)
         if outcome == "failed_before_generation":
             actual, state = 0, "released"
@@ -455,7 +460,12 @@ def settle(
                 provider=r["provider"], model=r["model"], usage=usage or Usage(), at_ns=now
             )
             actual, state = (r["hold_nanos"] if computed is None else computed), "settled"
-        _apply_settlement(tx, r, actual, state, now)
+        if late:  # the call outlasted its hold: what it cost replaces the full hold charged at expiry
+            if tx.run(_CORRECT_EXPIRED, {"state": state, "actual": actual, "now": now, "id": r["id"]}) == 1:
+                charged = r["actual_nanos"] or 0
+                _move_to_settled(tx, {(b, d): [0, actual - charged] for b, d in _holds(r)})
+        else:
+            _apply_settlement(tx, r, actual, state, now)
         return {
             "reservation_id": reservation_id,
             "state": state,
@@ -473,11 +483,13 @@ def _close(tx: LedgerTx, r: Any, actual: int, state: str, now: int) -> dict[tupl
     if it was settled concurrently: the first settlement stands."""
     if tx.run(_CLOSE_RESERVATION, {"state": state, "actual": actual, "now": now, "id": r["id"]}) != 1:
         return {}
+    return {(budget_id, day): [r["hold_nanos"], actual] for budget_id, day in _holds(r)}
+
+
+def _holds(r: Any) -> list[list[Any]]:
+    """A reservation's [[budget_id, day], ...] (JSON text on SQLite, parsed on PostgreSQL)."""
     holds = r["holds"]
-    return {
-        (budget_id, day): [r["hold_nanos"], actual]
-        for budget_id, day in (orjson.loads(holds) if isinstance(holds, str | bytes) else holds)
-    }
+    return list(orjson.loads(holds) if isinstance(holds, str | bytes) else holds)
 
 
 def _move_to_settled(tx: LedgerTx, moves: dict[tuple[int, str], list[int]]) -> None:
