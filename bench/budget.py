@@ -17,29 +17,19 @@ import json
 import multiprocessing
 import os
 import queue
-import socket
-import statistics
-import subprocess
 import sys
 import time
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from common import fresh_database
+from common import fresh_database, latency_summary_ms, percentile, serve
 from controlroom import projects
+from controlroom.budget import ledger
 from controlroom.cost import Pricer, Usage
 from controlroom.sdk._control import ControlClient
 from controlroom.store.engine import Store
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 WARM_UP = 200
 INPUT_TOKENS, OUTPUT_TOKENS = 1500, 200  # what each call reports when it settles
@@ -62,6 +52,13 @@ def pair(control: ControlClient) -> None:
         usage={"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS},
         cost_usd=None,
     )
+
+
+def timed_pair(control: ControlClient) -> float:
+    """One reserve + settle pair: its round trip in ms."""
+    t = time.perf_counter_ns()
+    pair(control)
+    return (time.perf_counter_ns() - t) / 1e6
 
 
 def loop(url: str, key: str, seconds: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -92,23 +89,18 @@ def under_ingest(url: str, key: str, runs: int) -> dict[str, Any]:
             posted = results.get_nowait()
             break
         except queue.Empty:
-            t = time.perf_counter_ns()
-            pair(control)
-            samples.append((time.perf_counter_ns() - t) / 1e6)
+            samples.append(timed_pair(control))
     poster.join(60)
     control.close()
     assert "error" not in posted, posted
-    samples.sort()
     seconds = posted["last_ack"] - posted["first_send"]
     return {
         "samples": samples,
         "pairs": len(samples),
-        "round_trip_p50_ms": statistics.median(samples),
-        "round_trip_p99_ms": samples[int(len(samples) * 0.99)],
+        "round_trip_p50_ms": percentile(samples, 50),
+        "round_trip_p99_ms": percentile(samples, 99),
         "ingest_spans_per_s": round(runs * 6 / seconds),
-        "ingest_request_p99_ms": round(
-            sorted(posted["latencies"])[int(len(posted["latencies"]) * 0.99)] * 1000, 1
-        ),
+        "ingest_request_p99_ms": latency_summary_ms(posted["latencies"])["p99_ms"],
     }
 
 
@@ -152,34 +144,15 @@ def main() -> None:
         with store.write() as conn:
             project = projects.ensure_project(conn, name=f"bench-{os.getpid()}")
             key = projects.create_key(conn, project=project).key
-            from controlroom.budget import ledger
-
             ledger.set_budget(store, conn, project=project, agent=None, cap_usd="1000000")
         store.dispose()
-        port = free_port()
-        cli = str(Path(sys.executable).with_name("controlroom"))
-        server = subprocess.Popen([cli, "serve", "--db", db, "--port", str(port)], stdout=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"{url}/v1/health")
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+        with serve(db) as server:
+            url = server.url
             control = ControlClient(url, key, timeout=30)
             for _ in range(WARM_UP):
                 pair(control)
-            samples = []
-            for _ in range(args.n):
-                t = time.perf_counter_ns()
-                pair(control)
-                samples.append((time.perf_counter_ns() - t) / 1e6)
+            samples = [timed_pair(control) for _ in range(args.n)]
             control.close()
-            samples.sort()
             ctx = multiprocessing.get_context("spawn")
             out = ctx.Queue()
             procs = [ctx.Process(target=loop, args=(url, key, args.seconds, out)) for _ in range(args.procs)]
@@ -193,8 +166,8 @@ def main() -> None:
             check = ledger_check(url, key, pairs=WARM_UP + args.n + total + measured)
             result = {
                 "database": args.backend,
-                "round_trip_p50_ms": statistics.median(samples),
-                "round_trip_p99_ms": samples[int(len(samples) * 0.99)],
+                "round_trip_p50_ms": percentile(samples, 50),
+                "round_trip_p99_ms": percentile(samples, 99),
                 "admissions_per_s": total / args.seconds,
                 "client_processes": args.procs,
                 "under_ingest": loaded,
@@ -203,9 +176,6 @@ def main() -> None:
             print(json.dumps(result, indent=2))
             if not check["ok"]:
                 sys.exit(1)
-        finally:
-            server.terminate()
-            server.wait(10)
 
 
 if __name__ == "__main__":

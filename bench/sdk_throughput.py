@@ -11,26 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
 import controlroom
+from common import serve
 from controlroom import projects
 from controlroom.store.engine import Store
 
 ATTRS = {"user.id": "u-42", "retrieval.k": 8, "cache.hit": True, "score": 0.93}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:
@@ -46,20 +37,9 @@ def main() -> None:
         store.migrate()
         with store.write() as conn:
             key = projects.create_key(conn, project=projects.ensure_project(conn, name="bench")).key
-        port = free_port()
-        cli = str(Path(sys.executable).with_name("controlroom"))
-        server = subprocess.Popen([cli, "serve", "--db", db, "--port", str(port)], stdout=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    start_head = httpx.get(f"{url}/v1/health").json()["projector"]["head"]
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+        with serve(db) as server:
+            url = server.url
+            start_head = httpx.get(f"{url}/v1/health").json()["projector"]["head"]
             controlroom.init(url=url, api_key=key, spool_dir=f"{tmp}/spool", batch_size=2000)
             runs = args.spans // 1000
             t0 = time.perf_counter()
@@ -86,10 +66,7 @@ def main() -> None:
                 "lost": expected - head,
             }
             print(json.dumps(result, indent=2))
-        finally:
-            server.terminate()
-            server.wait(10)
-            store.dispose()
+        store.dispose()
 
 
 if __name__ == "__main__":
