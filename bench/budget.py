@@ -42,8 +42,6 @@ def pair(control: ControlClient) -> None:
         model="gpt-4o-mini",
         input_tokens=2000,
         max_output_tokens=500,
-        run_id=None,
-        span_id=None,
     )
     assert rid is not None
     assert control.settle(

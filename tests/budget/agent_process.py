@@ -25,8 +25,6 @@ def run(url: str, key: str, n_threads: int, out: Any) -> None:
                     model=MODEL,
                     input_tokens=1000,
                     max_output_tokens=49_000,
-                    run_id=None,
-                    span_id=None,
                 )
             except BudgetExceeded as e:
                 if e.reason == "cap_reached":

@@ -174,8 +174,6 @@ def reserve_half_a_cent(control: ControlClient) -> str | None:
         model="acme-1",
         input_tokens=1000,
         max_output_tokens=4000,
-        run_id=None,
-        span_id=None,
     )
 
 
@@ -260,8 +258,6 @@ def test_a_refusal_says_how_long_to_wait(capped: LiveServer) -> None:
                 model="mystery-model",
                 input_tokens=1,
                 max_output_tokens=1,
-                run_id=None,
-                span_id=None,
             )
         assert unpriced.value.reason == "unpriced_model" and unpriced.value.retry_after is None
     finally:

@@ -13,6 +13,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -299,33 +300,29 @@ def test_a_refused_batch_is_kept_on_disk_not_dropped(live: LiveServer, tmp_path:
 
     # once the cause is fixed (here: the right key), `controlroom resend` sends them again
     rejected_dir = str(tmp_path / "spool" / "rejected")
-    wrong = CliRunner().invoke(
-        main, ["resend", rejected_dir, "--url", live.url, "--api-key", "cr_" + "n" * 43]
-    )
+
+    def resend(*args: str, **kw: Any) -> Any:
+        return CliRunner().invoke(main, ["resend", *args], **kw)
+
+    wrong = resend(rejected_dir, "--url", live.url, "--api-key", "cr_" + "n" * 43)
     assert wrong.exit_code == 1 and "HTTP 401" in wrong.output and "not sent" in wrong.output
     assert all(f.exists() for f in kept)  # a refused batch stays where it is
-    sent = CliRunner().invoke(main, ["resend", rejected_dir, "--url", live.url, "--api-key", live.key])
+    sent = resend(rejected_dir, "--url", live.url, "--api-key", live.key)
     assert sent.exit_code == 0, sent.output
     assert "accepted" in sent.output
     assert not any(f.exists() for f in kept)  # sent: deleted
     assert count(live.store, events_table, events_table.c.event_id.in_([e["id"] for e in events])) == len(
         events
     )
-    again = CliRunner().invoke(main, ["resend", *(str(p) for p in copies.iterdir()), "--url", live.url])
+    again = resend(*(str(p) for p in copies.iterdir()), "--url", live.url)
     assert again.exit_code != 0 and "--api-key" in again.output  # no key: named
-    away = CliRunner().invoke(
-        main, ["resend", str(copies), "--url", f"http://127.0.0.1:{free_port()}", "--api-key", live.key]
-    )
+    away = resend(str(copies), "--url", f"http://127.0.0.1:{free_port()}", "--api-key", live.key)
     assert away.exit_code == 1 and "cannot reach the server" in away.output
-    again = CliRunner().invoke(
-        main, ["resend", str(copies), "--url", live.url], env={"CONTROLROOM_API_KEY": live.key}
-    )
+    again = resend(str(copies), "--url", live.url, env={"CONTROLROOM_API_KEY": live.key})
     assert again.exit_code == 0 and "0 accepted" in again.output and "already stored" in again.output
-    empty = CliRunner().invoke(main, ["resend", rejected_dir, "--url", live.url, "--api-key", live.key])
+    empty = resend(rejected_dir, "--url", live.url, "--api-key", live.key)
     assert empty.exit_code == 0 and "no batches" in empty.output
-    schemeless = CliRunner().invoke(
-        main, ["resend", rejected_dir, "--url", "localhost:8750", "--api-key", "k"]
-    )
+    schemeless = resend(rejected_dir, "--url", "localhost:8750", "--api-key", "k")
     assert (
         schemeless.exit_code == 1
         and "--url='localhost:8750': must be an http:// or https:// URL" in schemeless.output
@@ -339,44 +336,21 @@ def test_an_uncapped_agent_keeps_working_while_controlroom_is_down(
 
     server, key, _ = server_process
     server.start()
+    call = {
+        "agent": "bot",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "input_tokens": 10,
+        "max_output_tokens": 10,
+    }
     known = ControlClient(server.url, key, timeout=2)
-    assert (
-        known.reserve(
-            agent="bot",
-            provider="openai",
-            model="gpt-4o-mini",
-            input_tokens=10,
-            max_output_tokens=10,
-            run_id=None,
-            span_id=None,
-        )
-        is None
-    )  # no cap applies
+    assert known.reserve(**call) is None  # no cap applies
     server.kill()
     known._no_budget_until.clear()  # past the short cache: the ledger is asked, and is away
-    assert (
-        known.reserve(
-            agent="bot",
-            provider="openai",
-            model="gpt-4o-mini",
-            input_tokens=10,
-            max_output_tokens=10,
-            run_id=None,
-            span_id=None,
-        )
-        is None
-    )
+    assert known.reserve(**call) is None
     stranger = ControlClient(server.url, key, timeout=2)  # never told: fails closed
     with pytest.raises(BudgetExceeded) as refused:
-        stranger.reserve(
-            agent="bot",
-            provider="openai",
-            model="gpt-4o-mini",
-            input_tokens=10,
-            max_output_tokens=10,
-            run_id=None,
-            span_id=None,
-        )
+        stranger.reserve(**call)
     assert refused.value.reason == "ledger_unavailable"
     known.close()
     stranger.close()

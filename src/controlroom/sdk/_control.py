@@ -142,8 +142,8 @@ class ControlClient:
         model: str,
         input_tokens: int,
         max_output_tokens: int | None,
-        run_id: str | None,
-        span_id: str | None,
+        run_id: str | None = None,
+        span_id: str | None = None,
     ) -> str | None:
         """A reservation id, None when no cap applies, or BudgetExceeded."""
         if self._no_budget_until.get(agent, 0.0) > time.monotonic():
