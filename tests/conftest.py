@@ -110,6 +110,24 @@ def start_server(store: Store, settings: Settings) -> tuple[_Server, threading.T
     return server, thread
 
 
+def price_and_cap(
+    live: LiveServer,
+    cap_usd: str,
+    *,
+    model: str = "acme-1",
+    input_per_mtok: str = "1",
+    output_per_mtok: str = "1",
+) -> None:
+    """Through the API: a price override for ``model`` ($1/M tokens in and out by default) and a
+    daily cap for the key's project."""
+    with live.client() as http:
+        price = {"model": model, "input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok}
+        r = http.post("/v1/prices", json=price)
+        assert r.status_code == 201, r.text
+        r = http.put("/v1/budgets", json={"cap_usd": cap_usd})
+        assert r.status_code == 200, r.text
+
+
 @pytest.fixture
 def live(store: Store, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
     """A real controlroom server (API + projector) on a free loopback port, with a project key.

@@ -15,7 +15,7 @@ import pytest
 from api_support import assert_problem, call
 from sqlalchemy import create_engine, text
 
-from conftest import LiveServer, free_port
+from conftest import LiveServer, free_port, price_and_cap
 from controlroom import projects
 from controlroom.budget import ledger
 from controlroom.budget.days import local_day
@@ -30,10 +30,7 @@ GOOD = {"agent": "bot", "model": "acme-1", "input_tokens": 1000, "max_output_tok
 
 @pytest.fixture
 def capped(live: LiveServer) -> LiveServer:
-    with live.client() as http:
-        r = http.post("/v1/prices", json={"model": "acme-1", "input_per_mtok": "1", "output_per_mtok": "1"})
-        assert r.status_code == 201, r.text
-        assert http.put("/v1/budgets", json={"cap_usd": "1"}).status_code == 200
+    price_and_cap(live, "1")
     return live
 
 

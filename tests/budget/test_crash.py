@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from conftest import LiveServer
+from conftest import LiveServer, price_and_cap
 from controlroom.store.tables import reservations
 from tests_support import wait_for
 
@@ -44,10 +44,7 @@ def budget(live: LiveServer) -> dict[str, Any]:
 def test_an_agent_killed_mid_call_is_charged_its_hold_when_it_expires(
     live: LiveServer, tmp_path: Path
 ) -> None:
-    with live.client() as http:
-        r = http.post("/v1/prices", json={"model": "acme-1", "input_per_mtok": "1", "output_per_mtok": "1"})
-        assert r.status_code == 201
-        assert http.put("/v1/budgets", json={"cap_usd": "1"}).status_code == 200
+    price_and_cap(live, "1")
     agent = subprocess.Popen(
         [sys.executable, "-c", AGENT, live.url, live.key, str(tmp_path / "spool")],
         stdout=subprocess.PIPE,

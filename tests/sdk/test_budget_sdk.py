@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import controlroom
-from conftest import LiveServer, free_port
+from conftest import LiveServer, free_port, price_and_cap
 from controlroom.sdk._control import ControlClient
 from tests_support import wait_for
 
@@ -20,14 +20,7 @@ from tests_support import wait_for
 @pytest.fixture
 def capped(live: LiveServer, tmp_path: Path) -> Iterator[LiveServer]:
     """Model acme-1 at $1/M tokens in and out; the project capped at $0.012 a day."""
-    with live.client() as http:
-        assert (
-            http.post(
-                "/v1/prices", json={"model": "acme-1", "input_per_mtok": "1", "output_per_mtok": "1"}
-            ).status_code
-            == 201
-        )
-        assert http.put("/v1/budgets", json={"cap_usd": "0.012"}).status_code == 200
+    price_and_cap(live, "0.012")
     controlroom.init(
         url=live.url, api_key=live.key, spool_dir=tmp_path / "spool", strict=True, flush_interval=0.05
     )
