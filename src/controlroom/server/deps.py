@@ -68,11 +68,15 @@ def get_settings(request: Request) -> Settings:
 
 
 async def current_project(request: Request) -> Project:
-    header = request.headers.get("authorization", "")
+    return await authorized_project(request.headers.get("authorization", ""), request.app.state.keys)
+
+
+async def authorized_project(header: str, cache: KeyCache) -> Project:
+    """The project of the key in an ``Authorization: Bearer <key>`` header, or Unauthorized; the
+    database is asked (off the event loop) only for a key the cache does not know."""
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("send the project API key as 'Authorization: Bearer <key>'")
-    cache: KeyCache = request.app.state.keys
     found, project = cache.cached(key.strip())
     if not found:
         project = await run_in_threadpool(cache.lookup, key.strip())

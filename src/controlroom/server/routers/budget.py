@@ -17,12 +17,11 @@ from controlroom.cost import Usage
 from controlroom.errors import (
     ControlroomError,
     PayloadTooLarge,
-    Unauthorized,
     internal_error,
 )
 from controlroom.events import RunId, SpanId
 from controlroom.projects import Project
-from controlroom.server.deps import ProjectDep, StoreDep
+from controlroom.server.deps import ProjectDep, StoreDep, authorized_project
 from controlroom.server.responses import JSONResponse, request_problem
 from controlroom.server.schemas import Problem, Text
 from controlroom.store.engine import LedgerBusy
@@ -189,7 +188,8 @@ class _FastEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers: dict[str, str] = {}
         try:
-            project = await self._project(scope)
+            header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            project = await authorized_project(header, scope["app"].state.keys)
             body = await _read(receive, 65_536)
             try:
                 parsed = self.adapter.validate_json(body)
@@ -219,20 +219,6 @@ class _FastEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": payload})
-
-    @staticmethod
-    async def _project(scope: Scope) -> Project:
-        auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        scheme, _, key = auth.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise Unauthorized("send the project API key as 'Authorization: Bearer <key>'")
-        cache = scope["app"].state.keys
-        found, project = cache.cached(key.strip())
-        if not found:
-            project = await anyio.to_thread.run_sync(cache.lookup, key.strip())
-        if project is None:
-            raise Unauthorized("the API key is not valid (unknown or revoked)")
-        return project  # type: ignore[no-any-return]
 
 
 async def _read(receive: Receive, limit: int) -> bytes:
