@@ -101,27 +101,14 @@ class Store:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def write(self, *, flush_to_disk: bool = True) -> Iterator[Connection]:
-        """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so a
-        read-then-write transaction never fails with a stale snapshot.
-
-        By default a commit is on disk before it returns. ``flush_to_disk=False`` (the budget ledger's
-        hot path) commits without waiting for the disk: the commit survives a crash of this process
-        but the last moments of commits may be lost on power loss or an OS crash (SQLite WAL with
-        synchronous=NORMAL; PostgreSQL synchronous_commit=off, where a database-server crash counts too)."""
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, on disk before it returns. On SQLite it takes the write lock up front
+        (BEGIN IMMEDIATE), so a read-then-write transaction never fails with a stale snapshot."""
         with self.engine.connect() as conn:
             if self.is_sqlite:
-                if not flush_to_disk:
-                    _sqlite_pragma(conn, "synchronous=NORMAL")
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            try:
-                with conn.begin():
-                    if not flush_to_disk and not self.is_sqlite:
-                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                    yield conn
-            finally:
-                if self.is_sqlite and not flush_to_disk:
-                    _sqlite_pragma(conn, "synchronous=FULL")
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -131,7 +118,10 @@ class Store:
     @contextmanager
     def ledger(self, *, wait: bool = True) -> Iterator[LedgerTx]:
         """A write transaction for the budget ledger's hot path (a reservation or a settlement per
-        paid call), which commits without waiting for the disk (see ``write(flush_to_disk=False)``).
+        paid call), which commits without waiting for the disk: the commit survives a crash of this
+        process, but the last moments of commits may be lost on power loss or an OS crash (SQLite WAL
+        with synchronous=NORMAL; PostgreSQL synchronous_commit=off, where a database-server crash
+        counts too).
 
         On SQLite it runs on one connection of its own, outside SQLAlchemy: the driver alone takes
         a fraction of the time SQLAlchemy's machinery would. With ``wait=False`` it never waits: if
@@ -365,13 +355,6 @@ _PG_PARAM = re.compile(r"(?<![:\w]):(\w+)")
 def _pg_sql(sql: str) -> str:
     """``:name`` -> ``%(name)s`` (and a literal ``%`` doubled) for psycopg."""
     return _PG_PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
-
-
-def _sqlite_pragma(conn: Connection, pragma: str) -> None:
-    """A pragma outside any transaction, on the driver's connection (SQLAlchemy would begin one)."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    driver.execute(f"PRAGMA {pragma}")
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
