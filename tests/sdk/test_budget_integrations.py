@@ -74,6 +74,13 @@ class Api:
         """The text a streamed event carries ("" for the others)."""
         raise NotImplementedError
 
+    def options(self, *, tools: bool, stream: bool) -> dict[str, Any]:
+        """The optional arguments of :meth:`call`."""
+        extra: dict[str, Any] = {"tools": self.tools} if tools else {}
+        if stream:
+            extra["stream"] = True
+        return extra
+
 
 class OpenAIChat(Api):
     name = "openai"
@@ -90,11 +97,11 @@ class OpenAIChat(Api):
         return instrument_openai(openai.OpenAI(base_url=f"{fake.url}/v1", api_key="test", max_retries=0))
 
     def call(self, client: Any, *, max_tokens: int, tools: bool = False, stream: bool = False) -> Any:
-        extra: dict[str, Any] = {"tools": self.tools} if tools else {}
-        if stream:
-            extra["stream"] = True
         return client.chat.completions.create(
-            model=MODEL, messages=self.messages, max_completion_tokens=max_tokens, **extra
+            model=MODEL,
+            messages=self.messages,
+            max_completion_tokens=max_tokens,
+            **self.options(tools=tools, stream=stream),
         )
 
     def text(self, item: Any) -> str:
@@ -111,11 +118,12 @@ class AnthropicMessages(Api):
         return instrument_anthropic(anthropic.Anthropic(base_url=fake.url, api_key="test", max_retries=0))
 
     def call(self, client: Any, *, max_tokens: int, tools: bool = False, stream: bool = False) -> Any:
-        extra: dict[str, Any] = {"tools": self.tools} if tools else {}
-        if stream:
-            extra["stream"] = True
         return client.messages.create(
-            model=MODEL, system=SYSTEM, messages=self.messages, max_tokens=max_tokens, **extra
+            model=MODEL,
+            system=SYSTEM,
+            messages=self.messages,
+            max_tokens=max_tokens,
+            **self.options(tools=tools, stream=stream),
         )
 
     def text(self, item: Any) -> str:
@@ -258,11 +266,7 @@ def test_openai_output_schemas_and_legacy_functions_are_held_as_input_tokens(
     response_format = {"type": "json_schema", "json_schema": {"name": "order", "schema": SCHEMA}}
     text = {"format": {"type": "json_schema", "name": "order", "schema": SCHEMA}, "verbosity": "low"}
     responses_tools = [{"type": "function", "name": "lookup_order", "parameters": SCHEMA, "strict": False}]
-    with (
-        openai.OpenAI(base_url=f"{fake.url}/v1", api_key="test", max_retries=0) as raw,
-        controlroom.run("support-bot") as run,
-    ):
-        client = instrument_openai(raw)
+    with OpenAIChat().client(fake) as client, controlroom.run("support-bot") as run:
         client.chat.completions.create(
             model=MODEL,
             messages=messages,
@@ -303,11 +307,7 @@ def test_anthropic_output_schemas_are_held_as_input_tokens(capped: LiveServer, f
     fake.script(Reply(text=ORDER_JSON), Reply(text=ORDER_JSON))
     messages = AnthropicMessages.messages
     output_config = {"format": {"type": "json_schema", "schema": SCHEMA}}
-    with (
-        anthropic.Anthropic(base_url=fake.url, api_key="test", max_retries=0) as raw,
-        controlroom.run("support-bot") as run,
-    ):
-        client = instrument_anthropic(raw)
+    with AnthropicMessages().client(fake) as client, controlroom.run("support-bot") as run:
         client.messages.create(model=MODEL, messages=messages, output_config=output_config, max_tokens=50)
         parsed = client.messages.parse(model=MODEL, messages=messages, output_format=Order, max_tokens=60)
     assert parsed.parsed_output == Order(order=42, state="shipped")

@@ -19,10 +19,10 @@ import functools
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import controlroom
 from controlroom.sdk._client import get_client
@@ -32,8 +32,6 @@ from controlroom.sdk._tracing import LLMSpan, internal_error
 WRAPPED = "__controlroom_instrumented__"
 CLOSED_EARLY = "gen_ai.stream.closed_early"
 FIRST_CHUNK_MS = "gen_ai.response.time_to_first_chunk_ms"
-
-T = TypeVar("T")
 
 
 class _Guard:
@@ -45,7 +43,7 @@ class _Guard:
     def __exit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        if e is None or not isinstance(e, Exception):
+        if not isinstance(e, Exception):
             return False
         internal_error(get_client(), e)
         return True
@@ -80,12 +78,46 @@ def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def counts(
+    obj: Any, fields: Sequence[tuple[str, tuple[str, ...]]], into: dict[str, int] | None = None
+) -> dict[str, int]:
+    """The integers found in ``obj`` at each ``(key, path)`` of ``fields``, by key, added to ``into``
+    (a new dict by default); a path that leads to no integer is left out."""
+    out = {} if into is None else into
+    for key, names in fields:
+        value = as_int(path(obj, *names))
+        if value is not None:
+            out[key] = value
+    return out
+
+
 def given(kwargs: Mapping[str, Any], name: str) -> Any:
     """A keyword argument the caller really passed (the SDKs' ``NOT_GIVEN`` / ``omit`` sentinels are not)."""
     value = kwargs.get(name)
     if value is None or type(value).__name__ in ("NotGiven", "Omit"):
         return None
     return value
+
+
+def model_of(kwargs: Mapping[str, Any]) -> str:
+    """The requested model, or ``"unknown"``."""
+    model = given(kwargs, "model")
+    return model if isinstance(model, str) and model else "unknown"
+
+
+def request_attributes(
+    kwargs: Mapping[str, Any], names: Sequence[tuple[str, str]], kinds: tuple[type, ...]
+) -> dict[str, Any]:
+    """The span attributes of the sampling arguments ``names`` maps to attribute keys (those the caller
+    passed as one of ``kinds``; a bool is never a number), and ``gen_ai.request.stream``."""
+    attributes: dict[str, Any] = {}
+    for arg, key in names:
+        value = given(kwargs, arg)
+        if isinstance(value, kinds) and not isinstance(value, bool):
+            attributes[key] = value
+    if given(kwargs, "stream") is True:
+        attributes["gen_ai.request.stream"] = True
+    return attributes
 
 
 def billed(kwargs: Mapping[str, Any], *names: str) -> list[Any]:
@@ -109,6 +141,18 @@ def message_output(content: Any, tool_calls: list[dict[str, Any]], refusal: Any)
     if refusal:
         out["refusal"] = refusal
     return out
+
+
+def joined_output(texts: list[str], tool_calls: list[dict[str, Any]], refusal: Any = None) -> Any:
+    """:func:`message_output` of a reply read in pieces: its text joined, None if it is only tool calls."""
+    return message_output("".join(texts) if texts or not tool_calls else None, tool_calls, refusal)
+
+
+def response_attributes(span: LLMSpan, response_id: Any, finish_reasons: list[str]) -> None:
+    if isinstance(response_id, str) and response_id:
+        span.set_attribute("gen_ai.response.id", response_id)
+    if finish_reasons:
+        span.set_attribute("gen_ai.response.finish_reasons", finish_reasons)
 
 
 # -- a call's span ------------------------------------------------------------------------------------
@@ -235,19 +279,9 @@ def describe(endpoint: Endpoint, kwargs: Mapping[str, Any]) -> Request:
     with guarded:
         request = endpoint.describe(kwargs)
     if request is None:
-        model = kwargs.get("model")
-        request = Request(model=model if isinstance(model, str) and model else "unknown")
+        request = Request(model=model_of(kwargs))
     request.attributes.setdefault("gen_ai.operation.name", endpoint.operation)
     return request
-
-
-def _prepare(endpoint: Endpoint, kwargs: dict[str, Any]) -> dict[str, Any]:
-    if endpoint.prepare is None:
-        return kwargs
-    prepared = kwargs
-    with guarded:
-        prepared = endpoint.prepare(dict(kwargs))
-    return prepared
 
 
 def _finish_response(call: LLMCall, endpoint: Endpoint, response: Any) -> None:
@@ -381,58 +415,76 @@ def observe_stream(stream: Any, call: LLMCall, state: StreamState, *, is_async: 
 # -- wrapping bound methods ------------------------------------------------------------------------------
 
 
-def sync_method(original: Callable[..., Any], provider: str, endpoint: Endpoint) -> Callable[..., Any]:
+def _begin(provider: str, endpoint: Endpoint, kwargs: dict[str, Any]) -> tuple[LLMCall, dict[str, Any]]:
+    """Before the request: the call's span, entered (a refused budget raises here), and the keyword
+    arguments to send (as :attr:`Endpoint.prepare` makes them)."""
+    call = LLMCall(provider, describe(endpoint, kwargs))
+    if endpoint.prepare is not None:
+        with guarded:
+            kwargs = endpoint.prepare(dict(kwargs))
+    call.start()
+    return call, kwargs
+
+
+def _returned(
+    call: LLMCall, endpoint: Endpoint, kwargs: Mapping[str, Any], result: Any, *, is_async: bool
+) -> None:
+    """The request returned: a stream ends the span when it ends, a response ends it now."""
+    if kwargs.get("stream") is True and isinstance(result, endpoint.stream_types):
+        observe_stream(result, call, endpoint.stream_state(), is_async=is_async)
+    else:
+        _finish_response(call, endpoint, result)
+
+
+def _sync_method(original: Callable[..., Any], provider: str, endpoint: Endpoint) -> Callable[..., Any]:
     @functools.wraps(original)
     def method(*args: Any, **kwargs: Any) -> Any:
-        call = LLMCall(provider, describe(endpoint, kwargs))
-        streaming = kwargs.get("stream") is True
-        kwargs = _prepare(endpoint, kwargs)
-        call.start()
+        call, kwargs = _begin(provider, endpoint, kwargs)
         try:
             result = original(*args, **kwargs)
         except BaseException as exc:
             call.fail(exc)
             raise
-        if streaming and isinstance(result, endpoint.stream_types):
-            observe_stream(result, call, endpoint.stream_state(), is_async=False)
-        else:
-            _finish_response(call, endpoint, result)
+        _returned(call, endpoint, kwargs, result, is_async=False)
         return result
 
-    setattr(method, WRAPPED, True)
     return method
 
 
-def async_method(
+def _async_method(
     original: Callable[..., Awaitable[Any]], provider: str, endpoint: Endpoint
 ) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(original)
     async def method(*args: Any, **kwargs: Any) -> Any:
-        call = LLMCall(provider, describe(endpoint, kwargs))
-        streaming = kwargs.get("stream") is True
-        kwargs = _prepare(endpoint, kwargs)
-        call.start()
+        call, kwargs = _begin(provider, endpoint, kwargs)
         try:
             result = await original(*args, **kwargs)
         except BaseException as exc:
             call.fail(exc)
             raise
-        if streaming and isinstance(result, endpoint.stream_types):
-            observe_stream(result, call, endpoint.stream_state(), is_async=True)
-        else:
-            _finish_response(call, endpoint, result)
+        _returned(call, endpoint, kwargs, result, is_async=True)
         return result
 
-    setattr(method, WRAPPED, True)
     return method
 
 
 def wrap(resource: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    """Replace ``resource.name`` (a bound method) on this instance only; idempotent."""
+    """Replace ``resource.name`` (a bound method) by ``make(it)`` on this instance only; idempotent."""
     original = getattr(resource, name, None)
     if original is None or not callable(original) or getattr(original, WRAPPED, False):
         return
-    setattr(resource, name, make(original))
+    method = make(original)
+    setattr(method, WRAPPED, True)
+    setattr(resource, name, method)
+
+
+def wrap_calls(
+    resource: Any, names: Sequence[str], provider: str, endpoint: Endpoint, *, is_async: bool
+) -> None:
+    """Trace each model-call method of ``names`` on ``resource`` as ``endpoint``."""
+    method = _async_method if is_async else _sync_method
+    for name in names:
+        wrap(resource, name, lambda original: method(original, provider, endpoint))
 
 
 def client_kind(client: Any) -> bool:
@@ -448,14 +500,13 @@ def client_kind(client: Any) -> bool:
 
 def wrap_copies(client: Any, instrument: Callable[[Any], Any]) -> None:
     """``client.with_options(...)`` / ``client.copy(...)`` return a new client: instrument it too."""
+
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def copy(*args: Any, **kwargs: Any) -> Any:
+            return instrument(original(*args, **kwargs))
+
+        return copy
+
     for name in ("copy", "with_options"):
-
-        def make(original: Callable[..., Any]) -> Callable[..., Any]:
-            @functools.wraps(original)
-            def copy(*args: Any, **kwargs: Any) -> Any:
-                return instrument(original(*args, **kwargs))
-
-            setattr(copy, WRAPPED, True)
-            return copy
-
         wrap(client, name, make)

@@ -31,25 +31,27 @@ from typing import Any, TypeVar
 
 from controlroom.sdk._tracing import LLMSpan
 from controlroom.sdk.integrations._common import (
-    WRAPPED,
     Deferred,
     Endpoint,
     LLMCall,
     Request,
     as_int,
-    async_method,
     attr,
     billed,
     client_kind,
+    counts,
     describe,
     given,
     guarded,
-    message_output,
+    joined_output,
+    model_of,
     observe_stream,
     path,
+    request_attributes,
+    response_attributes,
     snapshot,
-    sync_method,
     wrap,
+    wrap_calls,
     wrap_copies,
 )
 
@@ -62,7 +64,11 @@ _REQUEST_ATTRIBUTES = (
     ("top_p", "gen_ai.request.top_p"),
     ("top_k", "gen_ai.request.top_k"),
 )
-_USAGE_KEYS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+#: Anthropic's usage fields, read as they are (:func:`usage_of` turns them into controlroom's)
+_USAGE_FIELDS = tuple(
+    (key, (key,))
+    for key in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+)
 
 
 def instrument(client: ClientT, *, provider: str | None = None) -> ClientT:
@@ -88,11 +94,7 @@ def instrument(client: ClientT, *, provider: str | None = None) -> ClientT:
     )
     messages = getattr(client, "messages", None)
     if messages is not None:
-        for method in ("create", "parse"):
-            if is_async:
-                wrap(messages, method, lambda original: async_method(original, name, endpoint))
-            else:
-                wrap(messages, method, lambda original: sync_method(original, name, endpoint))
+        wrap_calls(messages, ("create", "parse"), name, endpoint, is_async=is_async)
         wrap(messages, "stream", lambda original: _stream_method(original, name, endpoint, is_async))
     wrap_copies(client, lambda copy: instrument(copy, provider=provider))
     return client
@@ -106,23 +108,15 @@ def _request(kwargs: Mapping[str, Any]) -> Request:
     system = given(kwargs, "system")
     if system is not None and isinstance(messages, list):
         messages = [{"role": "system", "content": system}, *messages]
-    attributes: dict[str, Any] = {}
-    for arg, key in _REQUEST_ATTRIBUTES:
-        value = given(kwargs, arg)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            attributes[key] = value
-    if given(kwargs, "stream") is True:
-        attributes["gen_ai.request.stream"] = True
     parts = billed(kwargs, "tools", "output_config")
     output_format = given(kwargs, "output_format")
     if isinstance(output_format, type):  # parse(output_format=Model): sent as output_config.format
         parts.append(Deferred(functools.partial(_output_format, output_format)))
-    model = given(kwargs, "model")
     return Request(
-        model=model if isinstance(model, str) and model else "unknown",
+        model=model_of(kwargs),
         input=messages,
         max_tokens=as_int(given(kwargs, "max_tokens")),
-        attributes=attributes,
+        attributes=request_attributes(kwargs, _REQUEST_ATTRIBUTES, (int, float)),
         billed=parts,
     )
 
@@ -152,15 +146,6 @@ def usage_of(raw: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
-def _raw_usage(usage: Any, into: dict[str, int] | None = None) -> dict[str, int]:
-    raw = {} if into is None else into
-    for key in _USAGE_KEYS:
-        value = as_int(attr(usage, key))
-        if value is not None:
-            raw[key] = value
-    return raw
-
-
 def _tool_use(block: Any, tool_input: Any) -> dict[str, Any]:
     return {"id": attr(block, "id"), "name": attr(block, "name"), "input": tool_input}
 
@@ -175,14 +160,11 @@ def _content_output(blocks: list[tuple[Any, str, Any]]) -> Any:
             texts.append(text)
         elif kind in ("tool_use", "server_tool_use"):
             calls.append(_tool_use(block, tool_input))
-    return message_output("".join(texts) if texts or not calls else None, calls, None)
+    return joined_output(texts, calls)
 
 
-def _set_response_attributes(span: LLMSpan, response_id: Any, stop_reason: Any) -> None:
-    if isinstance(response_id, str) and response_id:
-        span.set_attribute("gen_ai.response.id", response_id)
-    if isinstance(stop_reason, str) and stop_reason:
-        span.set_attribute("gen_ai.response.finish_reasons", [stop_reason])
+def _finish_reasons(stop_reason: Any) -> list[str]:
+    return [stop_reason] if isinstance(stop_reason, str) and stop_reason else []
 
 
 def _record(span: LLMSpan, message: Any) -> BaseException | None:
@@ -190,10 +172,10 @@ def _record(span: LLMSpan, message: Any) -> BaseException | None:
     model = attr(message, "model")
     span.record(
         output=_content_output(blocks),
-        usage=usage_of(_raw_usage(attr(message, "usage"))) or None,
+        usage=usage_of(counts(attr(message, "usage"), _USAGE_FIELDS)) or None,
         model=model if isinstance(model, str) else None,
     )
-    _set_response_attributes(span, attr(message, "id"), attr(message, "stop_reason"))
+    response_attributes(span, attr(message, "id"), _finish_reasons(attr(message, "stop_reason")))
     return None
 
 
@@ -249,9 +231,9 @@ class _MessageStream:
             message_id = attr(message, "id")
             if isinstance(message_id, str):
                 self.message_id = message_id
-            _raw_usage(attr(message, "usage"), self.usage)
+            counts(attr(message, "usage"), _USAGE_FIELDS, self.usage)
         elif kind == "message_delta":
-            _raw_usage(attr(event, "usage"), self.usage)
+            counts(attr(event, "usage"), _USAGE_FIELDS, self.usage)
             reason = path(event, "delta", "stop_reason")
             if isinstance(reason, str):
                 self.stop_reason = reason
@@ -263,7 +245,7 @@ class _MessageStream:
             usage=usage_of(self.usage) or None,
             model=self.model,
         )
-        _set_response_attributes(span, self.message_id, self.stop_reason)
+        response_attributes(span, self.message_id, _finish_reasons(self.stop_reason))
         return None
 
 
@@ -281,7 +263,6 @@ def _stream_method(
             return _AsyncStreamManager(manager, provider, endpoint, request)
         return _StreamManager(manager, provider, endpoint, request)
 
-    setattr(stream, WRAPPED, True)
     return stream
 
 

@@ -36,16 +36,18 @@ from controlroom.sdk.integrations._common import (
     ProviderError,
     Request,
     as_int,
-    async_method,
     attr,
     billed,
     client_kind,
+    counts,
     given,
+    joined_output,
     message_output,
-    path,
+    model_of,
+    request_attributes,
+    response_attributes,
     snapshot,
-    sync_method,
-    wrap,
+    wrap_calls,
     wrap_copies,
 )
 
@@ -59,6 +61,18 @@ _REQUEST_ATTRIBUTES = (
     ("seed", "gen_ai.request.seed"),
     ("reasoning_effort", "gen_ai.request.reasoning_effort"),
     ("service_tier", "gen_ai.request.service_tier"),
+)
+_CHAT_USAGE = (
+    ("input_tokens", ("prompt_tokens",)),
+    ("output_tokens", ("completion_tokens",)),
+    ("cache_read_tokens", ("prompt_tokens_details", "cached_tokens")),
+    ("reasoning_tokens", ("completion_tokens_details", "reasoning_tokens")),
+)
+_RESPONSES_USAGE = (
+    ("input_tokens", ("input_tokens",)),
+    ("output_tokens", ("output_tokens",)),
+    ("cache_read_tokens", ("input_tokens_details", "cached_tokens")),
+    ("reasoning_tokens", ("output_tokens_details", "reasoning_tokens")),
 )
 
 
@@ -76,48 +90,36 @@ def instrument(client: ClientT, *, provider: str | None = None) -> ClientT:
     is_async = client_kind(client)
     name = provider or ("azure.ai.openai" if "Azure" in type(client).__name__ else "openai")
     stream_types: tuple[type[Any], ...] = (openai.AsyncStream,) if is_async else (openai.Stream,)
-    endpoints: list[tuple[Any, Endpoint]] = []
     chat = getattr(client, "chat", None)
     if chat is not None:
-        endpoints.append((chat.completions, _chat_endpoint(stream_types)))
+        endpoint = Endpoint(
+            operation="chat",
+            describe=_chat_request,
+            record=_chat_record,
+            stream_state=_ChatStream,
+            stream_types=stream_types,
+            prepare=_chat_prepare,
+        )
+        wrap_calls(chat.completions, ("create", "parse"), name, endpoint, is_async=is_async)
     responses = getattr(client, "responses", None)
     if responses is not None:
-        endpoints.append((responses, _responses_endpoint(stream_types)))
-    for resource, endpoint in endpoints:
-        for method in ("create", "parse"):
-            wrap(resource, method, _maker(name, endpoint, is_async))
+        endpoint = Endpoint(
+            operation="responses",
+            describe=_responses_request,
+            record=_responses_record,
+            stream_state=_ResponsesStream,
+            stream_types=stream_types,
+        )
+        wrap_calls(responses, ("create", "parse"), name, endpoint, is_async=is_async)
     wrap_copies(client, lambda copy: instrument(copy, provider=provider))
     return client
-
-
-def _maker(
-    provider: str, endpoint: Endpoint, is_async: bool
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def make(original: Callable[..., Any]) -> Callable[..., Any]:
-        if is_async:
-            return async_method(original, provider, endpoint)
-        return sync_method(original, provider, endpoint)
-
-    return make
 
 
 # -- shared --------------------------------------------------------------------------------------------
 
 
 def _request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    attributes: dict[str, Any] = {}
-    for arg, key in _REQUEST_ATTRIBUTES:
-        value = given(kwargs, arg)
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            attributes[key] = value
-    if given(kwargs, "stream") is True:
-        attributes["gen_ai.request.stream"] = True
-    return attributes
-
-
-def _model(kwargs: Mapping[str, Any]) -> str:
-    model = given(kwargs, "model")
-    return model if isinstance(model, str) and model else "unknown"
+    return request_attributes(kwargs, _REQUEST_ATTRIBUTES, (str, int, float))
 
 
 def _output_type(value: Any, convert: Callable[[type], Any]) -> Any:
@@ -138,24 +140,7 @@ def _text_format(output_type: type) -> Any:
     return {"format": type_to_text_format_param(output_type)}
 
 
-def _put(usage: dict[str, int], key: str, value: Any) -> None:
-    number = as_int(value)
-    if number is not None:
-        usage[key] = number
-
-
 # -- chat completions ------------------------------------------------------------------------------------
-
-
-def _chat_endpoint(stream_types: tuple[type[Any], ...]) -> Endpoint:
-    return Endpoint(
-        operation="chat",
-        describe=_chat_request,
-        record=_chat_record,
-        stream_state=_ChatStream,
-        stream_types=stream_types,
-        prepare=_chat_prepare,
-    )
 
 
 def _chat_request(kwargs: Mapping[str, Any]) -> Request:
@@ -167,7 +152,7 @@ def _chat_request(kwargs: Mapping[str, Any]) -> Request:
     if response_format is not None:
         parts.append(_output_type(response_format, _chat_format))
     return Request(
-        model=_model(kwargs),
+        model=model_of(kwargs),
         input=snapshot(given(kwargs, "messages")),
         max_tokens=max_tokens,
         attributes=_request_attributes(kwargs),
@@ -182,14 +167,7 @@ def _chat_prepare(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _chat_usage(usage: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    if usage is None:
-        return out
-    _put(out, "input_tokens", attr(usage, "prompt_tokens"))
-    _put(out, "output_tokens", attr(usage, "completion_tokens"))
-    _put(out, "cache_read_tokens", path(usage, "prompt_tokens_details", "cached_tokens"))
-    _put(out, "reasoning_tokens", path(usage, "completion_tokens_details", "reasoning_tokens"))
-    return out
+    return counts(usage, _CHAT_USAGE)
 
 
 def _tool_call(call: Any) -> dict[str, Any]:
@@ -199,8 +177,9 @@ def _tool_call(call: Any) -> dict[str, Any]:
         out["name"] = attr(function, "name")
         out["arguments"] = attr(function, "arguments")
     else:  # a custom tool call
-        out["name"] = path(call, "custom", "name")
-        out["input"] = path(call, "custom", "input")
+        custom = attr(call, "custom")
+        out["name"] = attr(custom, "name")
+        out["input"] = attr(custom, "input")
     return out
 
 
@@ -226,15 +205,8 @@ def _chat_record(span: LLMSpan, response: Any) -> BaseException | None:
         usage=_chat_usage(attr(response, "usage")),
         model=model if isinstance(model, str) else None,
     )
-    _response_attributes(span, attr(response, "id"), finish_reasons)
+    response_attributes(span, attr(response, "id"), finish_reasons)
     return None
-
-
-def _response_attributes(span: LLMSpan, response_id: Any, finish_reasons: list[str]) -> None:
-    if isinstance(response_id, str) and response_id:
-        span.set_attribute("gen_ai.response.id", response_id)
-    if finish_reasons:
-        span.set_attribute("gen_ai.response.finish_reasons", finish_reasons)
 
 
 class _ChatChoice:
@@ -304,26 +276,15 @@ class _ChatStream:
         for index in sorted(self.choices):
             state = self.choices[index]
             calls = [state.tool_calls[i] for i in sorted(state.tool_calls)]
-            text = "".join(state.text) if state.text or not calls else None
-            outputs.append(message_output(text, calls, "".join(state.refusal)))
+            outputs.append(joined_output(state.text, calls, "".join(state.refusal)))
             if state.finish_reason:
                 finish_reasons.append(state.finish_reason)
         span.record(output=_outputs(outputs), usage=self.usage or None, model=self.model)
-        _response_attributes(span, self.response_id, finish_reasons)
+        response_attributes(span, self.response_id, finish_reasons)
         return None
 
 
 # -- responses -----------------------------------------------------------------------------------------
-
-
-def _responses_endpoint(stream_types: tuple[type[Any], ...]) -> Endpoint:
-    return Endpoint(
-        operation="responses",
-        describe=_responses_request,
-        record=_responses_record,
-        stream_state=_ResponsesStream,
-        stream_types=stream_types,
-    )
 
 
 def _responses_request(kwargs: Mapping[str, Any]) -> Request:
@@ -342,23 +303,12 @@ def _responses_request(kwargs: Mapping[str, Any]) -> Request:
     if text_format is not None:
         parts.append(_output_type(text_format, _text_format))
     return Request(
-        model=_model(kwargs),
+        model=model_of(kwargs),
         input=input_,
         max_tokens=as_int(given(kwargs, "max_output_tokens")),
         attributes=_request_attributes(kwargs),
         billed=parts,
     )
-
-
-def _responses_usage(usage: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    if usage is None:
-        return out
-    _put(out, "input_tokens", attr(usage, "input_tokens"))
-    _put(out, "output_tokens", attr(usage, "output_tokens"))
-    _put(out, "cache_read_tokens", path(usage, "input_tokens_details", "cached_tokens"))
-    _put(out, "reasoning_tokens", path(usage, "output_tokens_details", "reasoning_tokens"))
-    return out
 
 
 def _responses_output(response: Any) -> Any:
@@ -380,19 +330,18 @@ def _responses_output(response: Any) -> Any:
                     "arguments": attr(item, "arguments"),
                 }
             )
-    text = "".join(texts) if texts or not calls else None
-    return message_output(text, calls, None)
+    return joined_output(texts, calls)
 
 
 def _responses_record(span: LLMSpan, response: Any) -> BaseException | None:
     model = attr(response, "model")
     span.record(
         output=_responses_output(response),
-        usage=_responses_usage(attr(response, "usage")) or None,
+        usage=counts(attr(response, "usage"), _RESPONSES_USAGE) or None,
         model=model if isinstance(model, str) else None,
     )
     status = attr(response, "status")
-    _response_attributes(span, attr(response, "id"), [status] if isinstance(status, str) else [])
+    response_attributes(span, attr(response, "id"), [status] if isinstance(status, str) else [])
     if status == "failed":
         error = attr(response, "error")
         code = attr(error, "code")
