@@ -239,11 +239,9 @@ class ScoreRecorded(_Event):
     body: ScoreRecordedBody
 
 
-ClientEvent = Annotated[
-    RunStarted | RunEnded | SpanStarted | SpanEnded | SpanRecorded | ScoreRecorded,
-    Field(discriminator="type"),
-]
-_client_event: TypeAdapter[Any] = TypeAdapter(ClientEvent)
+AnyClientEvent = RunStarted | RunEnded | SpanStarted | SpanEnded | SpanRecorded | ScoreRecorded
+ClientEvent = Annotated[AnyClientEvent, Field(discriminator="type")]
+_client_event: TypeAdapter[AnyClientEvent] = TypeAdapter(ClientEvent)
 
 
 def _reason(err: ValidationError) -> str:
@@ -262,9 +260,7 @@ def _reason(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def validate_event(
-    raw: Any,
-) -> RunStarted | RunEnded | SpanStarted | SpanEnded | SpanRecorded | ScoreRecorded:
+def validate_event(raw: Any) -> AnyClientEvent:
     """Validate one client event; raises ValueError with a readable reason."""
     if isinstance(raw, dict) and raw.get("type") in SERVER_EVENT_TYPES:
         raise ValueError(f"type: {raw['type']!r} is written by the server, clients cannot send it")
@@ -278,4 +274,4 @@ def validate_event(
         raise ValueError("body.parent_span_id: a span cannot be its own parent")
     if isinstance(event, SpanRecorded) and event.body.ended_at < event.ts:
         raise ValueError("body.ended_at: a span cannot end before it starts (ts)")
-    return event  # type: ignore[no-any-return]
+    return event

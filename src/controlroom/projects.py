@@ -17,6 +17,7 @@ from controlroom.store.tables import api_keys, projects
 
 KEY_PREFIX = "cr_"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_PROJECT = (projects.c.id, projects.c.name, projects.c.timezone)  # the fields of Project
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +49,12 @@ def check_timezone(tz: str) -> str:
 
 
 def get_project(conn: Connection, *, name: str) -> Project | None:
-    row = conn.execute(
-        select(projects.c.id, projects.c.name, projects.c.timezone).where(projects.c.name == name)
-    ).first()
+    row = conn.execute(select(*_PROJECT).where(projects.c.name == name)).first()
     return Project(*row) if row else None
 
 
 def project_by_id(conn: Connection, project_id: int) -> Project:
-    row = conn.execute(
-        select(projects.c.id, projects.c.name, projects.c.timezone).where(projects.c.id == project_id)
-    ).first()
+    row = conn.execute(select(*_PROJECT).where(projects.c.id == project_id)).first()
     if row is None:
         raise NotFound(f"project {project_id} does not exist")
     return Project(*row)
@@ -121,7 +118,7 @@ def revoke_key(conn: Connection, *, key_id: int) -> None:
 def project_for_key(conn: Connection, key: str) -> Project | None:
     """The project an active key belongs to, or None."""
     row = conn.execute(
-        select(projects.c.id, projects.c.name, projects.c.timezone)
+        select(*_PROJECT)
         .join(api_keys, api_keys.c.project_id == projects.c.id)
         .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
     ).first()

@@ -23,13 +23,6 @@ SEC = 10**9
 D0 = (time.time_ns() // DAY_NS - 3) * DAY_NS
 D1 = D0 + DAY_NS
 D2 = D0 + 2 * DAY_NS
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
 M = Decimal(1_000_000)
 
 

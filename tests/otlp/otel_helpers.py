@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, ParseDict
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -52,18 +53,30 @@ def to_protobuf(spans: Sequence[ReadableSpan]) -> bytes:
     return bytes(encode_spans(spans).SerializeToString())
 
 
+def _map_ids(node: Any, convert: Callable[[str], str]) -> Any:
+    """``node`` with every traceId / spanId / parentSpanId value converted."""
+    if isinstance(node, dict):
+        return {
+            k: convert(v) if k in ("traceId", "spanId", "parentSpanId") else _map_ids(v, convert)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_map_ids(v, convert) for v in node]
+    return node
+
+
 def to_otlp_json(spans: Sequence[ReadableSpan]) -> bytes:
     """The OTLP/JSON encoding: lowerCamelCase, hex trace and span ids, 64-bit integers as strings."""
     doc = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+    return json.dumps(_map_ids(doc, lambda v: base64.b64decode(v).hex())).encode()
 
-    def fix(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                k: (base64.b64decode(v).hex() if k in ("traceId", "spanId", "parentSpanId") else fix(v))
-                for k, v in node.items()
-            }
-        if isinstance(node, list):
-            return [fix(v) for v in node]
-        return node
 
-    return json.dumps(fix(doc)).encode()
+def json_to_protobuf(doc: dict[str, Any]) -> bytes:
+    """An OTLP/JSON document (hex ids) as the protobuf request (protobuf's JSON mapping: base64 ids)."""
+    fixed = _map_ids(doc, lambda v: base64.b64encode(bytes.fromhex(v)).decode())
+    return bytes(ParseDict(fixed, ExportTraceServiceRequest()).SerializeToString())
+
+
+def flat(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The spans of a run's span tree, each followed by its descendants."""
+    return [x for s in tree for x in (s, *flat(s["children"]))]

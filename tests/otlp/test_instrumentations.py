@@ -12,13 +12,10 @@ from typing import Any
 
 import pytest
 from fake_provider import FakeProvider, Reply
+from otel_helpers import flat
 
 from conftest import LiveServer
 from tests_support import wait_for
-
-
-def flat(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [x for s in tree for x in (s, *flat(s["children"]))]
 
 
 def run_with_llm_span(live: LiveServer, run_id: str) -> dict[str, Any]:

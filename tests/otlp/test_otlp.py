@@ -3,7 +3,6 @@ golden payloads per attribute convention, arrival out of order, and bad input.""
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import zlib
@@ -12,13 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
-from google.protobuf.json_format import ParseDict
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.trace import Status, StatusCode
-from otel_helpers import exporting_provider, recording_provider, to_otlp_json, to_protobuf
+from otel_helpers import (
+    exporting_provider,
+    flat,
+    json_to_protobuf,
+    recording_provider,
+    to_otlp_json,
+    to_protobuf,
+)
 from sqlalchemy import func, select
 
 from conftest import LiveServer
@@ -40,10 +42,6 @@ def run_view(live: LiveServer, run_id: str, spans: int, status: str | None = Non
             return body if ok and (status is None or body["status"] == status) else None
 
         return wait_for(ready)
-
-
-def flat(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [x for s in tree for x in (s, *flat(s["children"]))]
 
 
 def by_name(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -141,26 +139,10 @@ def golden(name: str) -> dict[str, Any]:
     return json.loads((GOLDEN / f"{name}.json").read_text())  # type: ignore[no-any-return]
 
 
-def json_to_protobuf(doc: dict[str, Any]) -> bytes:
-    def fix(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                k: (
-                    base64.b64encode(bytes.fromhex(v)).decode()
-                    if k in ("traceId", "spanId", "parentSpanId")
-                    else fix(v)
-                )
-                for k, v in node.items()
-            }
-        return [fix(v) for v in node] if isinstance(node, list) else node
-
-    return bytes(ParseDict(fix(doc), ExportTraceServiceRequest()).SerializeToString())
-
-
 @pytest.mark.parametrize("convention", ["genai_current", "genai_legacy", "openinference", "openllmetry"])
 @pytest.mark.parametrize("wire", ["json", "protobuf"])
 def test_golden_payloads(live: LiveServer, convention: str, wire: str) -> None:
-    expected = json.loads((GOLDEN / "expected.json").read_text())[convention]
+    expected = golden("expected")[convention]
     doc = golden(convention)
     body = json.dumps(doc).encode() if wire == "json" else json_to_protobuf(doc)
     assert post(live, body, JSON if wire == "json" else PROTOBUF).status_code == 200

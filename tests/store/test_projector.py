@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from controlroom import projects
 from controlroom.budget import ledger
@@ -30,6 +30,17 @@ def send(store: Store, project: Project, events: list[dict[str, Any]]) -> None:
     assert not result.rejected, result.rejected
 
 
+def folded_run(store: Store, project: Project, run_id: str) -> dict[str, Any]:
+    """The run as the read model shows it once the projector has caught up."""
+    Projector(store).catch_up()
+    with store.read() as conn:
+        return get_run(conn, project.id, run_id)
+
+
+def all_time_costs(conn: Connection, project_id: int) -> dict[str, Any]:
+    return daily_costs(conn, project_id, "UTC", since="2000-01-01", until="2100-01-01", group_by=())
+
+
 def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
     with store.read() as conn:
@@ -45,19 +56,15 @@ def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
 def a_run(run_id: str, t0: int = BASE_TS, *, fail: bool = False) -> list[dict[str, Any]]:
     """An agent run: a root agent span, an LLM call that times out, its retry, a tool call."""
     root, call1, call2, tool = sid(), sid(), sid(), sid()
-    evs = [
+    chat = {"name": "chat", "parent_span_id": root, "provider": "openai", "model": "gpt-4o"}
+    # the tool call and the agent around it end alike: both fail, or both succeed
+    end: dict[str, Any] = (
+        {"status": "error", "error": {"type": "KeyError", "message": "order 42"}} if fail else {}
+    )
+    return [
         run_started(run_id, ts=t0, environment="prod", tags=["beta"]),
         span_started(run_id, root, kind="agent", name="agent", ts=t0 + 1 * MS),
-        span_started(
-            run_id,
-            call1,
-            name="chat",
-            parent_span_id=root,
-            provider="openai",
-            model="gpt-4o",
-            attempt=1,
-            ts=t0 + 2 * MS,
-        ),
+        span_started(run_id, call1, **chat, attempt=1, ts=t0 + 2 * MS),
         span_ended(
             run_id,
             call1,
@@ -65,53 +72,21 @@ def a_run(run_id: str, t0: int = BASE_TS, *, fail: bool = False) -> list[dict[st
             error={"type": "TimeoutError", "message": "read timed out"},
             ts=t0 + 30 * MS,
         ),
-        span_started(
-            run_id,
-            call2,
-            name="chat",
-            parent_span_id=root,
-            provider="openai",
-            model="gpt-4o",
-            attempt=2,
-            retry_of=call1,
-            ts=t0 + 31 * MS,
-        ),
+        span_started(run_id, call2, **chat, attempt=2, retry_of=call1, ts=t0 + 31 * MS),
         span_ended(run_id, call2, usage=llm_usage(1000, 200, cache_read_tokens=400), ts=t0 + 40 * MS),
         span_started(run_id, tool, kind="tool", name="lookup_order", parent_span_id=root, ts=t0 + 41 * MS),
+        span_ended(run_id, tool, ts=t0 + 45 * MS, **end),
+        span_ended(run_id, root, ts=t0 + 46 * MS, **end),
+        run_ended(run_id, "failed", ts=t0 + 47 * MS)
+        if fail
+        else run_ended(run_id, "succeeded", output={"answer": "shipped"}, ts=t0 + 47 * MS),
     ]
-    if fail:
-        evs += [
-            span_ended(
-                run_id,
-                tool,
-                status="error",
-                error={"type": "KeyError", "message": "order 42"},
-                ts=t0 + 45 * MS,
-            ),
-            span_ended(
-                run_id,
-                root,
-                status="error",
-                error={"type": "KeyError", "message": "order 42"},
-                ts=t0 + 46 * MS,
-            ),
-            run_ended(run_id, "failed", ts=t0 + 47 * MS),
-        ]
-    else:
-        evs += [
-            span_ended(run_id, tool, ts=t0 + 45 * MS),
-            span_ended(run_id, root, ts=t0 + 46 * MS),
-            run_ended(run_id, "succeeded", output={"answer": "shipped"}, ts=t0 + 47 * MS),
-        ]
-    return evs
 
 
 def test_run_timeline_retries_and_cost(store: Store, project: Project) -> None:
     r = rid()
     send(store, project, a_run(r))
-    Projector(store).catch_up()
-    with store.read() as conn:
-        run = get_run(conn, project.id, r)
+    run = folded_run(store, project, r)
     assert run["status"] == "succeeded"
     assert run["counts"] == {"span": 4, "llm": 2, "tool": 1, "retry": 1, "fallback": 0, "error": 1}
     # gpt-4o: $2.50/M input, $1.25/M cached input, $10/M output
@@ -129,9 +104,7 @@ def test_failed_run_points_at_the_failing_span(store: Store, project: Project) -
     r = rid()
     evs = a_run(r, fail=True)
     send(store, project, evs)
-    Projector(store).catch_up()
-    with store.read() as conn:
-        run = get_run(conn, project.id, r)
+    run = folded_run(store, project, r)
     tool_id = evs[6]["body"]["span_id"]
     assert run["status"] == "failed"
     assert run["failing_span_id"] == tool_id
@@ -150,9 +123,7 @@ def test_run_ended_names_its_failing_span_and_error(store: Store, project: Proje
             run_ended(r, "failed", failing_span_id=s, error={"type": "AgentError", "message": "gave up"}),
         ],
     )
-    Projector(store).catch_up()
-    with store.read() as conn:
-        run = get_run(conn, project.id, r)
+    run = folded_run(store, project, r)
     assert run["failing_span_id"] == s
     assert run["error"] == {"type": "AgentError", "message": "gave up"}
 
@@ -304,7 +275,7 @@ def test_concurrent_writers_lose_nothing(store: Store, project: Project) -> None
         assert conn.execute(select(func.count()).select_from(runs)).scalar_one() == 320
         assert conn.execute(select(func.count()).select_from(spans)).scalar_one() == 320
         assert conn.execute(select(func.count()).where(runs.c.status == "succeeded")).scalar_one() == 320
-        costs = daily_costs(conn, project.id, "UTC", since="2000-01-01", until="2100-01-01", group_by=())
+        costs = all_time_costs(conn, project.id)
     assert costs["total"]["calls"] == 320
 
 
@@ -358,10 +329,9 @@ def test_unknown_model_is_unpriced_not_free(store: Store, project: Project) -> N
         project,
         [run_started(r), span_started(r, s, model="no-such-model-xyz"), span_ended(r, s, usage=llm_usage())],
     )
-    Projector(store).catch_up()
+    run = folded_run(store, project, r)
     with store.read() as conn:
-        run = get_run(conn, project.id, r)
-        costs = daily_costs(conn, project.id, "UTC", since="2000-01-01", until="2100-01-01", group_by=())
+        costs = all_time_costs(conn, project.id)
     span = run["spans"][0]
     assert span["cost_source"] == "unknown" and span["cost_usd"] is None
     assert run["unpriced_calls"] == 1
@@ -385,9 +355,7 @@ def test_price_override_prices_a_private_model(store: Store, project: Project) -
             span_ended(r, s, usage=llm_usage(1_000_000, 1_000_000)),
         ],
     )
-    Projector(store).catch_up()
-    with store.read() as conn:
-        run = get_run(conn, project.id, r)
+    run = folded_run(store, project, r)
     assert run["cost_usd"] == "4.5"
     assert run["spans"][0]["cost_source"] == "computed"
 
@@ -406,7 +374,8 @@ def test_postgres_appends_commit_in_sequence_order(pg_url: str) -> None:
         p = projects.ensure_project(conn, name="order-test")
     projector = Projector(store)
     projector.catch_up()
-    start = Projector.position(store.engine.connect())
+    with store.read() as conn:
+        start = Projector.position(conn)
     r = rid()
     done = threading.Event()
 

@@ -17,8 +17,6 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from sqlalchemy import Connection, delete, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from controlroom.budget.days import day_bounds_ns, day_buckets, local_day
 from controlroom.cost import Pricer, Usage
@@ -71,10 +69,6 @@ def to_nanos(value: str | Decimal, name: str) -> int:
     return int((d * NANOS).to_integral_value())
 
 
-def _insert(store: Store) -> Any:
-    return sqlite_insert if store.is_sqlite else pg_insert
-
-
 # -- budgets --------------------------------------------------------------------------------------
 def set_budget(
     store: Store,
@@ -90,7 +84,7 @@ def set_budget(
     tz = check_timezone(timezone or (existing.timezone if existing else project.timezone))
     cap = to_nanos(cap_usd, "cap_usd")
     now = time.time_ns()
-    stmt = _insert(store)(budgets).values(
+    stmt = store.insert(budgets).values(
         project_id=project.id, agent=agent or "", cap_nanos=cap, timezone=tz, created_at=now, updated_at=now
     )
     conn.execute(

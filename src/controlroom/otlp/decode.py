@@ -115,17 +115,12 @@ def _get(d: dict[str, Any], camel: str, snake: str, default: Any = None) -> Any:
 def _json_value(v: Any, depth: int = 0) -> Any:
     if not isinstance(v, dict):
         return None
-    for key, conv in (("stringValue", str), ("boolValue", bool), ("doubleValue", float)):
+    for key, conv in (("stringValue", str), ("boolValue", bool), ("doubleValue", float), ("intValue", int)):
         if key in v:
             try:
                 return conv(v[key])
             except (TypeError, ValueError, OverflowError):
                 return None
-    if "intValue" in v:
-        try:
-            return int(v["intValue"])
-        except (TypeError, ValueError, OverflowError):
-            return None
     if "bytesValue" in v:
         return v["bytesValue"] if isinstance(v["bytesValue"], str) else None
     if depth >= MAX_DEPTH:
@@ -189,11 +184,12 @@ def decode_json(body: bytes) -> Iterator[Record | SpanRejected]:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise InvalidJSON(f"the body is not valid JSON: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(_get(doc, "resourceSpans", "resource_spans", []), list):
+    resource_spans = _get(doc, "resourceSpans", "resource_spans", []) if isinstance(doc, dict) else None
+    if not isinstance(resource_spans, list):
         raise ValidationFailed(
             'the body is not an OTLP ExportTraceServiceRequest: expected {"resourceSpans": [...]}'
         )
-    for rs in _get(doc, "resourceSpans", "resource_spans", []):
+    for rs in resource_spans:
         if not isinstance(rs, dict):
             yield SpanRejected("resourceSpans entries must be objects")
             continue

@@ -48,11 +48,12 @@ def ingest_otlp(
             rejected_events = result.rejected
         except InvalidEvent as e:
             rejected_events = e.extra.get("rejected", [])
-    # a span is rejected when any of its events is (a root span also carries its run's events)
+    # a span is rejected when any of its events is (a root span also carries its run's events);
+    # an event's id is trace id + span id + suffix (mapping.to_events)
     bad_spans = {events[r["index"]]["id"][32:48] for r in rejected_events}
-    reasons += [r["reason"] for r in rejected_events]
     accepted = spans - len(bad_spans)
-    rejected = len(reasons) - len(rejected_events) + len(bad_spans)
+    rejected = len(reasons) + len(bad_spans)  # undecodable spans, and spans with a refused event
+    reasons += [r["reason"] for r in rejected_events]
     if accepted == 0 and rejected:
         raise InvalidEvent(
             f"no span in the request is valid: {'; '.join(reasons[:5])}", rejected_spans=rejected

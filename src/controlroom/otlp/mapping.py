@@ -17,7 +17,9 @@ from typing import Any
 
 import orjson
 
+from controlroom import events as ev
 from controlroom.otlp.decode import Record
+from controlroom.projections.fold import CALL_KINDS
 
 OPENINFERENCE_KINDS = {
     "LLM": "llm",
@@ -159,7 +161,7 @@ def _count(attrs: dict[str, Any], keys: tuple[str, ...]) -> int | None:
     return n if 0 <= n <= 10**12 else None
 
 
-def usage(attrs: dict[str, Any], provider: str | None) -> dict[str, int] | None:
+def usage(attrs: dict[str, Any]) -> dict[str, int] | None:
     """Token usage, normalised: input includes cached tokens, output includes reasoning tokens."""
     inp, out = _count(attrs, INPUT_TOKEN_KEYS), _count(attrs, OUTPUT_TOKEN_KEYS)
     cache_read, cache_write = _count(attrs, CACHE_READ_KEYS) or 0, _count(attrs, CACHE_WRITE_KEYS) or 0
@@ -283,15 +285,15 @@ def to_events(rec: Record) -> list[dict[str, Any]]:
         body["provider"] = str(provider)[:256]
     if model is not None:
         body["model"] = str(model)[:256]
-    if kind in ("llm", "embedding"):
-        u = usage(attrs, str(provider) if provider else None)
+    if kind in CALL_KINDS:
+        u = usage(attrs)
         if u is not None:
             body["usage"] = u
         cost = reported_cost(attrs)
         if cost is not None:
             body["cost_usd"] = cost
     events = [
-        {"id": f"{trace}{span_id}.otlp", "type": "span.recorded", "run_id": trace, "ts": start, "body": body}
+        {"id": f"{trace}{span_id}.otlp", "type": ev.SPAN_RECORDED, "run_id": trace, "ts": start, "body": body}
     ]
     if rec["parent_span_id"] is None:
         events += _run_events(rec, kind, inp, out, err, model, start, end)
@@ -329,14 +331,14 @@ def _run_events(
     return [
         {
             "id": f"{trace}{rec['span_id']}.run",
-            "type": "run.started",
+            "type": ev.RUN_STARTED,
             "run_id": trace,
             "ts": start,
             "body": started,
         },
         {
             "id": f"{trace}{rec['span_id']}.end",
-            "type": "run.ended",
+            "type": ev.RUN_ENDED,
             "run_id": trace,
             "ts": end,
             "body": ended,

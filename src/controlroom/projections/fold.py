@@ -26,6 +26,8 @@ TOKEN_FIELDS = (
     "cache_write_tokens",
     "reasoning_tokens",
 )
+# The counters of a cost_daily row, in the order of a contributions() list.
+COST_FIELDS = ("calls", *TOKEN_FIELDS, "cost_nanos", "unpriced_calls")
 CALL_KINDS = ("llm", "embedding")
 
 
@@ -306,7 +308,7 @@ def local_day(ns: int, tz: str) -> str:
 
 
 def contributions(run: Row, spans: Iterable[Row], tz: str) -> dict[DayKey, list[int]]:
-    """The run's contribution to cost_daily: per (day, agent, provider, model):
+    """The run's contribution to cost_daily: per (day, agent, provider, model), the COST_FIELDS
     [calls, 5 token counts, cost_nanos, unpriced_calls]."""
     out: dict[DayKey, list[int]] = {}
     for s in calls(list(spans)):
@@ -316,7 +318,7 @@ def contributions(run: Row, spans: Iterable[Row], tz: str) -> dict[DayKey, list[
         key = DayKey(
             run["project_id"], local_day(at, tz), run["agent"] or "", s["provider"] or "", s["model"] or ""
         )
-        acc = out.setdefault(key, [0] * 8)
+        acc = out.setdefault(key, [0] * len(COST_FIELDS))
         acc[0] += 1
         for i, k in enumerate(TOKEN_FIELDS, start=1):
             acc[i] += s[k] or 0

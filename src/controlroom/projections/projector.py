@@ -15,9 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Table, delete, select, tuple_, update
 
 from controlroom import events as ev
 from controlroom.prices import PricerCache
@@ -45,7 +43,6 @@ RUN_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, ev.RUN_ABANDONED)
 SPAN_EVENTS = (ev.SPAN_STARTED, ev.SPAN_ENDED, ev.SPAN_RECORDED)
 # Events that show the agent was still alive (a score may come from an evaluator long after).
 REVIVING_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, *SPAN_EVENTS)
-_COST_COLS = ("calls", *fold.TOKEN_FIELDS, "cost_nanos", "unpriced_calls")
 
 
 class Projector:
@@ -135,14 +132,15 @@ class Projector:
         self._pricers = PricerCache()
         return self.catch_up()
 
-    def lag(self, conn: Connection) -> tuple[int, int]:
-        """(events not yet folded, age in ns of the oldest of them)."""
-        position = self.position(conn)
+    @staticmethod
+    def lag(conn: Connection) -> tuple[int, int, int]:
+        """(position, head of the log, age in ns of the oldest event not yet folded: 0 if none)."""
+        position = Projector.position(conn)
         head = log.head(conn)
         if head <= position:
-            return 0, 0
+            return position, head, 0
         oldest = log.read_after(conn, position, 1)
-        return head - position, max(0, time.time_ns() - oldest[0].received_at) if oldest else 0
+        return position, head, max(0, time.time_ns() - oldest[0].received_at) if oldest else 0
 
     @staticmethod
     def position(conn: Connection) -> int:
@@ -155,7 +153,12 @@ class Projector:
     def _fold(self, conn: Connection, batch: list[log.LoggedEvent]) -> Callable[[Connection], None]:
         """Fold a batch over the rows it touches (read through ``conn``); returns the writes to make."""
         run_keys = sorted({(e.project_id, e.run_id) for e in batch})
-        timezones = dict(conn.execute(select(projects.c.id, projects.c.timezone)).all())
+        project_ids = sorted({pid for pid, _ in run_keys})
+        timezones = dict(
+            conn.execute(
+                select(projects.c.id, projects.c.timezone).where(projects.c.id.in_(project_ids))
+            ).all()
+        )
         old_runs, old_spans = self._load(conn, run_keys)
         new_runs = {k: dict(v) for k, v in old_runs.items()}
         new_spans: dict[tuple[int, str], dict[str, fold.Row]] = defaultdict(dict)
@@ -185,12 +188,12 @@ class Projector:
             elif e.type == ev.SCORE_RECORDED:
                 new_scores.append(_score_row(e, body))
 
-        pricers = {pid: self._pricers.get(conn, pid) for pid, _ in run_keys}
+        pricers = {pid: self._pricers.get(conn, pid) for pid in project_ids}
         for project_id, run_id, span_id in touched_spans:
             fold.price_span(new_spans[(project_id, run_id)][span_id], pricers[project_id])
 
         reserved = self._reserved(conn, new_spans, old_spans)
-        deltas: dict[fold.DayKey, list[int]] = defaultdict(lambda: [0] * 8)
+        deltas: dict[fold.DayKey, list[int]] = defaultdict(lambda: [0] * len(fold.COST_FIELDS))
         spend: dict[tuple[int, int, str], int] = defaultdict(int)
         for key, run in new_runs.items():
             spans_now = new_spans[key].values()
@@ -272,23 +275,13 @@ class Projector:
         new_scores: list[dict[str, Any]],
         deltas: dict[fold.DayKey, list[int]],
     ) -> None:
-        insert = sqlite_insert if self.store.is_sqlite else pg_insert
+        insert = self.store.insert
         span_rows = [new_spans[(p, r)][s] for p, r, s in sorted(touched_spans)]
         if span_rows:
-            stmt = insert(spans)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["project_id", "run_id", "span_id"],
-                set_={c.name: stmt.excluded[c.name] for c in spans.c if not c.primary_key},
-            )
-            conn.execute(stmt, span_rows)
+            conn.execute(self._upsert(spans), span_rows)
         changed = [r for k, r in new_runs.items() if old_runs.get(k) != r]
         if changed:
-            stmt = insert(runs)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["project_id", "run_id"],
-                set_={c.name: stmt.excluded[c.name] for c in runs.c if not c.primary_key},
-            )
-            conn.execute(stmt, changed)
+            conn.execute(self._upsert(runs), changed)
         tag_rows = [
             {"project_id": r["project_id"], "tag": t, "run_id": r["run_id"], "started_at": r["started_at"]}
             for k, r in new_runs.items()
@@ -313,7 +306,7 @@ class Projector:
                 "agent": k.agent,
                 "provider": k.provider,
                 "model": k.model,
-                **dict(zip(_COST_COLS, acc, strict=True)),
+                **dict(zip(fold.COST_FIELDS, acc, strict=True)),
             }
             for k, acc in deltas.items()
             if any(acc)
@@ -322,7 +315,7 @@ class Projector:
             stmt = insert(cost_daily)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["project_id", "day", "agent", "provider", "model"],
-                set_={c: cost_daily.c[c] + stmt.excluded[c] for c in _COST_COLS},
+                set_={c: cost_daily.c[c] + stmt.excluded[c] for c in fold.COST_FIELDS},
             )
             conn.execute(stmt, rows)
         # A bucket whose every call moved elsewhere (e.g. its agent became known) is dropped, as a
@@ -338,7 +331,7 @@ class Projector:
                         cost_daily.c.provider,
                         cost_daily.c.model,
                     ).in_([(k.project_id, k.day, k.agent, k.provider, k.model) for k in emptied]),
-                    *(cost_daily.c[c] == 0 for c in _COST_COLS),
+                    *(cost_daily.c[c] == 0 for c in fold.COST_FIELDS),
                 )
             )
 
@@ -348,8 +341,7 @@ class Projector:
         ]
         if not rows:
             return
-        insert = sqlite_insert if self.store.is_sqlite else pg_insert
-        stmt = insert(unguarded_spend)
+        stmt = self.store.insert(unguarded_spend)
         conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["project_id", "bucket", "agent"],
@@ -361,6 +353,14 @@ class Projector:
         if emptied:
             key = tuple_(unguarded_spend.c.project_id, unguarded_spend.c.bucket, unguarded_spend.c.agent)
             conn.execute(delete(unguarded_spend).where(key.in_(emptied), unguarded_spend.c.cost_nanos == 0))
+
+    def _upsert(self, table: Table) -> Any:
+        """INSERT into ``table``, replacing every other column of a row whose primary key exists."""
+        stmt = self.store.insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=[c.name for c in table.primary_key],
+            set_={c.name: stmt.excluded[c.name] for c in table.c if not c.primary_key},
+        )
 
     def _save_position(self, conn: Connection, seq: int) -> None:
         now = time.time_ns()

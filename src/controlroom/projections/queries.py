@@ -14,7 +14,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from controlroom.errors import InvalidQuery, NotFound
 from controlroom.events import RUN_STATUSES, format_ts
-from controlroom.projections.fold import TOKEN_FIELDS, rollups
+from controlroom.projections.fold import COST_FIELDS, TOKEN_FIELDS, rollups
 from controlroom.store.tables import cost_daily, run_tags, runs, scores, spans
 
 GROUPS = ("agent", "provider", "model")
@@ -255,9 +255,7 @@ def daily_costs(
     if start > end:
         raise InvalidQuery(f"since {start} is after until {end}", parameter="since")
     keys = [cost_daily.c.day, *(cost_daily.c[g] for g in group_by)]
-    sums = [
-        func.sum(cost_daily.c[c]).label(c) for c in ("calls", *TOKEN_FIELDS, "cost_nanos", "unpriced_calls")
-    ]
+    sums = [func.sum(cost_daily.c[c]).label(c) for c in COST_FIELDS]
     q = (
         select(*keys, *sums)
         .where(

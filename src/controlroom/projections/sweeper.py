@@ -28,21 +28,17 @@ def sweep_abandoned(
         ).all()
     if not quiet:
         return 0
-    by_project: dict[int, list[dict[str, object]]] = {}
-    for project_id, run_id, last_event_at in quiet:
-        by_project.setdefault(project_id, []).append(
-            to_row(
-                project_id,
-                f"abandoned-{run_id}-{last_event_at}",
-                ev.RUN_ABANDONED,
-                run_id,
-                now,
-                now,
-                {"quiet_seconds": quiet_seconds, "last_event_at": last_event_at},
-            )
+    rows = [
+        to_row(
+            project_id,
+            f"abandoned-{run_id}-{last_event_at}",
+            ev.RUN_ABANDONED,
+            run_id,
+            now,
+            now,
+            {"quiet_seconds": quiet_seconds, "last_event_at": last_event_at},
         )
-    appended = 0
-    for rows in by_project.values():
-        with store.write() as conn:
-            appended += log.append(store, conn, rows)
-    return appended
+        for project_id, run_id, last_event_at in quiet
+    ]
+    with store.write() as conn:
+        return log.append(store, conn, rows)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
 from fastapi import Depends, Request
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from controlroom.config import Settings
@@ -24,6 +26,8 @@ from controlroom.projects import Project, hash_key, project_for_key
 from controlroom.store.engine import Store
 
 KEY_CACHE_SECONDS = 30.0
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class KeyCache:
@@ -37,17 +41,20 @@ class KeyCache:
 
     def cached(self, key: str) -> tuple[bool, Project | None]:
         """(found, project) without touching the database."""
-        hit = self._cache.get(hash_key(key))
-        if hit is not None and hit[0] > time.monotonic():
+        return self._cached(hash_key(key), time.monotonic())
+
+    def _cached(self, h: str, now: float) -> tuple[bool, Project | None]:
+        hit = self._cache.get(h)
+        if hit is not None and hit[0] > now:
             return True, hit[1]
         return False, None
 
     def lookup(self, key: str) -> Project | None:
         h = hash_key(key)
         now = time.monotonic()
-        hit = self._cache.get(h)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        found, project = self._cached(h, now)
+        if found:
+            return project
         with self.store.read() as conn:
             project = project_for_key(conn, key)
         with self._lock:
@@ -95,6 +102,18 @@ def no_nul_in_query(request: Request) -> None:
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ProjectDep = Annotated[Project, Depends(current_project)]
+
+
+async def in_read(
+    store: Store, query: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """``query(conn, *args, **kwargs)`` in a read transaction, on a worker thread."""
+
+    def run() -> T:
+        with store.read() as conn:
+            return query(conn, *args, **kwargs)
+
+    return await run_in_threadpool(run)
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:

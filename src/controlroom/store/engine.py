@@ -22,7 +22,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
 from controlroom.errors import ServiceUnavailable
@@ -99,6 +101,10 @@ class Store:
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
+
+    def insert(self, table: Table) -> Any:
+        """The dialect's INSERT for ``table``, which has ON CONFLICT (upserts)."""
+        return (sqlite_insert if self.is_sqlite else pg_insert)(table)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -4,13 +4,12 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from starlette.concurrency import run_in_threadpool
 
 from controlroom.errors import InvalidQuery
 from controlroom.events import parse_ts
 from controlroom.projections import queries
 from controlroom.projections.fold import usd_to_nanos
-from controlroom.server.deps import ProjectDep, StoreDep
+from controlroom.server.deps import ProjectDep, StoreDep, in_read
 from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import DailyCosts, Problem, RunDetail, RunList
 
@@ -22,7 +21,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _usd(value: str | None) -> str | None:
+def _nanos(value: str | None) -> int | None:
     if value is None:
         return None
     try:
@@ -33,7 +32,7 @@ def _usd(value: str | None) -> str | None:
         ) from None
     if not d.is_finite() or d < 0:
         raise InvalidQuery(f"min_cost_usd {value!r} must be a non-negative amount", parameter="min_cost_usd")
-    return str(d)
+    return usd_to_nanos(d)
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -60,7 +59,7 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JSONResponse:
-    min_cost = _usd(min_cost_usd)
+    min_cost_nanos = _nanos(min_cost_usd)
     f = queries.RunFilter(
         agent=agent,
         status=tuple(s.strip() for s in status.split(",") if s.strip()) if status else (),
@@ -68,15 +67,10 @@ async def list_runs(
         tag=tag,
         since=_time(since, "since"),
         until=_time(until, "until"),
-        min_cost_nanos=usd_to_nanos(min_cost) if min_cost is not None else None,
+        min_cost_nanos=min_cost_nanos,
         has_error=has_error,
     )
-
-    def query() -> dict[str, object]:
-        with store.read() as conn:
-            return queries.list_runs(conn, project.id, f, limit=limit, cursor=cursor)
-
-    return JSONResponse(await run_in_threadpool(query))
+    return JSONResponse(await in_read(store, queries.list_runs, project.id, f, limit=limit, cursor=cursor))
 
 
 @router.get(
@@ -89,12 +83,7 @@ async def get_run(run_id: str, project: ProjectDep, store: StoreDep) -> JSONResp
     rid = run_id.lower()
     if len(rid) != 32 or any(c not in "0123456789abcdef" for c in rid):
         raise InvalidQuery(f"run_id {run_id!r} is not 32 hex characters", parameter="run_id")
-
-    def query() -> dict[str, object]:
-        with store.read() as conn:
-            return queries.get_run(conn, project.id, rid)
-
-    return JSONResponse(await run_in_threadpool(query))
+    return JSONResponse(await in_read(store, queries.get_run, project.id, rid))
 
 
 @router.get(
@@ -111,11 +100,14 @@ async def costs_daily(
     group_by: Annotated[str | None, Query(description="Comma-separated: agent, provider, model")] = None,
 ) -> JSONResponse:
     groups = tuple(g.strip() for g in group_by.split(",") if g.strip()) if group_by else ()
-
-    def query() -> dict[str, object]:
-        with store.read() as conn:
-            return queries.daily_costs(
-                conn, project.id, project.timezone, since=since, until=until, group_by=groups
-            )
-
-    return JSONResponse(await run_in_threadpool(query))
+    return JSONResponse(
+        await in_read(
+            store,
+            queries.daily_costs,
+            project.id,
+            project.timezone,
+            since=since,
+            until=until,
+            group_by=groups,
+        )
+    )

@@ -8,10 +8,9 @@ from starlette.concurrency import run_in_threadpool
 
 from controlroom import __version__, prices
 from controlroom.projections.projector import Projector
-from controlroom.server.deps import ProjectDep, StoreDep
+from controlroom.server.deps import ProjectDep, StoreDep, in_read
 from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import Health, PriceIn, PriceList, PriceOut, Problem
-from controlroom.store import log
 from controlroom.store.tables import projection_errors
 
 router = APIRouter()
@@ -26,9 +25,7 @@ async def health(request: Request, store: StoreDep) -> JSONResponse:
 
     def query() -> dict[str, Any]:
         with store.read() as conn:
-            position = Projector.position(conn)
-            head = log.head(conn)
-            events, age_ns = Projector(store).lag(conn)
+            position, head, age_ns = Projector.lag(conn)
             set_aside = conn.execute(select(func.count()).select_from(projection_errors)).scalar_one()
         return {
             "status": "ok",
@@ -38,7 +35,7 @@ async def health(request: Request, store: StoreDep) -> JSONResponse:
             "projector": {
                 "position": position,
                 "head": head,
-                "lag_events": events,
+                "lag_events": max(0, head - position),
                 "lag_seconds": age_ns / 1e9,
                 "set_aside": set_aside,
             },
@@ -49,11 +46,7 @@ async def health(request: Request, store: StoreDep) -> JSONResponse:
 
 @router.get("/v1/prices", response_model=PriceList, tags=["cost"], summary="This project's price overrides")
 async def list_prices(project: ProjectDep, store: StoreDep) -> JSONResponse:
-    def query() -> dict[str, Any]:
-        with store.read() as conn:
-            return {"prices": prices.list_prices(conn, project=project)}
-
-    return JSONResponse(await run_in_threadpool(query))
+    return JSONResponse({"prices": await in_read(store, prices.list_prices, project=project)})
 
 
 @router.post(
