@@ -291,3 +291,23 @@ def test_a_reservation_that_times_out_is_sent_once_then_released() -> None:
         server.close()
         for conn in held:
             conn.close()
+
+
+def test_an_agent_no_cap_applies_to_is_not_measured(traced: LiveServer) -> None:
+    """The input estimate (a JSON serialisation of the prompt, tools and schemas) is computed only
+    when the ledger is asked: once the server said no cap applies, calls skip it."""
+    from controlroom.sdk._tracing import LLMSpan
+
+    measured: list[int] = []
+
+    def estimate() -> int:
+        measured.append(1)
+        return 10
+
+    for _ in range(3):
+        with (
+            controlroom.run("bot"),
+            LLMSpan("acme", "acme-1", max_tokens=5, input_tokens_estimate=estimate) as c,
+        ):
+            c.record(input_tokens=1, output_tokens=1)
+    assert measured == [1]  # the first call asked (no cap applies); the next two did not

@@ -7,6 +7,7 @@ import http.client
 import os
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -140,14 +141,17 @@ class ControlClient:
         agent: str,
         provider: str,
         model: str,
-        input_tokens: int,
+        input_tokens: int | Callable[[], int],
         max_output_tokens: int | None,
         run_id: str | None = None,
         span_id: str | None = None,
     ) -> str | None:
-        """A reservation id, None when no cap applies, or BudgetExceeded."""
+        """A reservation id, None when no cap applies, or BudgetExceeded. ``input_tokens`` may be a
+        function: it is called only if the server is asked."""
         if self._no_budget_until.get(agent, 0.0) > time.monotonic():
             return None
+        if callable(input_tokens):
+            input_tokens = input_tokens()
         rid = os.urandom(16).hex()  # ours: a request retried after a lost answer holds nothing more
         body: dict[str, Any] = {
             "agent": agent,

@@ -425,8 +425,10 @@ class LLMSpan(Span):
         attempt: int | None = None,
         retry_of: str | None = None,
         fallback_from: str | None = None,
-        input_tokens_estimate: int | None = None,
+        input_tokens_estimate: int | Callable[[], int | None] | None = None,
     ) -> None:
+        """``input_tokens_estimate``: the number, or a function computing it (None: the size of
+        ``input``), called only when a reservation is actually asked for."""
         super().__init__(name or f"{provider}.{model}", kind="llm", input=input, attributes=attributes)
         self.provider = provider
         self.model = model
@@ -464,9 +466,13 @@ class LLMSpan(Span):
         control = client.control
         if control is None:
             return
-        estimate = self.input_tokens_estimate
-        if estimate is None:
-            estimate = input_token_bound(self.input)
+
+        def estimate() -> int:  # measured only if the ledger is asked (not for an uncapped agent)
+            given = self.input_tokens_estimate
+            if callable(given):
+                given = given()
+            return input_token_bound(self.input) if given is None else given
+
         self.reservation_id = control.reserve(
             agent=run.agent,
             provider=self.provider,

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
-import controlroom
 from controlroom.sdk._client import get_client
 from controlroom.sdk._control import input_token_bound
 from controlroom.sdk._tracing import LLMSpan, internal_error
@@ -180,14 +179,9 @@ class Request:
 
 
 def input_estimate(request: Request) -> int | None:
-    """The hold's input tokens when the request has billed parts besides its input: the UTF-8 JSON size
+    """The hold's input tokens for a request with billed parts besides its input: the UTF-8 JSON size
     of the input plus that of each part (a token is at least one byte). None (the span's default, the
-    size of the input) when there are none, when no budget guard runs, or when measuring failed."""
-    if not request.billed:
-        return None
-    client = get_client()
-    if client is None or client.control is None:
-        return None  # nothing is reserved: do not spend the agent's time measuring
+    size of the input) when measuring failed. The span calls it only when it asks for a reservation."""
     estimate: int | None = None
     with guarded:
         total = input_token_bound(request.input)
@@ -203,13 +197,13 @@ class LLMCall:
     __slots__ = ("_ctx", "_done", "_lock", "span", "started")
 
     def __init__(self, provider: str, request: Request) -> None:
-        self.span: LLMSpan = controlroom.llm(
+        self.span: LLMSpan = LLMSpan(
             provider,
             request.model,
             input=request.input,
             max_tokens=request.max_tokens,
             attributes=request.attributes or None,
-            input_tokens_estimate=input_estimate(request),
+            input_tokens_estimate=functools.partial(input_estimate, request) if request.billed else None,
         )
         self._ctx = contextvars.copy_context()
         self._lock = threading.Lock()
