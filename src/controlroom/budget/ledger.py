@@ -175,13 +175,6 @@ _CLOSE_RESERVATION = (
 )
 
 
-class _Replay(Exception):
-    """The reservation id exists already (a retried request): roll back, answer the first reservation."""
-
-    def __init__(self, answer: dict[str, Any]) -> None:
-        self.answer = answer
-
-
 def applicable(tx: LedgerTx, project_id: int, agent: str) -> list[Budget]:
     """The project's budget and the agent's own, in id order (the order rows are locked in)."""
     return [Budget(**r) for r in tx.rows(_APPLICABLE, {"project_id": project_id, "agent": agent})]
@@ -280,73 +273,70 @@ def reserve(
     ``wait=False``: raise LedgerBusy, having done nothing, rather than wait for the write lock."""
     now = now_ns or time.time_ns()
     rid = reservation_id or os.urandom(16).hex()
-    try:
-        with store.ledger(wait=wait) as tx:
-            applying = applicable(tx, project.id, agent)
-            if not applying:
-                return {"reservation_id": None, "hold_usd": "0", "budgets": []}
-            hold = worst_case_nanos(
-                pricers.get(tx, project.id),
-                provider=provider,
+    expires = now + int(hold_seconds * 1e9)
+    with store.ledger(wait=wait) as tx:
+        applying = applicable(tx, project.id, agent)
+        if not applying:
+            return {"reservation_id": None, "hold_usd": "0", "budgets": []}
+        hold = worst_case_nanos(
+            pricers.get(tx, project.id),
+            provider=provider,
+            model=model,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output_tokens,
+            at_ns=now,
+        )
+        if hold is None:
+            raise BudgetRefused(
+                f"model {model!r} has no known price, so its cost cannot be bounded; set one with "
+                f"`controlroom prices set --project {project.name} --model {model} --input USD --output USD`",
+                reason="unpriced_model",
                 model=model,
-                input_tokens=input_tokens,
-                max_output_tokens=max_output_tokens,
-                at_ns=now,
+                provider=provider,
+                **status(tx, applying[0], now),
             )
-            if hold is None:
-                raise BudgetRefused(
-                    f"model {model!r} has no known price, so its cost cannot be bounded; set one with "
-                    f"`controlroom prices set --project {project.name} --model {model} --input USD --output USD`",
-                    reason="unpriced_model",
-                    model=model,
-                    provider=provider,
-                    **status(tx, applying[0], now),
-                )
-            days = [local_day(now, b.timezone) for b in applying]
-            holds = [[b.id, d.isoformat()] for b, d in zip(applying, days, strict=True)]
-            # The reservation's row first: a request sent again (a retry after a lost answer) finds
-            # it and is answered as the first one was, before anything is held again; on
-            # PostgreSQL the insert waits for a concurrent request with the same id to finish.
-            inserted = tx.run(
-                _NEW_RESERVATION[store.dialect],
+        days = [local_day(now, b.timezone) for b in applying]
+        holds = [[b.id, d.isoformat()] for b, d in zip(applying, days, strict=True)]
+        # The reservation's row first: a request sent again (a retry after a lost answer) finds
+        # it and is answered as the first one was, before anything is held again; on
+        # PostgreSQL the insert waits for a concurrent request with the same id to finish.
+        inserted = tx.run(
+            _NEW_RESERVATION[store.dialect],
+            {
+                "id": rid,
+                "project_id": project.id,
+                "agent": agent,
+                "run_id": run_id,
+                "span_id": span_id,
+                "provider": provider,
+                "model": model,
+                "hold": hold,
+                "holds": orjson.dumps(holds).decode(),
+                "created_at": now,
+                "expires_at": expires,
+            },
+        )
+        if inserted != 1:
+            return _replayed(tx, project, rid)  # nothing was held by this request
+        for b, local in zip(applying, days, strict=True):
+            day = local.isoformat()
+            lo, hi = day_buckets(local, b.timezone)
+            tx.run(_OPEN_DAY, {"budget_id": b.id, "day": day})
+            granted = tx.run(
+                _ADMIT[bool(b.agent)],
                 {
-                    "id": rid,
-                    "project_id": project.id,
-                    "agent": agent,
-                    "run_id": run_id,
-                    "span_id": span_id,
-                    "provider": provider,
-                    "model": model,
                     "hold": hold,
-                    "holds": orjson.dumps(holds).decode(),
-                    "created_at": now,
-                    "expires_at": now + int(hold_seconds * 1e9),
+                    "budget_id": b.id,
+                    "day": day,
+                    "project_id": b.project_id,
+                    "lo": lo,
+                    "hi": hi,
+                    "agent": b.agent,
+                    "cap": b.cap_nanos,
                 },
             )
-            if inserted != 1:
-                raise _Replay(_replayed(tx, project, rid))
-            for b, local in zip(applying, days, strict=True):
-                day = local.isoformat()
-                lo, hi = day_buckets(local, b.timezone)
-                tx.run(_OPEN_DAY, {"budget_id": b.id, "day": day})
-                granted = tx.run(
-                    _ADMIT[bool(b.agent)],
-                    {
-                        "hold": hold,
-                        "budget_id": b.id,
-                        "day": day,
-                        "project_id": b.project_id,
-                        "lo": lo,
-                        "hi": hi,
-                        "agent": b.agent,
-                        "cap": b.cap_nanos,
-                    },
-                )
-                if granted != 1:  # figures read before the transaction rolls back (its row with it)
-                    raise _refusal(tx, b, hold, now)
-    except _Replay as replay:  # the holds just added have rolled back with the transaction
-        return replay.answer
-    assert hold is not None
+            if granted != 1:  # figures read before the transaction rolls back (its row with it)
+                raise _refusal(tx, b, hold, now)
     return {
         "reservation_id": rid,
         "hold_usd": usd(hold),
@@ -354,7 +344,7 @@ def reserve(
             {"agent": b.agent or None, "day": day, "resets_at": resets_at(b, now)}
             for b, (_, day) in zip(applying, holds, strict=True)
         ],
-        "expires_at": format_ts(now + int(hold_seconds * 1e9)),
+        "expires_at": format_ts(expires),
     }
 
 
@@ -363,15 +353,14 @@ def _replayed(tx: LedgerTx, project: Project, rid: str) -> dict[str, Any]:
     (r,) = tx.rows(_EXISTING, {"id": rid})
     if r["project_id"] != project.id:
         raise Conflict(f"reservation id {rid!r} is already in use; choose another", field="reservation_id")
-    if r["holds"] in ("[]", []):  # released before it was ever held (see settle): it must not hold now
+    if not _holds(r):  # released before it was ever held (see settle): it must not hold now
         raise Conflict(
             f"reservation {rid!r} was released before it was reserved; choose another id",
             field="reservation_id",
         )
     known = {b["id"]: b for b in tx.rows(_PROJECT_BUDGETS, {"project_id": project.id})}
-    holds = r["holds"]
     held = []
-    for budget_id, day in orjson.loads(holds) if isinstance(holds, str | bytes) else holds:
+    for budget_id, day in _holds(r):
         b = known.get(budget_id)
         if b is not None:  # (a budget deleted since is left out)
             _, end = day_bounds_ns(date.fromisoformat(day), b["timezone"])
