@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from common import fresh_database, latency_summary_ms, percentile, serve
-from controlroom import projects
+from controlroom.accounts import projects
 from controlroom.budget import ledger
 from controlroom.cost import Pricer, Usage
 from controlroom.sdk._control import ControlClient

@@ -4,7 +4,7 @@ Default: 150,000 runs with 1,000,000 spans over the last 30 days (1,000 of the r
 spans), six agents on four providers, three environments, a dozen tags (one on 0.5% of the
 runs, one on 30 runs), and the statuses of a real fleet (succeeded, failed, cancelled, flaky runs
 with a failed-then-retried call, and runs that never ended, which the abandoned-run sweeper closes). Events go into the log
-with ``controlroom.ingest.ingest_events`` (validation included), then
+with ``controlroom.store.ingest.ingest_events`` (validation included), then
 ``Projector(store).catch_up()`` folds them into the read model, exactly as the server would.
 
 Built stores are kept under ``bench/cache/`` (SQLite files) or as PostgreSQL databases named
@@ -31,11 +31,11 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from common import BACKENDS, CACHE, log, pg_create_database, pg_database_exists, pg_drop_database, pg_url
-from controlroom import projects
-from controlroom.ingest import ingest_events
+from controlroom.accounts import projects
 from controlroom.projections.projector import Projector
 from controlroom.projections.sweeper import sweep_abandoned
 from controlroom.store.engine import MIGRATIONS, Store
+from controlroom.store.ingest import ingest_events
 from controlroom.store.tables import runs, spans
 from workload import RunSpec, build_run, hex_id
 

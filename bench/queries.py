@@ -23,7 +23,7 @@ import httpx
 from sqlalchemy import Connection, event, select
 
 from common import BACKENDS, latency_summary_ms, log, serve, write_result
-from controlroom import projects
+from controlroom.accounts import projects
 from controlroom.projections import queries
 from controlroom.store.engine import Store
 from controlroom.store.tables import runs

@@ -18,7 +18,7 @@ import httpx
 
 import controlroom
 from common import serve
-from controlroom import projects
+from controlroom.accounts import projects
 from controlroom.store.engine import Store
 
 ATTRS = {"user.id": "u-42", "retrieval.k": 8, "cache.hit": True, "score": 0.93}

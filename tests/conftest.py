@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
 
-from controlroom import projects
+from controlroom.accounts import projects
 from controlroom.config import Settings
 from controlroom.server.app import create_app
 from controlroom.store.engine import Store

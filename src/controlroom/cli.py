@@ -92,7 +92,7 @@ def demo(db: str | None, host: str | None, port: int | None, project: str, days:
     """Serve controlroom with a simulated agent fleet: 30 days of history plus live runs."""
     from sqlalchemy import select
 
-    from controlroom import projects as p
+    from controlroom.accounts import projects as p
     from controlroom.demo import LiveFleet, backfill, set_demo_caps
     from controlroom.store.engine import Store
     from controlroom.store.tables import events
@@ -218,7 +218,7 @@ def worker(db: str | None, parent_pid: int | None) -> None:
 )
 def resend(paths: tuple[Path, ...], url: str, api_key: str) -> None:
     """Send spooled batches of events again (the SDK's `rejected/` directory, or batch files)."""
-    from controlroom.resend import resend as send
+    from controlroom.sdk._resend import resend as send
 
     kept = sent = 0
     try:
@@ -264,7 +264,7 @@ def rebuild(db: str | None) -> None:
 
 
 def _new_key(store: Any, project_name: str, name: str = "default") -> str:
-    from controlroom import projects
+    from controlroom.accounts import projects
 
     with store.write() as conn:
         project = projects.ensure_project(conn, name=project_name)
@@ -294,7 +294,7 @@ def keys_create(db: str | None, project: str, name: str) -> None:
 @_fail_cleanly
 def keys_list(db: str | None, project: str) -> None:
     """List a project's keys (prefixes only)."""
-    from controlroom import projects
+    from controlroom.accounts import projects
 
     with _store(db).read() as conn:
         p = _project(conn, project)
@@ -309,7 +309,7 @@ def keys_list(db: str | None, project: str) -> None:
 @_fail_cleanly
 def keys_revoke(db: str | None, key_id: int) -> None:
     """Revoke a key by id (see `keys list`)."""
-    from controlroom import projects
+    from controlroom.accounts import projects
 
     with _store(db).write() as conn:
         projects.revoke_key(conn, key_id=key_id)
@@ -317,7 +317,7 @@ def keys_revoke(db: str | None, key_id: int) -> None:
 
 
 def _project(conn: Any, name: str) -> Any:
-    from controlroom import projects
+    from controlroom.accounts import projects
 
     p = projects.get_project(conn, name=name)
     if p is None:
@@ -337,7 +337,7 @@ def projects() -> None:
 @_fail_cleanly
 def projects_create(db: str | None, name: str, timezone: str) -> None:
     """Create a project."""
-    from controlroom import projects as p
+    from controlroom.accounts import projects as p
 
     with _store(db).write() as conn:
         project = p.create_project(conn, name=name, timezone=timezone)
@@ -366,7 +366,7 @@ def projects_list(db: str | None) -> None:
 def projects_set_timezone(db: str | None, name: str, timezone: str) -> None:
     """Change the timezone that defines a project's days; the read model is rebuilt so that past
     days are counted in it too."""
-    from controlroom import projects as p
+    from controlroom.accounts import projects as p
     from controlroom.projections.projector import Projector
 
     store = _store(db)
@@ -397,7 +397,7 @@ def prices() -> None:
 @_fail_cleanly
 def prices_set(db: str | None, project: str, **kw: Any) -> None:
     """Set the price of a model for a project."""
-    from controlroom import prices as pr
+    from controlroom.cost import overrides as pr
 
     with _store(db).write() as conn:
         out = pr.set_price(conn, project=_project(conn, project), **kw)
@@ -412,7 +412,7 @@ def prices_set(db: str | None, project: str, **kw: Any) -> None:
 @_fail_cleanly
 def prices_list(db: str | None, project: str) -> None:
     """List a project's price overrides."""
-    from controlroom import prices as pr
+    from controlroom.cost import overrides as pr
 
     with _store(db).read() as conn:
         for p in pr.list_prices(conn, project=_project(conn, project)):

@@ -20,9 +20,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from controlroom.ingest import ingest_events
-from controlroom.projects import Project
+from controlroom.accounts.projects import Project
 from controlroom.store.engine import Store
+from controlroom.store.ingest import ingest_events
 from controlroom.store.tables import budgets
 
 logger = logging.getLogger(__name__)

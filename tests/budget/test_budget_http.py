@@ -16,7 +16,7 @@ from api_support import assert_problem, call
 from sqlalchemy import create_engine, text
 
 from conftest import LiveServer, free_port, price_and_cap
-from controlroom import projects
+from controlroom.accounts import projects
 from controlroom.budget import ledger
 from controlroom.budget.days import local_day
 from controlroom.events import parse_ts

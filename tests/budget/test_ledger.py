@@ -16,17 +16,17 @@ import pytest
 from sqlalchemy import func, select, text
 
 from conftest import LiveServer, free_port
+from controlroom.accounts.projects import Project, create_project, get_project
 from controlroom.budget import ledger
 from controlroom.budget.ledger import BudgetRefused
 from controlroom.cost import Usage
+from controlroom.cost.overrides import PricerCache, set_price
 from controlroom.errors import Conflict, NotFound, ServiceUnavailable
-from controlroom.ingest import ingest_events
-from controlroom.prices import PricerCache, set_price
 from controlroom.projections.projector import Projector
 from controlroom.projections.worker import Worker
-from controlroom.projects import Project, create_project, get_project
 from controlroom.store import engine
 from controlroom.store.engine import LedgerBusy, Store
+from controlroom.store.ingest import ingest_events
 from controlroom.store.tables import budget_days, reservations
 from factories import llm_usage, rid, run_started, sid, span_ended, span_started
 from tests_support import wait_for

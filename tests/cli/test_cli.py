@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import free_port
+from controlroom.accounts.projects import get_project, project_for_key
 from controlroom.cli import main
-from controlroom.ingest import ingest_events
 from controlroom.projections.projector import Projector
 from controlroom.projections.queries import get_run
-from controlroom.projects import get_project, project_for_key
 from controlroom.store.engine import Store
+from controlroom.store.ingest import ingest_events
 from factories import llm_usage, rid, run_started, sid, span_ended, span_started
 from tests_support import wait_for
 

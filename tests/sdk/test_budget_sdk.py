@@ -210,8 +210,8 @@ def test_the_demo_fleet_meets_its_caps_quietly(traced: LiveServer) -> None:
     spent, and the fleet goes on (the refused run is recorded as failed)."""
     import random
 
+    from controlroom.accounts.projects import get_project
     from controlroom.demo import LiveFleet, set_demo_caps
-    from controlroom.projects import get_project
 
     with traced.store.read() as conn:
         project = get_project(conn, name="acme")

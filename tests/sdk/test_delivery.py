@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 import controlroom
 from conftest import LiveServer, free_port
-from controlroom import projects
+from controlroom.accounts import projects
 from controlroom.cli import main
 from controlroom.store.engine import Store
 from controlroom.store.tables import events, runs, spans

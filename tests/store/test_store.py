@@ -6,9 +6,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select
 
-from controlroom.ingest import ingest_events
-from controlroom.projects import Project
+from controlroom.accounts.projects import Project
 from controlroom.store.engine import Store
+from controlroom.store.ingest import ingest_events
 from controlroom.store.tables import events, metadata
 from factories import rid, run_started, sid, span_ended, span_started
 
@@ -38,7 +38,7 @@ def test_append_is_idempotent_by_event_id(store: Store, project: Project) -> Non
 
 
 def test_same_event_id_in_two_projects_is_two_events(store: Store, project: Project) -> None:
-    from controlroom.projects import create_project
+    from controlroom.accounts.projects import create_project
 
     with store.write() as conn:
         other = create_project(conn, name="other")

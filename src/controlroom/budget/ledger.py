@@ -18,12 +18,13 @@ from zoneinfo import ZoneInfo
 import orjson
 from sqlalchemy import Connection, delete, select, text
 
+from controlroom.accounts.projects import Project, check_timezone
 from controlroom.budget.days import day_bounds_ns, day_buckets, local_day
-from controlroom.cost import Pricer, Usage
+from controlroom.cost import Pricer
+from controlroom.cost.overrides import PricerCache
 from controlroom.errors import Conflict, ControlroomError, NotFound, ValidationFailed
 from controlroom.events import format_ts
-from controlroom.prices import PricerCache
-from controlroom.projects import Project, check_timezone
+from controlroom.money import Usage, ceil_nanos, parse_usd, to_usd
 from controlroom.store.engine import LedgerTx, Store
 from controlroom.store.tables import budget_days, budgets
 
@@ -31,7 +32,6 @@ from controlroom.store.tables import budget_days, budgets
 DEFAULT_MAX_OUTPUT_TOKENS = 32_768
 IN_FLIGHT_RETRY_SECONDS = 2  # Retry-After of a refusal that only the calls in flight cause
 HOLD_SECONDS = 600.0  # a hold not settled by then is settled at the full hold (setting: hold_seconds)
-NANOS = Decimal(10**9)
 
 
 class BudgetRefused(ControlroomError):
@@ -55,18 +55,14 @@ class Budget:
     timezone: str
 
 
-def usd(nanos: int) -> str:
-    return format((Decimal(nanos) / NANOS).normalize(), "f") if nanos else "0"
+usd = to_usd
 
 
 def to_nanos(value: str | Decimal, name: str) -> int:
     try:
-        d = Decimal(str(value))
-    except ArithmeticError:
-        raise ValidationFailed(f"{name} {value!r} is not a decimal number", field=name) from None
-    if not d.is_finite() or d < 0 or d > 10**9:
-        raise ValidationFailed(f"{name} {value!r} must be between 0 and 1000000000 USD", field=name)
-    return int((d * NANOS).to_integral_value())
+        return parse_usd(value, name)
+    except ValueError as e:
+        raise ValidationFailed(str(e), field=name) from None
 
 
 # -- budgets --------------------------------------------------------------------------------------
@@ -246,7 +242,7 @@ def worst_case_nanos(
         + Decimal(out_tokens) * rates.output
         + rates.per_request
     )
-    return int((cost * NANOS).to_integral_value(rounding="ROUND_CEILING"))
+    return ceil_nanos(cost)
 
 
 def reserve(

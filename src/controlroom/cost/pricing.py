@@ -41,6 +41,8 @@ from typing import Final, TypeVar
 from genai_prices import data_snapshot as _gp_snapshot
 from genai_prices import types as _gp
 
+from controlroom.money import Usage
+
 __all__ = ["PriceOverride", "Pricer", "Rates", "Usage", "canonical_provider"]
 
 _NS_PER_DAY: Final = 86_400 * 10**9
@@ -53,19 +55,6 @@ _DEFAULT_CACHE_SIZE: Final = 65_536
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts of one call, OpenTelemetry style."""
-
-    input_tokens: int = 0
-    """All input tokens, INCLUDING ``cache_read_tokens`` and ``cache_write_tokens``."""
-    output_tokens: int = 0
-    """All output tokens, INCLUDING ``reasoning_tokens``."""
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

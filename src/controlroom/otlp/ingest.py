@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from controlroom.errors import InvalidEvent
-from controlroom.ingest import ingest_events
 from controlroom.otlp.decode import SpanRejected, decode_json, decode_protobuf
 from controlroom.otlp.mapping import to_events
 from controlroom.store.engine import Store
+from controlroom.store.ingest import ingest_events
 
 
 @dataclass(frozen=True, slots=True)

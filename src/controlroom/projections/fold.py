@@ -10,29 +10,19 @@ from __future__ import annotations
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from controlroom import events as ev
-from controlroom.cost import Pricer, Usage
+from controlroom.cost import Pricer
+from controlroom.money import USAGE_FIELDS, Usage, to_nanos
 
 Row = dict[str, Any]
 
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
+TOKEN_FIELDS = USAGE_FIELDS
 # The counters of a cost_daily row, in the order of a contributions() list.
 COST_FIELDS = ("calls", *TOKEN_FIELDS, "cost_nanos", "unpriced_calls")
 CALL_KINDS = ("llm", "embedding")
-
-
-def usd_to_nanos(value: Any) -> int:
-    return int((Decimal(str(value)) * 10**9).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def new_span(project_id: int, run_id: str, span_id: str, seq: int) -> Row:
@@ -151,7 +141,7 @@ def apply_span_event(span: Row, etype: str, ts: int, body: dict[str, Any]) -> No
             for key in TOKEN_FIELDS:
                 span[key] = usage.get(key, 0)
         if body.get("cost_usd") is not None:
-            span["reported_cost_nanos"] = usd_to_nanos(body["cost_usd"])
+            span["reported_cost_nanos"] = to_nanos(body["cost_usd"])
     # Identity fields: the end's values (the response model) win over the start's (the request model).
     start_only = etype == ev.SPAN_STARTED and ended_before
     for key in ("provider", "model", "attempt", "retry_of", "fallback_from"):

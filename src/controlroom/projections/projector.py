@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import Connection, Table, delete, select, tuple_, update
 
 from controlroom import events as ev
-from controlroom.prices import PricerCache
+from controlroom.cost.overrides import PricerCache
 from controlroom.projections import fold
 from controlroom.store import log
 from controlroom.store.engine import Store

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,6 +13,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from controlroom.errors import InvalidQuery, NotFound
 from controlroom.events import RUN_STATUSES, format_ts
+from controlroom.money import to_usd
 from controlroom.projections.fold import COST_FIELDS, TOKEN_FIELDS, rollups
 from controlroom.store.tables import cost_daily, run_tags, runs, scores, spans
 
@@ -21,10 +21,8 @@ GROUPS = ("agent", "provider", "model")
 
 
 def usd(nanos: int | None) -> str | None:
-    """Nano-dollars -> exact USD decimal string."""
-    if nanos is None:
-        return None
-    return format(Decimal(nanos).scaleb(-9).normalize(), "f") if nanos else "0"
+    """Nano-dollars -> exact USD decimal string (None stays None)."""
+    return None if nanos is None else to_usd(nanos)
 
 
 @dataclass(frozen=True, slots=True)

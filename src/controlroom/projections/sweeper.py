@@ -8,9 +8,9 @@ import time
 from sqlalchemy import select
 
 from controlroom import events as ev
-from controlroom.ingest import to_row
 from controlroom.store import log
 from controlroom.store.engine import Store
+from controlroom.store.ingest import to_row
 from controlroom.store.tables import runs
 
 

@@ -16,8 +16,8 @@ from starlette.types import Receive, Scope, Send
 
 from controlroom import __version__
 from controlroom.config import Settings
+from controlroom.cost.overrides import PricerCache
 from controlroom.errors import ControlroomError, internal_error
-from controlroom.prices import PricerCache
 from controlroom.projections.worker import Worker
 from controlroom.server.deps import KeyCache, no_nul_in_query
 from controlroom.server.responses import JSONResponse, request_problem

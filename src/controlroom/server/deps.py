@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
+from controlroom.accounts.projects import Project, hash_key, project_for_key
 from controlroom.config import Settings
 from controlroom.errors import (
     InvalidEncoding,
@@ -22,7 +23,6 @@ from controlroom.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from controlroom.projects import Project, hash_key, project_for_key
 from controlroom.store.engine import Store
 
 KEY_CACHE_SECONDS = 30.0

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from controlroom.accounts.projects import Project
 from controlroom.budget import ledger
 from controlroom.cost import Usage
 from controlroom.errors import (
@@ -20,7 +21,6 @@ from controlroom.errors import (
     internal_error,
 )
 from controlroom.events import RunId, SpanId
-from controlroom.projects import Project
 from controlroom.server.deps import ProjectDep, StoreDep, authorized_project
 from controlroom.server.responses import JSONResponse, request_problem
 from controlroom.server.schemas import Problem, Text

@@ -5,10 +5,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from controlroom.ingest import ingest_events
 from controlroom.server.deps import ProjectDep, SettingsDep, StoreDep, parse_json, read_body
 from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import IngestResponse, Problem
+from controlroom.store.ingest import ingest_events
 
 router = APIRouter(tags=["ingest"])
 

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from controlroom.errors import InvalidQuery
 from controlroom.events import parse_ts
+from controlroom.money import parse_usd
 from controlroom.projections import queries
-from controlroom.projections.fold import usd_to_nanos
 from controlroom.server.deps import ProjectDep, StoreDep, in_read
 from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import DailyCosts, Problem, RunDetail, RunList
@@ -25,14 +24,9 @@ def _nanos(value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        d = Decimal(value)
-    except ArithmeticError:
-        raise InvalidQuery(
-            f"min_cost_usd {value!r} is not a decimal number of USD", parameter="min_cost_usd"
-        ) from None
-    if not d.is_finite() or d < 0:
-        raise InvalidQuery(f"min_cost_usd {value!r} must be a non-negative amount", parameter="min_cost_usd")
-    return usd_to_nanos(d)
+        return parse_usd(value, "min_cost_usd")
+    except ValueError as e:
+        raise InvalidQuery(str(e), parameter="min_cost_usd") from None
 
 
 def _time(value: str | None, name: str) -> int | None:

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from controlroom import __version__, prices
+from controlroom import __version__
+from controlroom.cost import overrides as prices
 from controlroom.projections.projector import Projector
 from controlroom.server.deps import ProjectDep, StoreDep, in_read
 from controlroom.server.responses import JSONResponse

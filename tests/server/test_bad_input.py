@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from controlroom import projects
+from controlroom.accounts import projects
 from controlroom.events import CLIENT_EVENT_TYPES
 from controlroom.server import deps
 from controlroom.server.schemas import IngestResponse, RunDetail

@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, text
 
+from controlroom.accounts.projects import Project
 from controlroom.cost import PriceOverride, Pricer
 from controlroom.errors import ValidationFailed
 from controlroom.events import format_ts, parse_ts
-from controlroom.projects import Project
 from controlroom.store.engine import LedgerTx
 from controlroom.store.tables import price_overrides
 

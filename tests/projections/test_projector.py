@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, func, select
 
-from controlroom import projects
+from controlroom.accounts import projects
+from controlroom.accounts.projects import Project
 from controlroom.budget import ledger
-from controlroom.ingest import ingest_events
-from controlroom.prices import PricerCache
+from controlroom.cost.overrides import PricerCache
 from controlroom.projections.projector import Projector
 from controlroom.projections.queries import daily_costs, get_run
 from controlroom.projections.sweeper import sweep_abandoned
-from controlroom.projects import Project
 from controlroom.store.engine import Store
+from controlroom.store.ingest import ingest_events
 from controlroom.store.tables import READ_MODEL_TABLES, runs, spans
 from factories import BASE_TS, event, llm_usage, rid, run_ended, run_started, sid, span_ended, span_started
 
@@ -339,7 +339,7 @@ def test_unknown_model_is_unpriced_not_free(store: Store, project: Project) -> N
 
 
 def test_price_override_prices_a_private_model(store: Store, project: Project) -> None:
-    from controlroom.prices import set_price
+    from controlroom.cost.overrides import set_price
 
     with store.write() as conn:
         set_price(
@@ -365,8 +365,8 @@ def test_postgres_appends_commit_in_sequence_order(pg_url: str) -> None:
     the projector can never fold past an event that has not committed yet."""
     from sqlalchemy import text
 
-    from controlroom.ingest import to_row
     from controlroom.store import log
+    from controlroom.store.ingest import to_row
     from tests_support import wait_for
 
     store = Store(pg_url)

@@ -25,7 +25,7 @@ from controlroom.sdk._client import build_config
 from controlroom.server import app as app_module
 from controlroom.server.app import create_app
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from api_support import ev, new_run_id, new_span_id, wait_projected
 
-from controlroom import projects
+from controlroom.accounts import projects
 
 DAY_NS = 86_400 * 10**9
 HOUR = 3600 * 10**9

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from controlroom.accounts.projects import Project
 from controlroom.demo import backfill
 from controlroom.projections.projector import Projector
 from controlroom.projections.queries import RunFilter, daily_costs, get_run, list_runs
-from controlroom.projects import Project
 from controlroom.store.engine import Store
 
 
