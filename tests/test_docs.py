@@ -185,21 +185,22 @@ def test_every_error_code_is_documented() -> None:
 def _body_models() -> dict[str, type[typing.Any]]:
     union = typing.get_args(events.ClientEvent)[0]
     out = {}
-    for model in typing.get_args(union):
+    for model in (*typing.get_args(union), events.RunAbandoned):
         (etype,) = typing.get_args(model.model_fields["type"].annotation)
         out[etype] = model.model_fields["body"].annotation
     return out
 
 
-def test_the_body_models_cover_the_client_event_types() -> None:
-    assert set(_body_models()) == set(events.CLIENT_EVENT_TYPES)
+def test_the_body_models_cover_every_event_type() -> None:
+    assert set(_body_models()) == set(events.CLIENT_EVENT_TYPES) | set(events.SERVER_EVENT_TYPES)
+    assert _body_models() == events.BODIES
 
 
-@pytest.mark.parametrize("etype", events.CLIENT_EVENT_TYPES)
-def test_every_client_event_type_and_body_field_is_documented(etype: str) -> None:
+@pytest.mark.parametrize("etype", events.BODIES)
+def test_every_event_type_and_body_field_is_documented(etype: str) -> None:
     doc = read("docs/events.md")
     assert f"`{etype}`" in doc, f"event type {etype} is not documented in docs/events.md"
-    body = _body_models()[etype]
+    body = events.BODIES[etype]
     missing = [name for name in body.model_fields if f"`{name}`" not in doc]
     assert not missing, f"body fields of {etype} not documented in docs/events.md: {missing}"
 

@@ -6,13 +6,25 @@ Every event has the envelope ``{id, type, run_id, ts, body}``:
 - ``run_id``: 32 hex chars (an OpenTelemetry trace id); ``span_id``: 16 hex chars.
 - ``ts``: when it happened: an RFC 3339 string (nanoseconds allowed) or integer epoch nanoseconds.
 
-Clients send the types in ``CLIENT_EVENT_TYPES``; the server itself writes the others.
+Clients send the types in ``CLIENT_EVENT_TYPES``; the server itself writes the others
+(``SERVER_EVENT_TYPES``). Every type, whoever writes it, is declared here once — its body model,
+its defaults, its validation — and nothing enters the log without passing :func:`validate_event`
+(clients) or :func:`server_event` (the server).
+
+The log keeps bodies without their default values (smaller rows); :func:`with_defaults` puts them
+back for whoever reads the log, so a default is stated here and nowhere else.
+
+Event formats evolve only by addition (a new optional field with a default, a new type): an event
+in the log is never rewritten, and every version of a type must stay readable by the fold. A change
+that cannot be made that way is a new type.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import time
+import typing
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -27,7 +39,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
-SCHEMA_VERSION = 1
+from controlroom import money
+from controlroom.money import MAX_CALL_USD, MAX_TOKENS
 
 RUN_STARTED = "run.started"
 RUN_ENDED = "run.ended"
@@ -114,8 +127,8 @@ Timestamp = Annotated[
 ]
 EventId = Annotated[str, Field(min_length=1, max_length=64)]
 ShortText = Annotated[str, Field(max_length=256)]
-NonNegInt = Annotated[int, Field(ge=0, le=10**10)]  # tokens of one call
-Cost = Annotated[Decimal, Field(ge=0, le=10**6, allow_inf_nan=False)]
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]  # tokens of one call
+Cost = Annotated[Decimal, Field(ge=0, le=MAX_CALL_USD, allow_inf_nan=False)]  # USD of one call
 
 
 class _Body(BaseModel):
@@ -130,11 +143,14 @@ class ErrorInfo(_Body):
 class Usage(_Body):
     """Token counts: ``input_tokens`` includes cached tokens, ``output_tokens`` includes reasoning tokens."""
 
-    input_tokens: NonNegInt = 0
-    output_tokens: NonNegInt = 0
-    cache_read_tokens: NonNegInt = 0
-    cache_write_tokens: NonNegInt = 0
-    reasoning_tokens: NonNegInt = 0
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    reasoning_tokens: Tokens = 0
+
+    def counts(self) -> money.Usage:
+        return money.Usage(**self.model_dump())
 
 
 class RunStartedBody(_Body):
@@ -201,6 +217,13 @@ class ScoreRecordedBody(_Body):
     evaluator: ShortText | None = None
 
 
+class RunAbandonedBody(_Body):
+    """Written by the sweeper: the run sent nothing for ``quiet_seconds`` and never ended."""
+
+    quiet_seconds: Annotated[float, Field(ge=0)]
+    last_event_at: Annotated[int, Field(ge=0)]  # when the log last heard from the run (epoch ns)
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -239,9 +262,71 @@ class ScoreRecorded(_Event):
     body: ScoreRecordedBody
 
 
+class _ServerEvent(_Event):
+    # the server's own clock: no "more than a day ahead" check (that one catches client clocks)
+    ts: Annotated[int, BeforeValidator(functools.partial(parse_ts, future_ok=True))]
+
+
+class RunAbandoned(_ServerEvent):
+    type: Literal["run.abandoned"]
+    body: RunAbandonedBody
+
+
 AnyClientEvent = RunStarted | RunEnded | SpanStarted | SpanEnded | SpanRecorded | ScoreRecorded
 ClientEvent = Annotated[AnyClientEvent, Field(discriminator="type")]
 _client_event: TypeAdapter[AnyClientEvent] = TypeAdapter(ClientEvent)
+AnyServerEvent = RunAbandoned
+_server_event: TypeAdapter[AnyServerEvent] = TypeAdapter(AnyServerEvent)
+AnyEvent = AnyClientEvent | AnyServerEvent
+
+BODIES: dict[str, type[_Body]] = {
+    RUN_STARTED: RunStartedBody,
+    RUN_ENDED: RunEndedBody,
+    SPAN_STARTED: SpanStartedBody,
+    SPAN_ENDED: SpanEndedBody,
+    SPAN_RECORDED: SpanRecordedBody,
+    SCORE_RECORDED: ScoreRecordedBody,
+    RUN_ABANDONED: RunAbandonedBody,
+}
+"""The body model of every event type in the log."""
+
+
+def _defaults(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        name: f.get_default(call_default_factory=True)
+        for name, f in model.model_fields.items()
+        if not f.is_required()
+    }
+
+
+def _nested(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """The fields whose value is a body model of its own (possibly optional): error, usage."""
+    out: dict[str, type[BaseModel]] = {}
+    for name, f in model.model_fields.items():
+        for arg in (f.annotation, *typing.get_args(f.annotation)):
+            if isinstance(arg, type) and issubclass(arg, _Body):
+                out[name] = arg
+    return out
+
+
+_DEFAULTS = {etype: _defaults(model) for etype, model in BODIES.items()}
+_NESTED = {etype: _nested(model) for etype, model in BODIES.items()}
+_NESTED_DEFAULTS = {m: _defaults(m) for nested in _NESTED.values() for m in nested.values()}
+_MUTABLE = (list, dict)
+
+
+def with_defaults(etype: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A body as the log stores it (defaults left out) with every default put back, nested ones
+    included (an ``error`` without ``message``, a ``usage`` with some counts)."""
+    out = {
+        k: (type(v)() if isinstance(v, _MUTABLE) else v) for k, v in _DEFAULTS[etype].items() if k not in body
+    }
+    out.update(body)
+    for name, model in _NESTED[etype].items():
+        value = out.get(name)
+        if isinstance(value, dict):
+            out[name] = {**_NESTED_DEFAULTS[model], **value}
+    return out
 
 
 def _reason(err: ValidationError) -> str:
@@ -258,6 +343,19 @@ def _reason(err: ValidationError) -> str:
             msg = "missing event type"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
+
+
+def server_event(etype: str, *, id: str, run_id: str, ts: int, body: dict[str, Any]) -> AnyServerEvent:
+    """An event the server writes, validated like a client's: a bad one is a bug, raised here as
+    ValueError rather than stored."""
+    if etype not in SERVER_EVENT_TYPES:
+        raise ValueError(f"{etype!r} is not a server event type")
+    try:
+        return _server_event.validate_python(
+            {"id": id, "type": etype, "run_id": run_id, "ts": ts, "body": body}
+        )
+    except ValidationError as e:
+        raise ValueError(f"{etype}: {_reason(e)}") from None
 
 
 def validate_event(raw: Any) -> AnyClientEvent:

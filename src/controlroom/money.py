@@ -19,7 +19,9 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 
 NANOS_PER_USD = 10**9
 MAX_USD = Decimal(10**9)
-"""The largest amount any field accepts (a cap, a reported or settled cost): a billion dollars."""
+"""The largest amount of money any field accepts (a daily cap): a billion dollars."""
+MAX_CALL_USD = Decimal(10**6)
+"""The largest cost of one call (reported on a span or a settlement): a million dollars."""
 
 USAGE_FIELDS = (
     "input_tokens",

@@ -365,8 +365,9 @@ def test_postgres_appends_commit_in_sequence_order(pg_url: str) -> None:
     the projector can never fold past an event that has not committed yet."""
     from sqlalchemy import text
 
+    from controlroom.events import validate_event
     from controlroom.store import log
-    from controlroom.store.ingest import to_row
+    from controlroom.store.ingest import event_row
     from tests_support import wait_for
 
     store = Store(pg_url)
@@ -385,7 +386,15 @@ def test_postgres_appends_commit_in_sequence_order(pg_url: str) -> None:
 
     with store.write() as conn:
         log.append(
-            store, conn, [to_row(p.id, "first", "run.started", r, BASE_TS, BASE_TS, {"agent": "first"})]
+            store,
+            conn,
+            [
+                event_row(
+                    p.id,
+                    validate_event({**run_started(r, agent="first", ts=BASE_TS), "id": "first"}),
+                    received_at=BASE_TS,
+                )
+            ],
         )
         t = threading.Thread(target=second_writer)
         t.start()

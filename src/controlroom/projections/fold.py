@@ -97,58 +97,57 @@ def new_run(project_id: int, run_id: str, seq: int, ts: int, received_at: int) -
 
 
 def apply_run_event(run: Row, etype: str, ts: int, body: dict[str, Any]) -> None:
+    """Fold one run event (its body as the log stores it) into the run's row."""
+    body = ev.with_defaults(etype, body)
     if etype == ev.RUN_STARTED:
         run["has_start"] = True
         run["started_at"] = ts
-        run["agent"] = body["agent"]
-        run["inputs"] = body.get("inputs")
-        for key in ("model", "agent_version", "environment", "session_id", "user_id"):
-            run[key] = body.get(key)
-        run["tags"] = body.get("tags") or []
-        run["metadata"] = body.get("metadata") or {}
+        for key in ("agent", "inputs", "model", "agent_version", "environment", "session_id", "user_id"):
+            run[key] = body[key]
+        run["tags"] = body["tags"]
+        run["metadata"] = body["metadata"]
     elif etype == ev.RUN_ENDED:
         run["ended_at"] = ts
         run["end_status"] = body["status"]
-        run["output"] = body.get("output")
-        error = body.get("error") or {}
+        run["output"] = body["output"]
+        error = body["error"] or {}
         run["end_error_type"] = error.get("type")
         run["end_error_message"] = error.get("message")
-        run["end_failing_span_id"] = body.get("failing_span_id")
+        run["end_failing_span_id"] = body["failing_span_id"]
         run["abandoned_at"] = None
     elif etype == ev.RUN_ABANDONED and run["end_status"] is None:
         run["abandoned_at"] = ts
 
 
 def apply_span_event(span: Row, etype: str, ts: int, body: dict[str, Any]) -> None:
+    """Fold one span event (its body as the log stores it) into the span's row."""
+    body = ev.with_defaults(etype, body)
     ended_before = span["ended_at"] is not None
     if etype in (ev.SPAN_STARTED, ev.SPAN_RECORDED):
         span["started_at"] = ts
-        span["parent_span_id"] = body.get("parent_span_id")
-        span["kind"] = body.get("kind", "other")
-        span["name"] = body["name"]
-        span["input"] = body.get("input")
+        for key in ("parent_span_id", "kind", "name", "input"):
+            span[key] = body[key]
     if etype in (ev.SPAN_ENDED, ev.SPAN_RECORDED):
         span["ended_at"] = body["ended_at"] if etype == ev.SPAN_RECORDED else ts
-        span["status"] = body.get("status", "ok")
-        span["output"] = body.get("output")
-        error = body.get("error") or {}
+        span["status"] = body["status"]
+        span["output"] = body["output"]
+        error = body["error"] or {}
         span["error_type"] = error.get("type")
         span["error_message"] = error.get("message")
         if span["status"] == "error" and span["error_type"] is None:
             span["error_type"] = "error"
-        usage = body.get("usage")
-        if usage is not None:
+        if body["usage"] is not None:
             for key in TOKEN_FIELDS:
-                span[key] = usage.get(key, 0)
-        if body.get("cost_usd") is not None:
+                span[key] = body["usage"][key]
+        if body["cost_usd"] is not None:
             span["reported_cost_nanos"] = to_nanos(body["cost_usd"])
     # Identity fields: the end's values (the response model) win over the start's (the request model).
     start_only = etype == ev.SPAN_STARTED and ended_before
     for key in ("provider", "model", "attempt", "retry_of", "fallback_from"):
-        value = body.get(key)
+        value = body[key]
         if value is not None and not (start_only and span[key] is not None):
             span[key] = value
-    attrs = body.get("attributes")
+    attrs = body["attributes"]
     if attrs:
         merged = dict(span["attributes"] or {})
         if start_only:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from controlroom import events as ev
 from controlroom.store import log
 from controlroom.store.engine import Store
-from controlroom.store.ingest import to_row
+from controlroom.store.ingest import event_row
 from controlroom.store.tables import runs
 
 
@@ -29,14 +29,16 @@ def sweep_abandoned(
     if not quiet:
         return 0
     rows = [
-        to_row(
+        event_row(
             project_id,
-            f"abandoned-{run_id}-{last_event_at}",
-            ev.RUN_ABANDONED,
-            run_id,
-            now,
-            now,
-            {"quiet_seconds": quiet_seconds, "last_event_at": last_event_at},
+            ev.server_event(
+                ev.RUN_ABANDONED,
+                id=f"abandoned-{run_id}-{last_event_at}",
+                run_id=run_id,
+                ts=now,
+                body={"quiet_seconds": quiet_seconds, "last_event_at": last_event_at},
+            ),
+            received_at=now,
         )
         for project_id, run_id, last_event_at in quiet
     ]

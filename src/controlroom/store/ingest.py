@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from controlroom.errors import InvalidEvent, PayloadTooLarge
-from controlroom.events import validate_event
+from controlroom.events import AnyEvent, validate_event
 from controlroom.store import log
 from controlroom.store.engine import Store
 
@@ -60,15 +60,7 @@ def ingest_events(
             result.duplicates += 1
             continue
         try:
-            row = to_row(
-                project_id,
-                event.id,
-                event.type,
-                event.run_id,
-                event.ts,
-                received_at,
-                event.body.model_dump(mode="json", exclude_defaults=True),
-            )
+            row = event_row(project_id, event, received_at=received_at)
         except (TypeError, ValueError) as e:  # an integer beyond 64 bits, nesting too deep
             result.rejected.append(
                 {"index": index, "id": event.id, "reason": f"body: cannot be stored as JSON: {e}"}
@@ -97,17 +89,17 @@ def ingest_events(
     return result
 
 
-def to_row(
-    project_id: int, event_id: str, etype: str, run_id: str, ts: int, received_at: int, body: dict[str, Any]
-) -> dict[str, Any]:
+def event_row(project_id: int, event: AnyEvent, *, received_at: int) -> dict[str, Any]:
+    """The log row of a validated event: its body without default values (``events.with_defaults``
+    puts them back on reading)."""
     return {
         "project_id": project_id,
-        "event_id": event_id,
-        "type": etype,
-        "run_id": run_id,
-        "ts": ts,
+        "event_id": event.id,
+        "type": event.type,
+        "run_id": event.run_id,
+        "ts": event.ts,
         "received_at": received_at,
-        "body": orjson.dumps(body),
+        "body": orjson.dumps(event.body.model_dump(mode="json", exclude_defaults=True)),
     }
 
 
