@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from controlroom import events as ev
+from controlroom.money import MAX_TOKENS
 from controlroom.otlp.decode import Record
 from controlroom.projections.fold import CALL_KINDS
 
@@ -158,7 +159,7 @@ def _count(attrs: dict[str, Any], keys: tuple[str, ...]) -> int | None:
         n = int(v)
     except (TypeError, ValueError):
         return None
-    return n if 0 <= n <= 10**12 else None
+    return n if 0 <= n <= MAX_TOKENS else None  # beyond it, not a count of one call
 
 
 def usage(attrs: dict[str, Any]) -> dict[str, int] | None:
