@@ -263,12 +263,12 @@ def rebuild(db: str | None) -> None:
     click.echo(f"rebuilt the read model from {n} events")
 
 
-def _new_key(store: Any, project_name: str, name: str = "default") -> str:
+def _new_key(store: Any, project_name: str, name: str = "default", scope: str = "agent") -> str:
     from controlroom.accounts import projects
 
     with store.write() as conn:
         project = projects.ensure_project(conn, name=project_name)
-        return projects.create_key(conn, project=project, name=name).key
+        return projects.create_key(conn, project=project, name=name, scope=scope).key
 
 
 @main.group()
@@ -280,10 +280,17 @@ def keys() -> None:
 @db_option
 @click.option("--project", required=True, help="Project name (created if it does not exist).")
 @click.option("--name", default="default", show_default=True, help="A label for the key.")
+@click.option(
+    "--scope",
+    type=click.Choice(["agent", "admin"]),
+    default="agent",
+    show_default=True,
+    help="agent: what agents need (send, read, reserve, request approvals); admin: also manage the project.",
+)
 @_fail_cleanly
-def keys_create(db: str | None, project: str, name: str) -> None:
+def keys_create(db: str | None, project: str, name: str, scope: str) -> None:
     """Create an API key; it is shown once."""
-    key = _new_key(_store(db), project, name)
+    key = _new_key(_store(db), project, name, scope)
     click.echo(key)
     click.echo(f"(API key for project {project!r}: store it now, it is not shown again)", err=True)
 
@@ -300,7 +307,7 @@ def keys_list(db: str | None, project: str) -> None:
         p = _project(conn, project)
         for k in projects.list_keys(conn, project=p):
             state = "revoked" if k["revoked_at"] else "active"
-            click.echo(f"{k['id']}\t{k['prefix']}…\t{k['name']}\t{state}")
+            click.echo(f"{k['id']}\t{k['prefix']}…\t{k['name']}\t{k['scope']}\t{state}")
 
 
 @keys.command("revoke")
@@ -491,6 +498,109 @@ def budgets_delete(db: str | None, project: str, agent: str | None) -> None:
     with _store(db).write() as conn:
         ledger.delete_budget(conn, project_id=_project(conn, project).id, agent=agent or "")
     click.echo("removed")
+
+
+@main.group()
+def users() -> None:
+    """People who use the dashboard and decide approvals, with a role per project."""
+
+
+def _new_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    value: str = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    return value
+
+
+@users.command("create")
+@db_option
+@click.argument("login")
+@click.option("--project", required=True, help="Project the user joins.")
+@click.option(
+    "--role", type=click.Choice(["viewer", "approver", "admin"]), default="viewer", show_default=True
+)
+@click.option("--name", default=None, help="Display name (default: the login).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (else: prompt).")
+@_fail_cleanly
+def users_create(
+    db: str | None, login: str, project: str, role: str, name: str | None, password_stdin: bool
+) -> None:
+    """Create a user (LOGIN: a user name or an email) with a role in a project. The first admin is
+    created this way; there is no sign-up."""
+    from controlroom.accounts import users as u
+
+    password = _new_password(password_stdin)
+    with _store(db).write() as conn:
+        p = _project(conn, project)
+        user = u.create_user(conn, login=login, password=password, name=name)
+        u.set_role(conn, user=user, project=p, role=u.Role.parse(role))
+    click.echo(f"created user {user.login!r}, {role} of project {project!r}")
+
+
+@users.command("list")
+@db_option
+@click.option("--project", required=True)
+@_fail_cleanly
+def users_list(db: str | None, project: str) -> None:
+    """List a project's users and their roles."""
+    from controlroom.accounts import users as u
+
+    with _store(db).read() as conn:
+        click.echo("login\trole\tstate\tname")
+        for m in u.members(conn, project=_project(conn, project)):
+            state = "active" if m.user.active else "disabled"
+            click.echo(f"{m.user.login}\t{m.role.name}\t{state}\t{m.user.name}")
+
+
+@users.command("set-role")
+@db_option
+@click.argument("login")
+@click.option("--project", required=True)
+@click.option("--role", required=True, type=click.Choice(["viewer", "approver", "admin", "none"]))
+@_fail_cleanly
+def users_set_role(db: str | None, login: str, project: str, role: str) -> None:
+    """Change a user's role in a project (none: remove them from it). Their sessions end."""
+    from controlroom.accounts import users as u
+
+    with _store(db).write() as conn:
+        user = u.user(conn, login)
+        u.set_role(
+            conn,
+            user=user,
+            project=_project(conn, project),
+            role=None if role == "none" else u.Role.parse(role),
+        )
+    click.echo(f"{user.login!r} is now {role} in project {project!r}; their sessions ended")
+
+
+@users.command("disable")
+@db_option
+@click.argument("login")
+@click.option("--enable", is_flag=True, help="Enable the user again instead.")
+@_fail_cleanly
+def users_disable(db: str | None, login: str, enable: bool) -> None:
+    """Disable a user: their sessions end at once and they cannot log in (their history stays)."""
+    from controlroom.accounts import users as u
+
+    with _store(db).write() as conn:
+        user = u.set_disabled(conn, user=u.user(conn, login), disabled=not enable)
+    click.echo(f"{user.login!r} is {'enabled' if enable else 'disabled'}")
+
+
+@users.command("reset-password")
+@db_option
+@click.argument("login")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (else: prompt).")
+@_fail_cleanly
+def users_reset_password(db: str | None, login: str, password_stdin: bool) -> None:
+    """Set a new password for a user; their sessions end."""
+    from controlroom.accounts import users as u
+
+    password = _new_password(password_stdin)
+    with _store(db).write() as conn:
+        user = u.user(conn, login)
+        u.set_password(conn, user=user, password=password)
+    click.echo(f"new password set for {user.login!r}; their sessions ended")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Domain code raises these; the server renders every one of them as an RFC 9457 pr
     ControlroomError
      ├── BadRequest            400 bad_request
      │    ├── InvalidJSON      400 invalid_json
- │    ├── InvalidEncoding  400 invalid_encoding
+     │    ├── InvalidEncoding  400 invalid_encoding
      │    ├── InvalidEvent     400 invalid_event
      │    └── InvalidQuery     400 invalid_query
      ├── BudgetRefused         402 daily_cost_cap_reached  (controlroom.budget.ledger)
@@ -17,6 +17,7 @@ Domain code raises these; the server renders every one of them as an RFC 9457 pr
      ├── PayloadTooLarge       413 payload_too_large
      ├── UnsupportedMediaType  415 unsupported_media_type
      ├── ValidationFailed      422 validation_failed
+     ├── TooManyRequests       429 too_many_requests  (with Retry-After)
      └── ServiceUnavailable    503 service_unavailable
 """
 
@@ -113,3 +114,14 @@ class ServiceUnavailable(ControlroomError):
 
 class ConfigError(ValueError):
     """A setting has a bad value; raised at start, before anything runs."""
+
+
+class TooManyRequests(ControlroomError):
+    status, code, title = 429, "too_many_requests", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

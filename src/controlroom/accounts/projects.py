@@ -78,7 +78,14 @@ def ensure_project(conn: Connection, *, name: str) -> Project:
     return get_project(conn, name=name) or create_project(conn, name=name)
 
 
-def create_key(conn: Connection, *, project: Project, name: str = "default") -> NewKey:
+KEY_SCOPES = ("agent", "admin")
+"""``agent`` (the default): send events, read, reserve, request and claim approvals — never decide
+one; ``admin``: also manage the project (keys, users, budgets, prices, policies), for automation."""
+
+
+def create_key(conn: Connection, *, project: Project, name: str = "default", scope: str = "agent") -> NewKey:
+    if scope not in KEY_SCOPES:
+        raise ValidationFailed(f"unknown key scope {scope!r}: agent or admin", field="scope")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = conn.execute(
         insert(api_keys)
@@ -88,6 +95,7 @@ def create_key(conn: Connection, *, project: Project, name: str = "default") -> 
             prefix=key[:10],
             key_hash=hash_key(key),
             created_at=time.time_ns(),
+            scope=scope,
         )
         .returning(api_keys.c.id)
     ).scalar_one()
@@ -97,7 +105,12 @@ def create_key(conn: Connection, *, project: Project, name: str = "default") -> 
 def list_keys(conn: Connection, *, project: Project) -> list[dict[str, object]]:
     rows = conn.execute(
         select(
-            api_keys.c.id, api_keys.c.name, api_keys.c.prefix, api_keys.c.created_at, api_keys.c.revoked_at
+            api_keys.c.id,
+            api_keys.c.name,
+            api_keys.c.prefix,
+            api_keys.c.scope,
+            api_keys.c.created_at,
+            api_keys.c.revoked_at,
         )
         .where(api_keys.c.project_id == project.id)
         .order_by(api_keys.c.id)

@@ -56,6 +56,51 @@ api_keys = Table(
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
+    # agent: send events, read, reserve, request and claim approvals; admin: also manage the project
+    Column("scope", String(16), nullable=False, server_default="agent"),
+)
+
+# People. A user has a role per project (memberships); sessions are rows, so revoking one is a
+# write the next request sees; login failures are counted here so throttling holds across processes.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("login", String(128), nullable=False, unique=True),  # lower-case
+    Column("name", String(256), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("password_changed_at", BigInteger, nullable=False),
+    Column("disabled_at", BigInteger),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), primary_key=True),
+    Column("role", String(16), nullable=False),  # viewer / approver / admin
+    Column("created_at", BigInteger, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),  # SHA-256 of the cookie's token
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # absolute expiry
+    Column("revoked_at", BigInteger),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("key", String(200), primary_key=True),  # "account:<login>" or "address:<ip>"
+    Column("window_start", BigInteger, nullable=False),
+    Column("failures", Integer, nullable=False),
 )
 
 # The run log. Rows are only ever inserted: no UPDATE or DELETE touches this table.
