@@ -185,7 +185,8 @@ def test_every_error_code_is_documented() -> None:
 def _body_models() -> dict[str, type[typing.Any]]:
     union = typing.get_args(events.ClientEvent)[0]
     out = {}
-    for model in (*typing.get_args(union), events.RunAbandoned):
+    server = typing.get_args(typing.get_args(events.ServerEvent)[0])
+    for model in (*typing.get_args(union), *server):
         (etype,) = typing.get_args(model.model_fields["type"].annotation)
         out[etype] = model.model_fields["body"].annotation
     return out

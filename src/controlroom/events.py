@@ -45,13 +45,29 @@ from controlroom.money import MAX_CALL_USD, MAX_TOKENS
 RUN_STARTED = "run.started"
 RUN_ENDED = "run.ended"
 RUN_ABANDONED = "run.abandoned"  # written by the server's sweeper
+APPROVAL_REQUESTED = "approval.requested"  # the approval events are written by the server alone
+APPROVAL_DECIDED = "approval.decided"
+APPROVAL_EXPIRED = "approval.expired"
+APPROVAL_CANCELLED = "approval.cancelled"
+APPROVAL_CLAIMED = "approval.claimed"
+APPROVAL_EXECUTED = "approval.executed"
+APPROVAL_FAILED = "approval.failed"
 SPAN_STARTED = "span.started"
 SPAN_ENDED = "span.ended"
 SPAN_RECORDED = "span.recorded"
 SCORE_RECORDED = "score.recorded"
 
 CLIENT_EVENT_TYPES = (RUN_STARTED, RUN_ENDED, SPAN_STARTED, SPAN_ENDED, SPAN_RECORDED, SCORE_RECORDED)
-SERVER_EVENT_TYPES = (RUN_ABANDONED,)
+APPROVAL_EVENT_TYPES = (
+    APPROVAL_REQUESTED,
+    APPROVAL_DECIDED,
+    APPROVAL_EXPIRED,
+    APPROVAL_CANCELLED,
+    APPROVAL_CLAIMED,
+    APPROVAL_EXECUTED,
+    APPROVAL_FAILED,
+)
+SERVER_EVENT_TYPES = (RUN_ABANDONED, *APPROVAL_EVENT_TYPES)
 
 SPAN_KINDS = ("agent", "llm", "tool", "retrieval", "embedding", "approval", "guardrail", "chain", "other")
 RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "abandoned")
@@ -224,6 +240,61 @@ class RunAbandonedBody(_Body):
     last_event_at: Annotated[int, Field(ge=0)]  # when the log last heard from the run (epoch ns)
 
 
+ApprovalId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+Role = Literal["viewer", "approver", "admin"]
+
+
+class _ApprovalBody(_Body):
+    approval_id: ApprovalId
+
+
+class ApprovalRequestedBody(_ApprovalBody):
+    """A sensitive action asked for a person's approval; it does not run unless approved."""
+
+    action: ShortText
+    arguments_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    idempotency_key: ShortText
+    span_id: SpanId | None = None
+    min_role: Role = "approver"
+    four_eyes: bool = False
+    expires_at: Annotated[int, Field(ge=0)] | None = None
+
+
+class _ByPerson(_ApprovalBody):
+    """A transition a person made: who, with which role at that moment, and why."""
+
+    user_id: int | None = None
+    user: ShortText | None = None
+    role: Role | None = None
+    reason: Annotated[str, Field(max_length=4096)] | None = None
+
+
+class ApprovalDecidedBody(_ByPerson):
+    decision: Literal["approved", "rejected"]
+
+
+class ApprovalExpiredBody(_ApprovalBody):
+    """Nobody decided before the request's expiry: it can never run."""
+
+
+class ApprovalCancelledBody(_ByPerson):
+    """The request was withdrawn before a decision (by the agent, or by a person)."""
+
+
+class ApprovalClaimedBody(_ApprovalBody):
+    """The agent took its one-time grant: the action is about to run."""
+
+
+class ApprovalExecutedBody(_ByPerson):
+    """The action ran (reported by the agent, or by a person resolving an unknown outcome)."""
+
+
+class ApprovalFailedBody(_ByPerson):
+    """The action was attempted and failed (reported like approval.executed)."""
+
+    error: ErrorInfo | None = None
+
+
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -275,8 +346,55 @@ class RunAbandoned(_ServerEvent):
 AnyClientEvent = RunStarted | RunEnded | SpanStarted | SpanEnded | SpanRecorded | ScoreRecorded
 ClientEvent = Annotated[AnyClientEvent, Field(discriminator="type")]
 _client_event: TypeAdapter[AnyClientEvent] = TypeAdapter(ClientEvent)
-AnyServerEvent = RunAbandoned
-_server_event: TypeAdapter[AnyServerEvent] = TypeAdapter(AnyServerEvent)
+
+
+class ApprovalRequested(_ServerEvent):
+    type: Literal["approval.requested"]
+    body: ApprovalRequestedBody
+
+
+class ApprovalDecided(_ServerEvent):
+    type: Literal["approval.decided"]
+    body: ApprovalDecidedBody
+
+
+class ApprovalExpired(_ServerEvent):
+    type: Literal["approval.expired"]
+    body: ApprovalExpiredBody
+
+
+class ApprovalCancelled(_ServerEvent):
+    type: Literal["approval.cancelled"]
+    body: ApprovalCancelledBody
+
+
+class ApprovalClaimed(_ServerEvent):
+    type: Literal["approval.claimed"]
+    body: ApprovalClaimedBody
+
+
+class ApprovalExecuted(_ServerEvent):
+    type: Literal["approval.executed"]
+    body: ApprovalExecutedBody
+
+
+class ApprovalFailed(_ServerEvent):
+    type: Literal["approval.failed"]
+    body: ApprovalFailedBody
+
+
+AnyServerEvent = (
+    RunAbandoned
+    | ApprovalRequested
+    | ApprovalDecided
+    | ApprovalExpired
+    | ApprovalCancelled
+    | ApprovalClaimed
+    | ApprovalExecuted
+    | ApprovalFailed
+)
+ServerEvent = Annotated[AnyServerEvent, Field(discriminator="type")]
+_server_event: TypeAdapter[AnyServerEvent] = TypeAdapter(ServerEvent)
 AnyEvent = AnyClientEvent | AnyServerEvent
 
 BODIES: dict[str, type[_Body]] = {
@@ -287,6 +405,13 @@ BODIES: dict[str, type[_Body]] = {
     SPAN_RECORDED: SpanRecordedBody,
     SCORE_RECORDED: ScoreRecordedBody,
     RUN_ABANDONED: RunAbandonedBody,
+    APPROVAL_REQUESTED: ApprovalRequestedBody,
+    APPROVAL_DECIDED: ApprovalDecidedBody,
+    APPROVAL_EXPIRED: ApprovalExpiredBody,
+    APPROVAL_CANCELLED: ApprovalCancelledBody,
+    APPROVAL_CLAIMED: ApprovalClaimedBody,
+    APPROVAL_EXECUTED: ApprovalExecutedBody,
+    APPROVAL_FAILED: ApprovalFailedBody,
 }
 """The body model of every event type in the log."""
 
@@ -333,7 +458,7 @@ def _reason(err: ValidationError) -> str:
     parts = []
     for e in err.errors(include_url=False):
         path = list(e["loc"])
-        if path and path[0] in CLIENT_EVENT_TYPES:
+        if path and path[0] in BODIES:
             path = path[1:]  # the union's tag, not part of the event
         loc = ".".join(str(p) for p in path)
         msg = e["msg"].removeprefix("Value error, ")

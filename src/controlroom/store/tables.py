@@ -95,6 +95,49 @@ sessions = Table(
     Column("revoked_at", BigInteger),
 )
 
+# Approvals: the control state of each request (the run log has every transition as an event,
+# written in the same transaction as the row's compare-and-set update).
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("run_id", String(32), nullable=False),
+    Column("span_id", String(16)),
+    Column("agent", String(256), nullable=False),
+    Column("action", String(256), nullable=False),
+    Column("arguments", Json),
+    Column("arguments_hash", String(64), nullable=False),
+    Column("idempotency_key", String(256), nullable=False),
+    Column("started_by", String(256)),  # who started the run (four eyes: they may not approve it)
+    Column("status", String(16), nullable=False),
+    Column("min_role", String(16), nullable=False),
+    Column("four_eyes", Boolean, nullable=False),
+    Column("requested_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("decided_at", BigInteger),
+    Column("decided_by", Integer, ForeignKey("users.id")),
+    Column("decided_role", String(16)),
+    Column("reason", Text),
+    Column("claimed_at", BigInteger),
+    Column("completed_at", BigInteger),
+    Column("error", Json),
+    UniqueConstraint("project_id", "run_id", "idempotency_key", "arguments_hash"),
+    Index("ix_approvals_queue", "project_id", "status", "requested_at"),
+    Index("ix_approvals_expiry", "status", "expires_at"),
+)
+
+approval_policies = Table(
+    "approval_policies",
+    metadata,
+    Column("project_id", Integer, ForeignKey("projects.id"), primary_key=True),
+    Column("action", String(256), primary_key=True),
+    Column("min_role", String(16), nullable=False),
+    Column("four_eyes", Boolean, nullable=False),
+    Column("expires_after_seconds", Float),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
 login_failures = Table(
     "login_failures",
     metadata,
