@@ -138,6 +138,39 @@ approval_policies = Table(
     Column("updated_at", BigInteger, nullable=False),
 )
 
+# Outgoing webhooks (approval notifications) and the log of their deliveries.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False, index=True),
+    Column("url", String(2048), nullable=False),
+    Column("format", String(16), nullable=False),  # json / slack
+    Column("secret", String(128), nullable=False),  # HMAC-SHA256 key; the receiver verifies with it
+    Column("event_types", Json, nullable=False),  # which approval.* events it receives
+    Column("created_at", BigInteger, nullable=False),
+    Column("disabled_at", BigInteger),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("webhook_id", Integer, ForeignKey("webhooks.id"), nullable=False),
+    Column("event_id", String(64), nullable=False),  # the log event it tells of: enqueued once
+    Column("event_type", String(32), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("state", String(16), nullable=False),  # pending / delivered / failed (gave up)
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("created_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger),
+    UniqueConstraint("webhook_id", "event_id"),
+    Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+)
+
 login_failures = Table(
     "login_failures",
     metadata,
