@@ -101,10 +101,39 @@ def _count_failure(store: Store, keys: dict[str, int], now: int) -> None:
 # -- sessions ------------------------------------------------------------------------------------
 
 
+def authenticate(store: Store, *, login: str, password: str, address: str | None) -> u.User:
+    """The active user with this login and password, throttled like a login (the CLI uses it to
+    know who decides). Raises Unauthorized (the same for an unknown user, a wrong password and a
+    disabled user) or TooManyRequests."""
+    return _check_password(store, login, password, address, time.time_ns())[0]
+
+
 def login(store: Store, *, login: str, password: str, address: str | None, max_seconds: float) -> NewSession:
-    """Check the password and start a session. Raises Unauthorized (the same for an unknown user,
-    a wrong password and a disabled user) or TooManyRequests."""
+    """Check the password and start a session (see :func:`authenticate` for the errors)."""
     now = time.time_ns()
+    user, stored = _check_password(store, login, password, address, now)
+    token = secrets.token_urlsafe(32)
+    expires = now + int(max_seconds * 1e9)
+    with store.write() as conn:
+        if passwords.needs_rehash(stored):
+            u.replace_password_hash(conn, user_id=user.id, new_hash=passwords.hash_password(password))
+        sid = conn.execute(
+            sessions.insert()
+            .values(
+                token_hash=hash_token(token),
+                user_id=user.id,
+                created_at=now,
+                last_seen_at=now,
+                expires_at=expires,
+            )
+            .returning(sessions.c.id)
+        ).scalar_one()
+        return NewSession(token, Session(sid, user, expires, u.roles_of(conn, user_id=user.id)))
+
+
+def _check_password(
+    store: Store, login: str, password: str, address: str | None, now: int
+) -> tuple[u.User, str]:
     keys = _keys(login, address)
     with store.read() as conn:
         _check_throttle(conn, keys, now)
@@ -115,32 +144,14 @@ def login(store: Store, *, login: str, password: str, address: str | None, max_s
         ).first()
     if found is None:
         passwords.waste_time_like_a_verify(password)
-        ok = False
-    else:
-        ok = passwords.verify(found.password_hash, password) and found.disabled_at is None
-    if not ok or found is None:
+    if found is None or not passwords.verify(found.password_hash, password) or found.disabled_at is not None:
         _count_failure(store, keys, now)
         raise Unauthorized(WRONG)
-    token = secrets.token_urlsafe(32)
-    with store.write() as conn:
-        if passwords.needs_rehash(found.password_hash):
-            u.replace_password_hash(conn, user_id=found.id, new_hash=passwords.hash_password(password))
+    with store.write() as conn:  # a success clears the account's count (not the address's)
         conn.execute(delete(login_failures).where(login_failures.c.key == next(iter(keys))))
-        expires = now + int(max_seconds * 1e9)
-        sid = conn.execute(
-            sessions.insert()
-            .values(
-                token_hash=hash_token(token),
-                user_id=found.id,
-                created_at=now,
-                last_seen_at=now,
-                expires_at=expires,
-            )
-            .returning(sessions.c.id)
-        ).scalar_one()
         user = u.get_user(conn, user_id=found.id)
-        assert user is not None
-        return NewSession(token, Session(sid, user, expires, u.roles_of(conn, user_id=user.id)))
+    assert user is not None
+    return user, found.password_hash
 
 
 def session_for(store: Store, token: str, *, idle_seconds: float, now: int | None = None) -> Session | None:
