@@ -275,30 +275,17 @@ class Projector:
         new_scores: list[dict[str, Any]],
         deltas: dict[fold.DayKey, list[int]],
     ) -> None:
-        insert = self.store.insert
-        span_rows = [new_spans[(p, r)][s] for p, r, s in sorted(touched_spans)]
-        if span_rows:
-            conn.execute(self._upsert(spans), span_rows)
-        changed = [r for k, r in new_runs.items() if old_runs.get(k) != r]
-        if changed:
-            conn.execute(self._upsert(runs), changed)
+        many = self.store.insert_many
+        many(conn, spans, [new_spans[(p, r)][s] for p, r, s in sorted(touched_spans)], _replace(spans))
+        many(conn, runs, [r for k, r in new_runs.items() if old_runs.get(k) != r], _replace(runs))
         tag_rows = [
             {"project_id": r["project_id"], "tag": t, "run_id": r["run_id"], "started_at": r["started_at"]}
             for k, r in new_runs.items()
             if r["tags"] and (old_runs.get(k) or {}).get("tags") != r["tags"]
-            for t in set(r["tags"])
+            for t in sorted(set(r["tags"]))
         ]
-        if tag_rows:
-            stmt = insert(run_tags)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["project_id", "tag", "run_id"],
-                    set_={"started_at": stmt.excluded.started_at},
-                ),
-                tag_rows,
-            )
-        if new_scores:
-            conn.execute(insert(scores).on_conflict_do_nothing(), new_scores)
+        many(conn, run_tags, tag_rows, _replace(run_tags))
+        many(conn, scores, new_scores, lambda stmt: stmt.on_conflict_do_nothing())
         rows = [
             {
                 "project_id": k.project_id,
@@ -311,13 +298,7 @@ class Projector:
             for k, acc in deltas.items()
             if any(acc)
         ]
-        if rows:
-            stmt = insert(cost_daily)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["project_id", "day", "agent", "provider", "model"],
-                set_={c: cost_daily.c[c] + stmt.excluded[c] for c in fold.COST_FIELDS},
-            )
-            conn.execute(stmt, rows)
+        many(conn, cost_daily, rows, _add(cost_daily, fold.COST_FIELDS))
         # A bucket whose every call moved elsewhere (e.g. its agent became known) is dropped, as a
         # rebuild would never have created it.
         emptied = [k for k, acc in deltas.items() if any(a < 0 for a in acc)]
@@ -337,30 +318,15 @@ class Projector:
 
     def _write_spend(self, conn: Connection, spend: dict[tuple[int, int, str], int]) -> None:
         rows = [
-            {"project_id": p, "bucket": b, "agent": a, "cost_nanos": c} for (p, b, a), c in spend.items() if c
+            {"project_id": p, "bucket": b, "agent": a, "cost_nanos": c}
+            for (p, b, a), c in sorted(spend.items())
+            if c
         ]
-        if not rows:
-            return
-        stmt = self.store.insert(unguarded_spend)
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["project_id", "bucket", "agent"],
-                set_={"cost_nanos": unguarded_spend.c.cost_nanos + stmt.excluded.cost_nanos},
-            ),
-            rows,
-        )
+        self.store.insert_many(conn, unguarded_spend, rows, _add(unguarded_spend, ("cost_nanos",)))
         emptied = [k for k, c in spend.items() if c < 0]
         if emptied:
             key = tuple_(unguarded_spend.c.project_id, unguarded_spend.c.bucket, unguarded_spend.c.agent)
             conn.execute(delete(unguarded_spend).where(key.in_(emptied), unguarded_spend.c.cost_nanos == 0))
-
-    def _upsert(self, table: Table) -> Any:
-        """INSERT into ``table``, replacing every other column of a row whose primary key exists."""
-        stmt = self.store.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=[c.name for c in table.primary_key],
-            set_={c.name: stmt.excluded[c.name] for c in table.c if not c.primary_key},
-        )
 
     def _save_position(self, conn: Connection, seq: int) -> None:
         now = time.time_ns()
@@ -371,6 +337,22 @@ class Projector:
         ).rowcount
         if n == 0:
             conn.execute(projector_positions.insert().values(name=NAME, position=seq, updated_at=now))
+
+
+def _replace(table: Table) -> Callable[[Any], Any]:
+    """ON CONFLICT of the primary key: replace every other column."""
+    return lambda stmt: stmt.on_conflict_do_update(
+        index_elements=[c.name for c in table.primary_key],
+        set_={c.name: stmt.excluded[c.name] for c in table.c if not c.primary_key},
+    )
+
+
+def _add(table: Table, columns: tuple[str, ...]) -> Callable[[Any], Any]:
+    """ON CONFLICT of the primary key: add the new row's ``columns`` to the stored row's."""
+    return lambda stmt: stmt.on_conflict_do_update(
+        index_elements=[c.name for c in table.primary_key],
+        set_={c: table.c[c] + stmt.excluded[c] for c in columns},
+    )
 
 
 def _score_row(e: log.LoggedEvent, body: dict[str, Any]) -> dict[str, Any]:

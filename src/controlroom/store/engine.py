@@ -12,7 +12,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, literal_column, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -105,6 +105,30 @@ class Store:
     def insert(self, table: Table) -> Any:
         """The dialect's INSERT for ``table``, which has ON CONFLICT (upserts)."""
         return (sqlite_insert if self.is_sqlite else pg_insert)(table)
+
+    def insert_many(
+        self,
+        conn: Connection,
+        table: Table,
+        rows: list[dict[str, Any]],
+        on_conflict: Callable[[Any], Any] = lambda stmt: stmt,
+    ) -> None:
+        """INSERT ``rows`` (dicts with the same keys) into ``table`` in one statement;
+        ``on_conflict`` turns the dialect's INSERT into an upsert (its ``excluded`` names the row
+        that was refused). On PostgreSQL the rows travel as one JSON document, unpacked by the
+        server (``jsonb_populate_recordset``): one statement per table per batch instead of one per
+        row. SQLite runs an ``executemany``, which its driver loops in C."""
+        if not rows:
+            return
+        if self.is_sqlite:
+            conn.execute(on_conflict(sqlite_insert(table)), rows)
+            return
+        names = [c.name for c in table.c if c.name in rows[0]]
+        source = select(*(literal_column(f'"{n}"') for n in names)).select_from(
+            text(f'jsonb_populate_recordset(NULL::"{table.name}", CAST(:rows AS jsonb))')
+        )
+        stmt = on_conflict(pg_insert(table).from_select(names, source))
+        conn.execute(stmt, {"rows": _json_dumps(rows)})
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
