@@ -128,7 +128,7 @@ def test_prices_set_list_and_rebuild_reprices(db_url: str) -> None:
 
 
 def test_migrate_reports_the_revision(db_url: str) -> None:
-    assert "schema at revision 0001" in cli("migrate", "--db", db_url)
+    assert "schema at revision 0002" in cli("migrate", "--db", db_url)
 
 
 @pytest.mark.parametrize("bad", ["mysql://x/y", "not-a-url"])

@@ -16,10 +16,10 @@ from controlroom.budget import ledger
 from controlroom.cost.overrides import PricerCache
 from controlroom.projections.projector import Projector
 from controlroom.projections.queries import daily_costs, get_run
-from controlroom.projections.sweeper import sweep_abandoned
 from controlroom.store.engine import Store
 from controlroom.store.ingest import ingest_events
 from controlroom.store.tables import READ_MODEL_TABLES, runs, spans
+from controlroom.workers.sweeper import sweep_abandoned
 from factories import BASE_TS, event, llm_usage, rid, run_ended, run_started, sid, span_ended, span_started
 
 MS = 10**6

@@ -1,4 +1,5 @@
-"""The projector: folds the run log, in sequence order, into the read model.
+"""The projector: folds the run log, in sequence order, into the read model. It is the worker
+runtime's first log consumer (``controlroom.workers``), named ``read_model``.
 
 Each pass is one transaction that reads a batch of events after the stored position, folds them
 into the affected runs and spans, applies the cost_daily deltas, and stores the new position —
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Table, delete, select, tuple_, update
+from sqlalchemy import Connection, Table, delete, select, tuple_
 
 from controlroom import events as ev
 from controlroom.cost.overrides import PricerCache
@@ -26,7 +27,6 @@ from controlroom.store.tables import (
     READ_MODEL_TABLES,
     cost_daily,
     projection_errors,
-    projector_positions,
     projects,
     reservations,
     run_tags,
@@ -35,10 +35,12 @@ from controlroom.store.tables import (
     spans,
     unguarded_spend,
 )
+from controlroom.workers import consumer
 
 logger = logging.getLogger(__name__)
 
 NAME = "read_model"
+LOCK = consumer.lock_name(NAME)
 RUN_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, ev.RUN_ABANDONED)
 SPAN_EVENTS = (ev.SPAN_STARTED, ev.SPAN_ENDED, ev.SPAN_RECORDED)
 # Events that show the agent was still alive (a score may come from an evaluator long after).
@@ -46,6 +48,11 @@ REVIVING_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, *SPAN_EVENTS)
 
 
 class Projector:
+    """The read model's log consumer (a ``consumer.Consumer``; its effects are in the database, so
+    exactly once)."""
+
+    name = NAME
+
     def __init__(self, store: Store, *, batch: int = 5000) -> None:
         self.store = store
         self.batch = batch
@@ -85,7 +92,7 @@ class Projector:
                 self._save_position(conn, batch[-1].seq)
             return len(batch)
         with self.store.write() as conn:
-            if not self.store.try_projector_lock(conn):
+            if not self.store.try_lock(conn, LOCK):
                 return 0
             position = self.position(conn)
             batch = log.read_after(conn, position, limit)
@@ -97,7 +104,7 @@ class Projector:
 
     def _set_aside(self, error: str) -> int:
         with self.store.write() as conn:
-            if not self.store.try_projector_lock(conn):
+            if not self.store.try_lock(conn, LOCK):
                 return 0
             batch = log.read_after(conn, self.position(conn), 1)
             if not batch:
@@ -123,31 +130,24 @@ class Projector:
         return total
 
     def rebuild(self) -> int:
-        """Drop the read model and replay the whole log from zero."""
+        """Drop the read model and replay the whole log from zero. Only the read model: other
+        consumers keep their positions (a rebuild never re-runs their effects)."""
         with self.store.write() as conn:
-            self.store.wait_projector_lock(conn)  # a running projector finishes its batch first
+            self.store.wait_lock(conn, LOCK)  # a running projector finishes its batch first
             for table in READ_MODEL_TABLES:
                 conn.execute(delete(table))
-            conn.execute(delete(projector_positions).where(projector_positions.c.name == NAME))
+            consumer.reset_position(conn, NAME)
         self._pricers = PricerCache()
         return self.catch_up()
 
     @staticmethod
     def lag(conn: Connection) -> tuple[int, int, int]:
         """(position, head of the log, age in ns of the oldest event not yet folded: 0 if none)."""
-        position = Projector.position(conn)
-        head = log.head(conn)
-        if head <= position:
-            return position, head, 0
-        oldest = log.read_after(conn, position, 1)
-        return position, head, max(0, time.time_ns() - oldest[0].received_at) if oldest else 0
+        return consumer.lag(conn, NAME)
 
     @staticmethod
     def position(conn: Connection) -> int:
-        pos = conn.execute(
-            select(projector_positions.c.position).where(projector_positions.c.name == NAME)
-        ).scalar()
-        return int(pos or 0)
+        return consumer.position(conn, NAME)
 
     # -- folding ----------------------------------------------------------------------------
     def _fold(self, conn: Connection, batch: list[log.LoggedEvent]) -> Callable[[Connection], None]:
@@ -328,15 +328,9 @@ class Projector:
             key = tuple_(unguarded_spend.c.project_id, unguarded_spend.c.bucket, unguarded_spend.c.agent)
             conn.execute(delete(unguarded_spend).where(key.in_(emptied), unguarded_spend.c.cost_nanos == 0))
 
-    def _save_position(self, conn: Connection, seq: int) -> None:
-        now = time.time_ns()
-        n = conn.execute(
-            update(projector_positions)
-            .where(projector_positions.c.name == NAME)
-            .values(position=seq, updated_at=now)
-        ).rowcount
-        if n == 0:
-            conn.execute(projector_positions.insert().values(name=NAME, position=seq, updated_at=now))
+    @staticmethod
+    def _save_position(conn: Connection, seq: int) -> None:
+        consumer.save_position(conn, NAME, seq)
 
 
 def _replace(table: Table) -> Callable[[Any], Any]:
