@@ -116,7 +116,7 @@ class Store:
         """INSERT ``rows`` (dicts with the same keys) into ``table`` in one statement;
         ``on_conflict`` turns the dialect's INSERT into an upsert (its ``excluded`` names the row
         that was refused). On PostgreSQL the rows travel as one JSON document, unpacked by the
-        server (``jsonb_populate_recordset``): one statement per table per batch instead of one per
+        server (``json_populate_recordset``): one statement per table per batch instead of one per
         row. SQLite runs an ``executemany``, which its driver loops in C."""
         if not rows:
             return
@@ -125,7 +125,7 @@ class Store:
             return
         names = [c.name for c in table.c if c.name in rows[0]]
         source: Any = select(*(literal_column(f'"{n}"') for n in names)).select_from(
-            text(f'jsonb_populate_recordset(NULL::"{table.name}", CAST(:rows AS jsonb))')
+            text(f'json_populate_recordset(NULL::"{table.name}", CAST(:rows AS json))')
         )
         stmt = on_conflict(pg_insert(table).from_select(names, source))
         conn.execute(stmt, {"rows": _json_dumps(rows)})
