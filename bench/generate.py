@@ -33,10 +33,10 @@ from sqlalchemy import func, select, text
 from common import BACKENDS, CACHE, log, pg_create_database, pg_database_exists, pg_drop_database, pg_url
 from controlroom.accounts import projects
 from controlroom.projections.projector import Projector
-from controlroom.projections.sweeper import sweep_abandoned
 from controlroom.store.engine import MIGRATIONS, Store
 from controlroom.store.ingest import ingest_events
 from controlroom.store.tables import runs, spans
+from controlroom.workers.sweeper import sweep_abandoned
 from workload import RunSpec, build_run, hex_id
 
 GEN_VERSION = 3  # bump when the generated data changes shape

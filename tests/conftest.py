@@ -130,8 +130,17 @@ def price_and_cap(
 
 @pytest.fixture
 def live(store: Store, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
-    """A real controlroom server (API + projector) on a free loopback port, with a project key.
-    ``@pytest.mark.settings(name=value)`` changes its settings."""
+    """A real controlroom server on a free loopback port, with a project key.
+    ``@pytest.mark.settings(name=value)`` changes its settings.
+
+    Its worker runtime (projector, sweeper, hold expiry) runs as a thread of the server's process
+    (``create_app(run_worker=True)``), not as the child process ``serve`` starts, because a child
+    per test costs about 0.7 s of CPU to start (the interpreter and its imports) and, not woken by
+    ingest, adds a poll interval to every wait for the read model: hundreds of tests would take
+    minutes longer. The runtime is the same code either way (``standard_runtime`` with the same
+    settings); the child topology itself is tested with real processes: ``serve`` and its child
+    (tests/cli/test_cli.py, tests/sdk/test_delivery.py) and two ``controlroom worker`` processes on
+    PostgreSQL (tests/workers/test_worker_topology.py)."""
     port = free_port()
     marker = request.node.get_closest_marker("settings")
     settings = Settings.load(

@@ -175,20 +175,22 @@ def _run_server(settings: Settings, store: Any, *, worker: bool) -> None:
 @click.option("--parent-pid", type=int, default=None, hidden=True, help="Exit when this process exits.")
 @_fail_cleanly
 def worker(db: str | None, parent_pid: int | None) -> None:
-    """Run only the projector, the abandoned-run sweeper and hold expiry (for a separate deployment)."""
+    """Run the worker runtime only: the read model's projector, the abandoned-run sweeper and hold
+    expiry. On PostgreSQL any number may run side by side (each consumer and job runs in one of them
+    at a time); on SQLite run one (`serve` starts it), beside `serve --no-worker`."""
     import signal
     import threading
 
-    from controlroom.projections.worker import Worker
+    from controlroom.workers.runtime import standard_runtime
 
     settings = Settings.load(database_url=db)
     store = _store(settings.database_url)
-    w = Worker(
+    w = standard_runtime(
         store,
         batch=settings.projector_batch,
         abandon_after_seconds=settings.abandon_after_seconds,
         hold_seconds=settings.hold_seconds,
-        poll_seconds=0.1 if parent_pid else 0.5,
+        poll_seconds=min(settings.worker_poll_seconds, 0.1) if parent_pid else settings.worker_poll_seconds,
     )
     signal.signal(signal.SIGTERM, lambda *_: w.stop(timeout=0))
     if parent_pid:
@@ -200,7 +202,8 @@ def worker(db: str | None, parent_pid: int | None) -> None:
 
         threading.Thread(target=watch_parent, daemon=True).start()
     else:
-        click.echo("controlroom worker: folding the run log into the read model (Ctrl-C to stop)")
+        names = ", ".join([*w.consumers, *(j.name for j in w.jobs)])
+        click.echo(f"controlroom worker: running {names} (Ctrl-C to stop)")
     with contextlib.suppress(KeyboardInterrupt):
         w.run_forever()
 
@@ -255,7 +258,8 @@ def migrate(db: str | None) -> None:
 @db_option
 @_fail_cleanly
 def rebuild(db: str | None) -> None:
-    """Drop the read model and replay the whole run log from zero."""
+    """Drop the read model and replay the whole run log from zero (other log consumers keep their
+    positions)."""
     from controlroom.projections.projector import Projector
 
     store = _store(db)

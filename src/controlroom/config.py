@@ -113,6 +113,14 @@ SETTINGS: tuple[Setting, ...] = (
         lambda: 5000,
         "Events the projector folds per transaction.",
     ),
+    Setting(
+        "worker_poll_seconds",
+        "CONTROLROOM_WORKER_POLL_SECONDS",
+        _positive_float,
+        lambda: 0.5,
+        "How often a `controlroom worker` looks for new events when none woke it (ingest in its own "
+        "process wakes it at once; `serve`'s child polls at least every 0.1 s).",
+    ),
 )
 
 
@@ -126,6 +134,7 @@ class Settings:
     abandon_after_seconds: float
     hold_seconds: float
     projector_batch: int
+    worker_poll_seconds: float
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -23,11 +23,11 @@ from controlroom.cost import Usage
 from controlroom.cost.overrides import PricerCache, set_price
 from controlroom.errors import Conflict, NotFound, ServiceUnavailable
 from controlroom.projections.projector import Projector
-from controlroom.projections.worker import Worker
 from controlroom.store import engine
 from controlroom.store.engine import LedgerBusy, Store
 from controlroom.store.ingest import ingest_events
 from controlroom.store.tables import budget_days, reservations
+from controlroom.workers.runtime import standard_runtime
 from factories import llm_usage, rid, run_started, sid, span_ended, span_started
 from tests_support import wait_for
 
@@ -544,8 +544,9 @@ def test_expired_holds_are_settled_while_the_projector_is_behind(
     pricer = priced(store, project)
     cap(store, project, "1")
     reserve(store, project, pricer, hold_seconds=1, now_ns=time.time_ns() - 2 * 10**9)  # expired 1 s ago
-    worker = Worker(store, hold_seconds=1)
-    monkeypatch.setattr(worker.projector, "run_once", lambda: 5000)  # always a full batch to fold
+    worker = standard_runtime(store, hold_seconds=1)
+    projector = worker.consumers["read_model"]
+    monkeypatch.setattr(projector, "run_once", lambda: 5000)  # always a full batch to fold
     assert worker.step() == 5000
     assert totals(store) == (5_000_000, 0)
 

@@ -16,11 +16,12 @@ from controlroom.budget import ledger
 from controlroom.cost.overrides import PricerCache
 from controlroom.projections.projector import Projector
 from controlroom.projections.queries import daily_costs, get_run
-from controlroom.projections.sweeper import sweep_abandoned
 from controlroom.store.engine import Store
 from controlroom.store.ingest import ingest_events
-from controlroom.store.tables import READ_MODEL_TABLES, runs, spans
+from controlroom.store.tables import runs, spans
+from controlroom.workers.sweeper import sweep_abandoned
 from factories import BASE_TS, event, llm_usage, rid, run_ended, run_started, sid, span_ended, span_started
+from tests_support import snapshot
 
 MS = 10**6
 
@@ -39,18 +40,6 @@ def folded_run(store: Store, project: Project, run_id: str) -> dict[str, Any]:
 
 def all_time_costs(conn: Connection, project_id: int) -> dict[str, Any]:
     return daily_costs(conn, project_id, "UTC", since="2000-01-01", until="2100-01-01", group_by=())
-
-
-def snapshot(store: Store) -> dict[str, list[tuple[Any, ...]]]:
-    out = {}
-    with store.read() as conn:
-        for table in READ_MODEL_TABLES:
-            rows = conn.execute(select(table)).all()
-            cols = [c.name for c in table.c]
-            # last_event_at / first_seq record when and in what order events arrived, not what they say
-            keep = [i for i, c in enumerate(cols) if c not in ("last_event_at", "first_seq")]
-            out[table.name] = sorted(tuple(r[i] for i in keep) for r in rows)
-    return out
 
 
 def a_run(run_id: str, t0: int = BASE_TS, *, fail: bool = False) -> list[dict[str, Any]]:

@@ -76,7 +76,7 @@ def quiet_projector_retries(caplog: pytest.LogCaptureFixture) -> None:
     """For tests that expect the projector to fail on every pass: drop its once-a-second traceback
     (expected noise, and formatting it in the worker thread while pytest formats this test's
     failure can trip the CPython 3.11 bug described in `call`)."""
-    caplog.set_level(logging.CRITICAL, logger="controlroom.projections.worker")
+    caplog.set_level(logging.CRITICAL, logger="controlroom.workers.runtime")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The projector: folds the run log, in sequence order, into the read model.
+"""The projector: folds the run log, in sequence order, into the read model. It is the worker
+runtime's first log consumer (``controlroom.workers``), named ``read_model``.
 
 Each pass is one transaction that reads a batch of events after the stored position, folds them
 into the affected runs and spans, applies the cost_daily deltas, and stores the new position —
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Table, delete, select, tuple_, update
+from sqlalchemy import Connection, Table, delete, select, tuple_
 
 from controlroom import events as ev
 from controlroom.cost.overrides import PricerCache
@@ -26,7 +27,6 @@ from controlroom.store.tables import (
     READ_MODEL_TABLES,
     cost_daily,
     projection_errors,
-    projector_positions,
     projects,
     reservations,
     run_tags,
@@ -35,10 +35,12 @@ from controlroom.store.tables import (
     spans,
     unguarded_spend,
 )
+from controlroom.workers import consumer
 
 logger = logging.getLogger(__name__)
 
 NAME = "read_model"
+LOCK = consumer.lock_name(NAME)
 RUN_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, ev.RUN_ABANDONED)
 SPAN_EVENTS = (ev.SPAN_STARTED, ev.SPAN_ENDED, ev.SPAN_RECORDED)
 # Events that show the agent was still alive (a score may come from an evaluator long after).
@@ -46,6 +48,11 @@ REVIVING_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, *SPAN_EVENTS)
 
 
 class Projector:
+    """The read model's log consumer (a ``consumer.Consumer``; its effects are in the database, so
+    exactly once)."""
+
+    name = NAME
+
     def __init__(self, store: Store, *, batch: int = 5000) -> None:
         self.store = store
         self.batch = batch
@@ -85,7 +92,7 @@ class Projector:
                 self._save_position(conn, batch[-1].seq)
             return len(batch)
         with self.store.write() as conn:
-            if not self.store.try_projector_lock(conn):
+            if not self.store.try_lock(conn, LOCK):
                 return 0
             position = self.position(conn)
             batch = log.read_after(conn, position, limit)
@@ -97,7 +104,7 @@ class Projector:
 
     def _set_aside(self, error: str) -> int:
         with self.store.write() as conn:
-            if not self.store.try_projector_lock(conn):
+            if not self.store.try_lock(conn, LOCK):
                 return 0
             batch = log.read_after(conn, self.position(conn), 1)
             if not batch:
@@ -123,31 +130,24 @@ class Projector:
         return total
 
     def rebuild(self) -> int:
-        """Drop the read model and replay the whole log from zero."""
+        """Drop the read model and replay the whole log from zero. Only the read model: other
+        consumers keep their positions (a rebuild never re-runs their effects)."""
         with self.store.write() as conn:
-            self.store.wait_projector_lock(conn)  # a running projector finishes its batch first
+            self.store.wait_lock(conn, LOCK)  # a running projector finishes its batch first
             for table in READ_MODEL_TABLES:
                 conn.execute(delete(table))
-            conn.execute(delete(projector_positions).where(projector_positions.c.name == NAME))
+            consumer.reset_position(conn, NAME)
         self._pricers = PricerCache()
         return self.catch_up()
 
     @staticmethod
     def lag(conn: Connection) -> tuple[int, int, int]:
         """(position, head of the log, age in ns of the oldest event not yet folded: 0 if none)."""
-        position = Projector.position(conn)
-        head = log.head(conn)
-        if head <= position:
-            return position, head, 0
-        oldest = log.read_after(conn, position, 1)
-        return position, head, max(0, time.time_ns() - oldest[0].received_at) if oldest else 0
+        return consumer.lag(conn, NAME)
 
     @staticmethod
     def position(conn: Connection) -> int:
-        pos = conn.execute(
-            select(projector_positions.c.position).where(projector_positions.c.name == NAME)
-        ).scalar()
-        return int(pos or 0)
+        return consumer.position(conn, NAME)
 
     # -- folding ----------------------------------------------------------------------------
     def _fold(self, conn: Connection, batch: list[log.LoggedEvent]) -> Callable[[Connection], None]:
@@ -275,30 +275,17 @@ class Projector:
         new_scores: list[dict[str, Any]],
         deltas: dict[fold.DayKey, list[int]],
     ) -> None:
-        insert = self.store.insert
-        span_rows = [new_spans[(p, r)][s] for p, r, s in sorted(touched_spans)]
-        if span_rows:
-            conn.execute(self._upsert(spans), span_rows)
-        changed = [r for k, r in new_runs.items() if old_runs.get(k) != r]
-        if changed:
-            conn.execute(self._upsert(runs), changed)
+        many = self.store.insert_many
+        many(conn, spans, [new_spans[(p, r)][s] for p, r, s in sorted(touched_spans)], _replace(spans))
+        many(conn, runs, [r for k, r in new_runs.items() if old_runs.get(k) != r], _replace(runs))
         tag_rows = [
             {"project_id": r["project_id"], "tag": t, "run_id": r["run_id"], "started_at": r["started_at"]}
             for k, r in new_runs.items()
             if r["tags"] and (old_runs.get(k) or {}).get("tags") != r["tags"]
-            for t in set(r["tags"])
+            for t in sorted(set(r["tags"]))
         ]
-        if tag_rows:
-            stmt = insert(run_tags)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["project_id", "tag", "run_id"],
-                    set_={"started_at": stmt.excluded.started_at},
-                ),
-                tag_rows,
-            )
-        if new_scores:
-            conn.execute(insert(scores).on_conflict_do_nothing(), new_scores)
+        many(conn, run_tags, tag_rows, _replace(run_tags))
+        many(conn, scores, new_scores, lambda stmt: stmt.on_conflict_do_nothing())
         rows = [
             {
                 "project_id": k.project_id,
@@ -311,13 +298,7 @@ class Projector:
             for k, acc in deltas.items()
             if any(acc)
         ]
-        if rows:
-            stmt = insert(cost_daily)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["project_id", "day", "agent", "provider", "model"],
-                set_={c: cost_daily.c[c] + stmt.excluded[c] for c in fold.COST_FIELDS},
-            )
-            conn.execute(stmt, rows)
+        many(conn, cost_daily, rows, _add(cost_daily, fold.COST_FIELDS))
         # A bucket whose every call moved elsewhere (e.g. its agent became known) is dropped, as a
         # rebuild would never have created it.
         emptied = [k for k, acc in deltas.items() if any(a < 0 for a in acc)]
@@ -337,40 +318,35 @@ class Projector:
 
     def _write_spend(self, conn: Connection, spend: dict[tuple[int, int, str], int]) -> None:
         rows = [
-            {"project_id": p, "bucket": b, "agent": a, "cost_nanos": c} for (p, b, a), c in spend.items() if c
+            {"project_id": p, "bucket": b, "agent": a, "cost_nanos": c}
+            for (p, b, a), c in sorted(spend.items())
+            if c
         ]
-        if not rows:
-            return
-        stmt = self.store.insert(unguarded_spend)
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["project_id", "bucket", "agent"],
-                set_={"cost_nanos": unguarded_spend.c.cost_nanos + stmt.excluded.cost_nanos},
-            ),
-            rows,
-        )
+        self.store.insert_many(conn, unguarded_spend, rows, _add(unguarded_spend, ("cost_nanos",)))
         emptied = [k for k, c in spend.items() if c < 0]
         if emptied:
             key = tuple_(unguarded_spend.c.project_id, unguarded_spend.c.bucket, unguarded_spend.c.agent)
             conn.execute(delete(unguarded_spend).where(key.in_(emptied), unguarded_spend.c.cost_nanos == 0))
 
-    def _upsert(self, table: Table) -> Any:
-        """INSERT into ``table``, replacing every other column of a row whose primary key exists."""
-        stmt = self.store.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=[c.name for c in table.primary_key],
-            set_={c.name: stmt.excluded[c.name] for c in table.c if not c.primary_key},
-        )
+    @staticmethod
+    def _save_position(conn: Connection, seq: int) -> None:
+        consumer.save_position(conn, NAME, seq)
 
-    def _save_position(self, conn: Connection, seq: int) -> None:
-        now = time.time_ns()
-        n = conn.execute(
-            update(projector_positions)
-            .where(projector_positions.c.name == NAME)
-            .values(position=seq, updated_at=now)
-        ).rowcount
-        if n == 0:
-            conn.execute(projector_positions.insert().values(name=NAME, position=seq, updated_at=now))
+
+def _replace(table: Table) -> Callable[[Any], Any]:
+    """ON CONFLICT of the primary key: replace every other column."""
+    return lambda stmt: stmt.on_conflict_do_update(
+        index_elements=[c.name for c in table.primary_key],
+        set_={c.name: stmt.excluded[c.name] for c in table.c if not c.primary_key},
+    )
+
+
+def _add(table: Table, columns: tuple[str, ...]) -> Callable[[Any], Any]:
+    """ON CONFLICT of the primary key: add the new row's ``columns`` to the stored row's."""
+    return lambda stmt: stmt.on_conflict_do_update(
+        index_elements=[c.name for c in table.primary_key],
+        set_={c: table.c[c] + stmt.excluded[c] for c in columns},
+    )
 
 
 def _score_row(e: log.LoggedEvent, body: dict[str, Any]) -> dict[str, Any]:

@@ -18,12 +18,12 @@ from controlroom import __version__
 from controlroom.config import Settings
 from controlroom.cost.overrides import PricerCache
 from controlroom.errors import ControlroomError, internal_error
-from controlroom.projections.worker import Worker
 from controlroom.server.deps import KeyCache, no_nul_in_query
 from controlroom.server.responses import JSONResponse, request_problem
 from controlroom.server.routers import budget, ingest, otlp, runs, system
 from controlroom.server.schemas import EventBatch, Problem
 from controlroom.store.engine import Store
+from controlroom.workers.runtime import standard_runtime
 
 logger = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -34,10 +34,11 @@ def problem_response(doc: dict[str, Any], headers: dict[str, str] | None = None)
 
 
 def create_app(settings: Settings, *, store: Store | None = None, run_worker: bool = True) -> FastAPI:
-    """The controlroom app. With ``run_worker`` the projector and sweeper run in this process."""
+    """The controlroom app. With ``run_worker`` the worker runtime (projector, sweeper, hold expiry)
+    runs in a thread of this process (`serve` runs it in a child process instead)."""
     store = store or Store(settings.database_url)
     worker = (
-        Worker(
+        standard_runtime(
             store,
             batch=settings.projector_batch,
             abandon_after_seconds=settings.abandon_after_seconds,
@@ -72,7 +73,7 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
     app.state.keys = KeyCache(store)
     app.state.pricers = PricerCache()
     app.state.schema_revision = None
-    # ingest wakes an in-process projector at once; a separate worker polls
+    # ingest wakes an in-process runtime at once; a separate worker process polls
     app.state.notify_projector = worker.notify if worker is not None else lambda: None
     app.router.routes[:0] = budget.fast_routes  # the cap's hot path, before FastAPI's routes
     for r in (ingest.router, otlp.router, runs.router, budget.router, system.router):

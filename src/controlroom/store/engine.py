@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, literal_column, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -34,7 +35,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Key of the PostgreSQL advisory lock that serialises appends to the run log, so that sequence
 # numbers become visible in commit order and the projector never skips a late-committing event.
 LOG_APPEND_LOCK = 0x636F6E74726F6C  # "control"
-PROJECTOR_LOCK = 0x70726F6A  # "proj"
 # The budget ledger's SQLite connection leaves checkpoints to a background thread, after this many
 # commits (a reservation or a settlement writes a few pages; SQLite's own default is 1000 pages).
 LEDGER_CHECKPOINT_EVERY = 250
@@ -105,6 +105,30 @@ class Store:
     def insert(self, table: Table) -> Any:
         """The dialect's INSERT for ``table``, which has ON CONFLICT (upserts)."""
         return (sqlite_insert if self.is_sqlite else pg_insert)(table)
+
+    def insert_many(
+        self,
+        conn: Connection,
+        table: Table,
+        rows: list[dict[str, Any]],
+        on_conflict: Callable[[Any], Any] = lambda stmt: stmt,
+    ) -> None:
+        """INSERT ``rows`` (dicts with the same keys) into ``table`` in one statement;
+        ``on_conflict`` turns the dialect's INSERT into an upsert (its ``excluded`` names the row
+        that was refused). On PostgreSQL the rows travel as one JSON document, unpacked by the
+        server (``json_populate_recordset``): one statement per table per batch instead of one per
+        row. SQLite runs an ``executemany``, which its driver loops in C."""
+        if not rows:
+            return
+        if self.is_sqlite:
+            conn.execute(on_conflict(sqlite_insert(table)), rows)
+            return
+        names = [c.name for c in table.c if c.name in rows[0]]
+        source: Any = select(*(literal_column(f'"{n}"') for n in names)).select_from(
+            text(f'json_populate_recordset(NULL::"{table.name}", CAST(:rows AS json))')
+        )
+        stmt = on_conflict(pg_insert(table).from_select(names, source))
+        conn.execute(stmt, {"rows": _json_dumps(rows)})
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -286,16 +310,37 @@ class Store:
         if not self.is_sqlite:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOG_APPEND_LOCK})")
 
-    def try_projector_lock(self, conn: Connection) -> bool:
-        """Transaction-scoped: only one projector folds the log at a time across processes."""
+    def try_lock(self, conn: Connection, name: str) -> bool:
+        """Take the lock called ``name`` for the rest of ``conn``'s transaction, if no other
+        transaction or session holds it (PostgreSQL advisory lock); False if one does. SQLite has
+        one writer at a time: always True."""
         if self.is_sqlite:
             return True
-        return bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({PROJECTOR_LOCK})").scalar())
+        return bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({lock_key(name)})").scalar())
 
-    def wait_projector_lock(self, conn: Connection) -> None:
-        """Like try_projector_lock, but waits (for a rebuild)."""
+    def wait_lock(self, conn: Connection, name: str) -> None:
+        """Like try_lock, but waits for the holder to let go (e.g. a rebuild, for a consumer's batch)."""
         if not self.is_sqlite:
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PROJECTOR_LOCK})")
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({lock_key(name)})")
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """Hold the lock called ``name`` across transactions (a periodic job, a consumer whose effects
+        are outside the database): yields True if this process got it, False if another holds it.
+        On PostgreSQL a session advisory lock on a connection kept for the purpose (it dies with
+        the process); the same lock as try_lock's. SQLite: always True (one writer)."""
+        if self.is_sqlite:
+            yield True
+            return
+        key = lock_key(name)
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            got = bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})").scalar())
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
 
     # -- migrations ---------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -321,6 +366,11 @@ class Store:
         for conn in idle:
             conn.close()
         self.engine.dispose()
+
+
+def lock_key(name: str) -> int:
+    """The PostgreSQL advisory-lock key (a signed 64-bit integer) of a lock name."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _json_dumps(value: Any) -> str:

@@ -195,8 +195,10 @@ events = Table(
     Index("ix_events_project_id_run_id", "project_id", "run_id"),
 )
 
-projector_positions = Table(
-    "projector_positions",
+# How far each log consumer of the worker runtime (controlroom.workers) has read: the seq of the
+# last event it is done with. The read model's consumer is "read_model".
+consumer_positions = Table(
+    "consumer_positions",
     metadata,
     Column("name", String(64), primary_key=True),
     Column("position", BigInteger, nullable=False),
