@@ -190,6 +190,7 @@ def worker(db: str | None, parent_pid: int | None) -> None:
         batch=settings.projector_batch,
         abandon_after_seconds=settings.abandon_after_seconds,
         hold_seconds=settings.hold_seconds,
+        public_url=settings.base_url,
         poll_seconds=min(settings.worker_poll_seconds, 0.1) if parent_pid else settings.worker_poll_seconds,
     )
     signal.signal(signal.SIGTERM, lambda *_: w.stop(timeout=0))

@@ -59,6 +59,22 @@ def _hold_seconds(raw: str) -> float:
     return value
 
 
+def _public_url(raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("must be an http:// or https:// URL such as https://controlroom.example.com")
+    return raw.rstrip("/")
+
+
+def _session_seconds(raw: str) -> float:
+    value = float(raw)
+    if not 60 <= value <= 366 * 86_400:
+        raise ValueError("must be a number of seconds from 60 to 31622400 (a year)")
+    return value
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 1 <= value <= 65535:
@@ -114,6 +130,29 @@ SETTINGS: tuple[Setting, ...] = (
         "Events the projector folds per transaction.",
     ),
     Setting(
+        "public_url",
+        "CONTROLROOM_PUBLIC_URL",
+        _public_url,
+        lambda: "",
+        "The URL people use to reach this server (e.g. https://controlroom.example.com): links in "
+        "notifications, and the origin a browser's changes must come from (CSRF). Default: "
+        "http://HOST:PORT.",
+    ),
+    Setting(
+        "session_idle_seconds",
+        "CONTROLROOM_SESSION_IDLE_SECONDS",
+        _session_seconds,
+        lambda: 12 * 3600.0,
+        "A dashboard session ends after this long without a request.",
+    ),
+    Setting(
+        "session_max_seconds",
+        "CONTROLROOM_SESSION_MAX_SECONDS",
+        _session_seconds,
+        lambda: 7 * 86_400.0,
+        "A dashboard session ends this long after login, however active.",
+    ),
+    Setting(
         "worker_poll_seconds",
         "CONTROLROOM_WORKER_POLL_SECONDS",
         _positive_float,
@@ -134,7 +173,15 @@ class Settings:
     abandon_after_seconds: float
     hold_seconds: float
     projector_batch: int
+    public_url: str
+    session_idle_seconds: float
+    session_max_seconds: float
     worker_poll_seconds: float
+
+    @property
+    def base_url(self) -> str:
+        """Where people reach this server: ``public_url``, else http://HOST:PORT."""
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

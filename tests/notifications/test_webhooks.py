@@ -215,3 +215,31 @@ def test_slack_messages_link_to_the_request_and_hooks_get_only_their_events(
 def test_bad_webhooks_are_named(store: Store, project: Project, kw: dict[str, Any], message: str) -> None:
     with store.write() as conn, pytest.raises(ValidationFailed, match=message):
         webhooks.create_webhook(conn, project_id=project.id, **kw)
+
+
+def test_the_worker_runtime_tells_the_webhook_and_expires_requests(
+    store: Store, project: Project, receiver: Receiver
+) -> None:
+    """Through the standard runtime: the notifications consumer enqueues, the sender job delivers
+    (on its own threads), the expiry job expires — and the expiry is delivered too."""
+    from controlroom.approvals.policies import Policy, set_policy
+    from controlroom.workers.runtime import standard_runtime
+    from tests_support import wait_for
+
+    with store.write() as conn:
+        webhooks.create_webhook(conn, project_id=project.id, url=receiver.url)
+        set_policy(store, conn, project_id=project.id, policy=Policy("refund", expires_after_seconds=0.2))
+    a = ask(store, project)
+    runtime = standard_runtime(store, public_url=PUBLIC)
+    runtime.start()
+    try:
+        wait_for(
+            lambda: (
+                [orjson.loads(r["body"])["type"] for r in receiver.received]
+                == [ev.APPROVAL_REQUESTED, ev.APPROVAL_EXPIRED]
+            )
+        )
+    finally:
+        runtime.stop()
+    with store.read() as conn:
+        assert ap.get(conn, project_id=project.id, approval_id=a.id).status == "expired"

@@ -20,6 +20,7 @@ from controlroom.store import log
 from controlroom.store.engine import Store
 from controlroom.store.ingest import ingest_events
 from controlroom.store.tables import cost_daily, runs
+from controlroom.workers import consumer
 from factories import llm_usage, rid, run_ended, run_started, sid, span_ended, span_started
 from tests_support import snapshot, wait_for
 
@@ -90,7 +91,7 @@ def test_two_workers_fold_every_event_exactly_once(audited: Store, project: Proj
             assert all(w.poll() is None for w in workers), [p.read_text() for p in logs]
         with store.read() as conn:
             head = log.head(conn)
-        wait_for(lambda: _position(store) == head, timeout=120)
+        wait_for(lambda: _position(store) == head == _position(store, "notifications"), timeout=120)
     finally:
         for w in workers:
             w.send_signal(signal.SIGTERM)
@@ -98,14 +99,22 @@ def test_two_workers_fold_every_event_exactly_once(audited: Store, project: Proj
     assert codes == [0, 0], [p.read_text() for p in logs]
 
     with store.read() as conn:
-        moves = conn.execute(
-            text("SELECT old_position, new_position, worker FROM test_position_moves ORDER BY id")
-        ).all()
-        # an unbroken chain from 0 to the head: no event folded twice, none skipped, never back
-        assert [m.old_position for m in moves] == [0, *(m.new_position for m in moves[:-1])]
-        assert all(m.new_position > m.old_position for m in moves)
-        assert moves[-1].new_position == head
-        assert {m.worker for m in moves} == {"worker-1", "worker-2"}  # both took turns
+        for name in ("read_model", "notifications"):  # each consumer on its own chain
+            moves = conn.execute(
+                text(
+                    "SELECT old_position, new_position, worker FROM test_position_moves"
+                    " WHERE name = :name ORDER BY id"
+                ),
+                {"name": name},
+            ).all()
+            # an unbroken chain from 0 to the head: no event handled twice, none skipped, never back
+            assert [m.old_position for m in moves] == [0, *(m.new_position for m in moves[:-1])], name
+            assert all(m.new_position > m.old_position for m in moves)
+            assert moves[-1].new_position == head
+        read_model_moves = conn.execute(
+            text("SELECT worker FROM test_position_moves WHERE name = 'read_model'")
+        )
+        assert set(read_model_moves.scalars()) == {"worker-1", "worker-2"}  # both took turns
         # every run complete and counted once
         per_run = conn.execute(
             select(runs.c.status, runs.c.span_count, runs.c.llm_count, runs.c.input_tokens, runs.c.cost_nanos)
@@ -120,6 +129,6 @@ def test_two_workers_fold_every_event_exactly_once(audited: Store, project: Proj
     assert snapshot(store) == folded
 
 
-def _position(store: Store) -> int:
+def _position(store: Store, name: str = "read_model") -> int:
     with store.read() as conn:
-        return Projector.position(conn)
+        return consumer.position(conn, name)

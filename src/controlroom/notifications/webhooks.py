@@ -11,7 +11,9 @@ hourly, up to :data:`MAX_ATTEMPTS` attempts. Every attempt's outcome is kept on 
 from __future__ import annotations
 
 import http.client
+import logging
 import secrets
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ BACKOFF_SECONDS = (10, 30, 120, 600, 1800, 3600, 3600, 3600)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
 TIMEOUT_SECONDS = 10.0
 MAX_ERROR = 1000
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,43 +274,110 @@ def _attempt(hook: Webhook, d: Any, timeout: float) -> tuple[int | None, str | N
     return status, None if 200 <= status < 300 else f"HTTP {status}"
 
 
-def deliver_due(
-    store: Store, *, now: int | None = None, limit: int = 100, timeout: float = TIMEOUT_SECONDS
-) -> int:
-    """Send the deliveries that are due (in parallel, outside any transaction) and record each
-    attempt. Returns how many attempts were made. Run by one worker at a time."""
-    now = time.time_ns() if now is None else now
-    with store.read() as conn:
+LEASE_SECONDS = 60  # a claimed delivery is not claimed again for this long (its sender died: retried)
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    hook: Webhook
+    delivery: Any
+
+
+def claim_due(store: Store, *, now: int, limit: int = 100) -> list[_Claimed]:
+    """Take the deliveries that are due for sending: each is leased (not due again for
+    :data:`LEASE_SECONDS`) in the transaction that reads it, so it is sent once even if another
+    worker looks meanwhile; a sender that dies leaves it to be tried again when the lease ends."""
+    with store.write() as conn:
         due = conn.execute(
-            select(webhook_deliveries, webhooks.c.id.label("hook_id"))
-            .join(webhooks, webhooks.c.id == webhook_deliveries.c.webhook_id)
+            select(webhook_deliveries)
             .where(webhook_deliveries.c.state == "pending", webhook_deliveries.c.next_attempt_at <= now)
             .order_by(webhook_deliveries.c.next_attempt_at)
             .limit(limit)
         ).all()
+        if not due:
+            return []
+        conn.execute(
+            update(webhook_deliveries)
+            .where(webhook_deliveries.c.id.in_([d.id for d in due]))
+            .values(next_attempt_at=now + LEASE_SECONDS * 10**9)
+        )
         hooks = {
             h.id: h
             for h in (
                 _webhook(r)
-                for r in conn.execute(select(webhooks).where(webhooks.c.id.in_({d.hook_id for d in due})))
+                for r in conn.execute(select(webhooks).where(webhooks.c.id.in_({d.webhook_id for d in due})))
             )
         }
-    if not due:
-        return 0
-    with ThreadPoolExecutor(max_workers=min(8, len(due))) as pool:
-        results = list(pool.map(lambda d: _attempt(hooks[d.webhook_id], d, timeout), due))
+    return [_Claimed(hooks[d.webhook_id], d) for d in due]
+
+
+def send(
+    store: Store, claimed: _Claimed, *, timeout: float = TIMEOUT_SECONDS, now: int | None = None
+) -> bool:
+    """One attempt at one claimed delivery, recorded; True if delivered."""
+    d = claimed.delivery
+    status, error = _attempt(claimed.hook, d, timeout)
+    now = time.time_ns() if now is None else now
+    attempts = d.attempts + 1
+    if error is None:
+        values: dict[str, Any] = {"state": "delivered", "delivered_at": now}
+    elif attempts >= MAX_ATTEMPTS:
+        values = {"state": "failed"}
+    else:
+        values = {"next_attempt_at": now + BACKOFF_SECONDS[attempts - 1] * 10**9}
     with store.write() as conn:
-        for d, (status, error) in zip(due, results, strict=True):
-            attempts = d.attempts + 1
-            if error is None:
-                values: dict[str, Any] = {"state": "delivered", "delivered_at": now}
-            elif attempts >= MAX_ATTEMPTS:
-                values = {"state": "failed"}
-            else:
-                values = {"next_attempt_at": now + BACKOFF_SECONDS[attempts - 1] * 10**9}
-            conn.execute(
-                update(webhook_deliveries)
-                .where(webhook_deliveries.c.id == d.id)
-                .values(attempts=attempts, last_status=status, last_error=error, **values)
-            )
-    return len(due)
+        conn.execute(
+            update(webhook_deliveries)
+            .where(webhook_deliveries.c.id == d.id)
+            .values(attempts=attempts, last_status=status, last_error=error, **values)
+        )
+    return error is None
+
+
+def deliver_due(
+    store: Store, *, now: int | None = None, limit: int = 100, timeout: float = TIMEOUT_SECONDS
+) -> int:
+    """Claim what is due and send it now, in parallel; returns how many attempts were made."""
+    now = time.time_ns() if now is None else now
+    claimed = claim_due(store, now=now, limit=limit)
+    if claimed:
+        with ThreadPoolExecutor(max_workers=min(8, len(claimed))) as pool:
+            list(pool.map(lambda c: send(store, c, timeout=timeout, now=now), claimed))
+    return len(claimed)
+
+
+class Sender:
+    """The worker's periodic job: claims what is due and sends it on threads of its own, so a slow
+    receiver never holds up the worker's other consumers and jobs."""
+
+    def __init__(self, store: Store, *, max_in_flight: int = 32, timeout: float = TIMEOUT_SECONDS) -> None:
+        self.store = store
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="controlroom-webhooks")
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            room = self.max_in_flight - self._in_flight
+        if room <= 0:
+            return 0
+        claimed = claim_due(self.store, now=time.time_ns(), limit=room)
+        for c in claimed:
+            with self._lock:
+                self._in_flight += 1
+            self._pool.submit(self._send, c)
+        return len(claimed)
+
+    def _send(self, claimed: _Claimed) -> None:
+        try:
+            send(self.store, claimed, timeout=self.timeout)
+        except Exception:
+            logger.exception("webhook delivery %s: recording the attempt failed", claimed.delivery.id)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

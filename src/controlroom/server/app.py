@@ -43,6 +43,7 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
             batch=settings.projector_batch,
             abandon_after_seconds=settings.abandon_after_seconds,
             hold_seconds=settings.hold_seconds,
+            public_url=settings.base_url,
         )
         if run_worker
         else None

@@ -12,10 +12,16 @@ import threading
 import time
 from collections.abc import Sequence
 
+from sqlalchemy import Connection
+
+from controlroom.approvals import requests as approvals
 from controlroom.budget.ledger import expire_holds
+from controlroom.notifications import consumer as notifications
+from controlroom.notifications import webhooks
 from controlroom.projections.projector import Projector
 from controlroom.store.engine import Store
-from controlroom.workers.consumer import Consumer
+from controlroom.store.log import LoggedEvent
+from controlroom.workers.consumer import Consumer, DatabaseConsumer
 from controlroom.workers.jobs import PeriodicJob
 from controlroom.workers.sweeper import sweep_abandoned
 
@@ -104,9 +110,11 @@ def standard_runtime(
     hold_seconds: float = 600.0,
     poll_seconds: float = 0.5,
     sweep_every_seconds: float = 10.0,
+    public_url: str = "http://127.0.0.1:8750",
 ) -> Runtime:
-    """controlroom's consumers and jobs: the read model's projector; the abandoned-run sweeper and
-    budget hold expiry, each looked for at least twice per its timeout."""
+    """controlroom's consumers and jobs: the read model's projector and the notifications consumer
+    (webhook deliveries for approval events); the abandoned-run sweeper and budget hold expiry, each
+    looked for at least twice per its timeout; approval expiry; sending webhook deliveries."""
 
     def sweep() -> int:
         return sweep_abandoned(store, quiet_seconds=abandon_after_seconds)
@@ -116,5 +124,26 @@ def standard_runtime(
         PeriodicJob(
             "sweep_abandoned", min(sweep_every_seconds, abandon_after_seconds / 2), sweep, when_idle=True
         ),
+        PeriodicJob("expire_approvals", APPROVAL_EXPIRY_EVERY, lambda: approvals.expire_due(store)),
+        PeriodicJob("send_webhooks", WEBHOOKS_EVERY, webhooks.Sender(store)),
     ]
-    return Runtime(store, [Projector(store, batch=batch)], jobs, poll_seconds=poll_seconds)
+    consumers: list[Consumer] = [Projector(store, batch=batch), Notifications(store, public_url=public_url)]
+    return Runtime(store, consumers, jobs, poll_seconds=poll_seconds)
+
+
+APPROVAL_EXPIRY_EVERY = 1.0
+WEBHOOKS_EVERY = 1.0
+
+
+class Notifications(DatabaseConsumer):
+    """Follows the log for approval events and enqueues their webhook deliveries (exactly once:
+    the deliveries and the position are written together)."""
+
+    name = notifications.NAME
+
+    def __init__(self, store: Store, *, public_url: str) -> None:
+        super().__init__(store)
+        self.public_url = public_url
+
+    def handle(self, conn: Connection, events: list[LoggedEvent]) -> None:
+        notifications.handle(self.store, conn, events, public_url=self.public_url)
