@@ -213,7 +213,7 @@ def test_rebuild_equals_incremental_on_a_random_history(store: Store, project: P
             model="claude-3-5-sonnet-20241022",
             input_tokens=10,
             max_output_tokens=10,
-        )["reservation_id"]
+        ).reservation_id
         for _ in range(3)
     )
     evs = random_history(rng, 25, held)

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from controlroom.errors import InvalidQuery
 from controlroom.events import parse_ts
@@ -10,14 +10,10 @@ from controlroom.money import parse_usd
 from controlroom.projections import queries
 from controlroom.server.deps import ProjectDep, StoreDep, in_read
 from controlroom.server.responses import JSONResponse
-from controlroom.server.schemas import DailyCosts, Problem, RunDetail, RunList
+from controlroom.server.schemas import HEX_RUN_ID, DailyCosts, RunDetail, RunList, problems
 
 router = APIRouter(tags=["runs"])
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem},
-    401: {"model": Problem},
-    404: {"model": Problem},
-}
+PROBLEMS = problems(400, 401)
 
 
 def _nanos(value: str | None) -> int | None:
@@ -70,10 +66,14 @@ async def list_runs(
 @router.get(
     "/v1/runs/{run_id}",
     response_model=RunDetail,
-    responses=PROBLEMS,
+    responses=problems(400, 401, 404, s404="not_found: no such run (or not yet projected)"),
     summary="One run with its span tree and scores",
 )
-async def get_run(run_id: str, project: ProjectDep, store: StoreDep) -> JSONResponse:
+async def get_run(
+    run_id: Annotated[str, Path(description="32 hex digits", json_schema_extra={"pattern": HEX_RUN_ID})],
+    project: ProjectDep,
+    store: StoreDep,
+) -> JSONResponse:
     rid = run_id.lower()
     if len(rid) != 32 or any(c not in "0123456789abcdef" for c in rid):
         raise InvalidQuery(f"run_id {run_id!r} is not 32 hex characters", parameter="run_id")
