@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from controlroom import __version__
@@ -102,8 +103,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         return problem_response(request_problem(exc.errors()).problem())
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path (Starlette names only one route's)
+            headers["Allow"] = ", ".join(_methods_of(app, request.url.path))
         return problem_response(
             {
                 "type": f"https://controlroom.dev/problems/{code}",
@@ -112,13 +116,19 @@ def _install_error_handlers(app: FastAPI) -> None:
                 "code": code,
                 "detail": str(exc.detail),
             },
-            headers=dict(exc.headers or {}),
+            headers=headers,
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
         return problem_response(internal_error())
+
+
+def _methods_of(app: FastAPI, path: str) -> list[str]:
+    return sorted(
+        {m for r in app.routes if isinstance(r, Route) and r.path_regex.match(path) for m in r.methods or ()}
+    )
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

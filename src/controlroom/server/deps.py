@@ -11,6 +11,7 @@ from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 import orjson
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
+from pydantic import WithJsonSchema
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
@@ -105,6 +106,8 @@ def no_nul_in_query(request: Request) -> None:
             raise InvalidQuery(f"{name}: NUL characters (U+0000) are not allowed", parameter=name)
 
 
+# A text query parameter: anything but NUL (see no_nul_in_query).
+QueryText = Annotated[str | None, WithJsonSchema({"type": "string", "pattern": "^[^\\u0000]*$"})]
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ProjectDep = Annotated[Project, Depends(current_project)]

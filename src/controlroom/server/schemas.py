@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from controlroom.budget.ledger import OUTCOMES
 from controlroom.events import ClientEvent, RunId, SpanId
@@ -31,8 +31,20 @@ RATE_PATTERN = r"^0*([0-9]{1,4}(\.[0-9]{0,12})?|10000(\.0{0,12})?|\.[0-9]{1,12})
 Rate = Annotated[str, Field(max_length=40, json_schema_extra={"pattern": RATE_PATTERN})]
 OptionalRate = Annotated[str, Field(max_length=40, json_schema_extra={"pattern": f"^$|{RATE_PATTERN}"})]
 HEX_RUN_ID = "^[0-9a-fA-F]{32}$"
-RequestRunId = Annotated[RunId, WithJsonSchema({"type": "string", "pattern": HEX_RUN_ID})]
-RequestSpanId = Annotated[SpanId, WithJsonSchema({"type": "string", "pattern": "^[0-9a-fA-F]{16}$"})]
+# Ids in a request: hex, not all zeros (as events.RunId / SpanId check them).
+RequestRunId = Annotated[RunId, WithJsonSchema({"type": "string", "pattern": "^(?!0{32}$)[0-9a-fA-F]{32}$"})]
+RequestSpanId = Annotated[
+    SpanId, WithJsonSchema({"type": "string", "pattern": "^(?!0{16}$)[0-9a-fA-F]{16}$"})
+]
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# A count in a request body: a JSON integer (which includes 1.0, as JSON Schema has it), never a
+# string or a boolean.
+Count = Annotated[int, BeforeValidator(_whole)]
 
 
 class _Out(BaseModel):
@@ -297,8 +309,8 @@ class ReservationIn(_In):
     provider: Text | None = Field(None, max_length=256)
     model: Text = Field(min_length=1, max_length=256)
     agent: Text = Field("", max_length=256)
-    input_tokens: int = Field(ge=0, le=10**9, description="An upper bound of the prompt's tokens")
-    max_output_tokens: int | None = Field(None, ge=1, le=10**7)
+    input_tokens: Count = Field(ge=0, le=10**9, description="An upper bound of the prompt's tokens")
+    max_output_tokens: Count | None = Field(None, ge=1, le=10**7)
     run_id: RequestRunId | None = None
     span_id: RequestSpanId | None = None
     reservation_id: str | None = Field(
@@ -324,11 +336,11 @@ class ReservationOut(_Out):
 
 
 class UsageIn(_In):
-    input_tokens: int = Field(0, ge=0, le=MAX_TOKENS)
-    output_tokens: int = Field(0, ge=0, le=MAX_TOKENS)
-    cache_read_tokens: int = Field(0, ge=0, le=MAX_TOKENS)
-    cache_write_tokens: int = Field(0, ge=0, le=MAX_TOKENS)
-    reasoning_tokens: int = Field(0, ge=0, le=MAX_TOKENS)
+    input_tokens: Count = Field(0, ge=0, le=MAX_TOKENS)
+    output_tokens: Count = Field(0, ge=0, le=MAX_TOKENS)
+    cache_read_tokens: Count = Field(0, ge=0, le=MAX_TOKENS)
+    cache_write_tokens: Count = Field(0, ge=0, le=MAX_TOKENS)
+    reasoning_tokens: Count = Field(0, ge=0, le=MAX_TOKENS)
 
 
 class SettleIn(_In):

@@ -12,7 +12,7 @@ from controlroom.budget import ledger
 from controlroom.budget.days import utc_seconds
 from controlroom.events import format_ts
 from controlroom.money import Usage, to_usd
-from controlroom.server.deps import ProjectDep, StoreDep, in_read
+from controlroom.server.deps import ProjectDep, QueryText, StoreDep, in_read
 from controlroom.server.fastpath import FastRoutes
 from controlroom.server.schemas import (
     BudgetHoldOut,
@@ -87,7 +87,7 @@ async def list_budgets(project: ProjectDep, store: StoreDep) -> BudgetList:
 async def delete_budget(
     project: ProjectDep,
     store: StoreDep,
-    agent: Annotated[str | None, Query(description="Omit for the project's cap")] = None,
+    agent: Annotated[QueryText, Query(description="Omit for the project's cap")] = None,
 ) -> None:
     def write() -> None:
         with store.write() as conn:
