@@ -5,6 +5,7 @@ responses against the published document)."""
 
 from __future__ import annotations
 
+import zoneinfo
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -38,13 +39,20 @@ RequestSpanId = Annotated[
 ]
 
 
+TIMEZONES = sorted(zoneinfo.available_timezones())
+AFTER_2000 = {"type": "string", "format": "date-time", "pattern": "^[2-9][0-9]{3}-"}
+"""An RFC 3339 time from 2000 on (the earliest time the run log knows)."""
+
+
 def _whole(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-# A count in a request body: a JSON integer (which includes 1.0, as JSON Schema has it), never a
+# Counts in a request body: JSON integers (which include 1.0, as JSON Schema has it), never a
 # string or a boolean.
-Count = Annotated[int, BeforeValidator(_whole)]
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS), BeforeValidator(_whole)]
+InputEstimate = Annotated[int, Field(ge=0, le=10**9), BeforeValidator(_whole)]
+MaxOutputTokens = Annotated[int, Field(ge=1, le=10**7), BeforeValidator(_whole)]
 
 
 class _Out(BaseModel):
@@ -260,7 +268,9 @@ class PriceIn(_In):
     output_per_mtok: Rate
     cache_read_per_mtok: OptionalRate | None = None
     cache_write_per_mtok: OptionalRate | None = None
-    effective_from: Text | None = Field(None, max_length=64, description="RFC 3339; default: always")
+    effective_from: Annotated[Text, WithJsonSchema(AFTER_2000)] | None = Field(
+        None, max_length=64, description="RFC 3339; default: always"
+    )
 
 
 class PriceOut(_Out):
@@ -284,8 +294,8 @@ class BudgetIn(_In):
     agent: Text | None = Field(
         None, max_length=256, description="Only this agent's calls; omit for the whole project"
     )
-    timezone: Text | None = Field(
-        None, max_length=64, description="IANA timezone of the day boundary (default: the project's)"
+    timezone: Annotated[Text, WithJsonSchema({"type": "string", "enum": TIMEZONES})] | None = Field(
+        None, description="IANA timezone of the day boundary (default: the project's)"
     )
 
 
@@ -309,8 +319,8 @@ class ReservationIn(_In):
     provider: Text | None = Field(None, max_length=256)
     model: Text = Field(min_length=1, max_length=256)
     agent: Text = Field("", max_length=256)
-    input_tokens: Count = Field(ge=0, le=10**9, description="An upper bound of the prompt's tokens")
-    max_output_tokens: Count | None = Field(None, ge=1, le=10**7)
+    input_tokens: InputEstimate = Field(description="An upper bound of the prompt's tokens")
+    max_output_tokens: MaxOutputTokens | None = None
     run_id: RequestRunId | None = None
     span_id: RequestSpanId | None = None
     reservation_id: str | None = Field(
@@ -336,11 +346,11 @@ class ReservationOut(_Out):
 
 
 class UsageIn(_In):
-    input_tokens: Count = Field(0, ge=0, le=MAX_TOKENS)
-    output_tokens: Count = Field(0, ge=0, le=MAX_TOKENS)
-    cache_read_tokens: Count = Field(0, ge=0, le=MAX_TOKENS)
-    cache_write_tokens: Count = Field(0, ge=0, le=MAX_TOKENS)
-    reasoning_tokens: Count = Field(0, ge=0, le=MAX_TOKENS)
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    reasoning_tokens: Tokens = 0
 
 
 class SettleIn(_In):

@@ -35,7 +35,15 @@ JSON = "application/json"
             s422="validation_failed: JSON that is not an ExportTraceServiceRequest",
         ),
     },
-    openapi_extra={"requestBody": {"required": True, "content": {PROTOBUF: {}, JSON: {}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                PROTOBUF: {},
+                JSON: {"schema": {"type": "object", "description": "ExportTraceServiceRequest (OTLP/JSON)"}},
+            },
+        }
+    },
     summary="OTLP/HTTP trace export (protobuf or JSON)",
 )
 async def post_traces(

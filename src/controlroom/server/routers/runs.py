@@ -12,6 +12,7 @@ from controlroom.projections import queries
 from controlroom.server.deps import ProjectDep, QueryText, StoreDep, in_read
 from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import (
+    AFTER_2000,
     HEX_RUN_ID,
     USD_PATTERN,
     CostRow,
@@ -55,10 +56,13 @@ def _nanos(value: str | None) -> int | None:
 # after, in RFC 3339 or as epoch nanoseconds (19 digits: 2001-09-09 to 2255).
 TIME_SCHEMA = {
     "anyOf": [
-        {"type": "string", "format": "date-time", "pattern": "^[2-9][0-9]{3}-"},
+        AFTER_2000,
         {"type": "string", "pattern": "^[1-8][0-9]{18}$"},
     ]
 }
+
+
+DAY_SCHEMA = {"anyOf": [{"type": "string", "format": "date"}, {"const": ""}]}  # empty: the default
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -287,12 +291,12 @@ async def costs_daily(
     since: Annotated[
         str | None,
         Query(description="First day (YYYY-MM-DD, project timezone); default 29 days before until"),
-        WithJsonSchema({"type": "string", "format": "date"}),
+        WithJsonSchema(DAY_SCHEMA),
     ] = None,
     until: Annotated[
         str | None,
         Query(description="Last day, inclusive; default today"),
-        WithJsonSchema({"type": "string", "format": "date"}),
+        WithJsonSchema(DAY_SCHEMA),
     ] = None,
     group_by: Annotated[
         str | None,
