@@ -30,13 +30,14 @@ import anyio.to_thread
 from fastapi import APIRouter, Body, Security
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import Receive, Scope, Send
 
 from controlroom.accounts.projects import Project
 from controlroom.errors import ControlroomError, internal_error
 from controlroom.server.deps import authorized_project, bearer, json_content_type, read_body
-from controlroom.server.responses import JSONResponse, problem_response, request_problem
+from controlroom.server.responses import problem_response, request_problem
 from controlroom.store.ledger import LedgerBusy
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class FastRoute:
             response = problem_response(internal_error())
         await response(scope, receive, send)
 
-    async def _respond(self, scope: Scope, receive: Receive) -> JSONResponse:
+    async def _respond(self, scope: Scope, receive: Receive) -> Response:
         request = Request(scope, receive)
         project = await authorized_project(request.headers.get("authorization", ""), scope["app"].state.keys)
         json_content_type(request.headers.get("content-type"))
@@ -83,7 +84,9 @@ class FastRoute:
             result = self.handler(state, project, body, params, False)
         except LedgerBusy:
             result = await anyio.to_thread.run_sync(self.handler, state, project, body, params, True)
-        return JSONResponse(result.model_dump(mode="json", exclude_unset=True), status_code=self.status_code)
+        return Response(
+            result.model_dump_json(exclude_unset=True), self.status_code, media_type="application/json"
+        )
 
 
 class FastRoutes:

@@ -143,17 +143,21 @@ def reserve(
         wait=wait,
         reservation_id=body.reservation_id,
     )
+    # (model_construct: on the hot path, the models are filled without validating them again)
     held = [
-        BudgetHoldOut(agent=b.agent, day=b.day.isoformat(), resets_at=utc_seconds(b.resets_at_ns))
+        BudgetHoldOut.model_construct(
+            agent=b.agent, day=b.day.isoformat(), resets_at=utc_seconds(b.resets_at_ns)
+        )
         for b in r.budgets
     ]
     if r.expires_at_ns is None:  # nothing held: no expires_at member
-        return ReservationOut(reservation_id=None, hold_usd=to_usd(r.hold_nanos), budgets=held)
-    return ReservationOut(
-        reservation_id=r.reservation_id,
-        hold_usd=to_usd(r.hold_nanos),
-        budgets=held,
-        expires_at=format_ts(r.expires_at_ns),
+        return ReservationOut.model_construct(
+            reservation_id=None, hold_usd=to_usd(r.hold_nanos), budgets=held
+        )
+    expires_at = format_ts(r.expires_at_ns)
+    assert expires_at is not None
+    return ReservationOut.model_construct(
+        reservation_id=r.reservation_id, hold_usd=to_usd(r.hold_nanos), budgets=held, expires_at=expires_at
     )
 
 
@@ -191,7 +195,7 @@ def settle(state: Any, project: Project, body: SettleIn, params: dict[str, str],
         cost_usd=body.cost_usd,
         wait=wait,
     )
-    return SettleOut(
+    return SettleOut.model_construct(
         reservation_id=s.reservation_id,
         state=s.state,
         actual_usd=to_usd(s.actual_nanos),
