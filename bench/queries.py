@@ -152,7 +152,7 @@ def run_queries(cfg: QueryConfig, built: BuiltStore) -> dict[str, Any]:
         cases: list[tuple[str, list[tuple[str, dict[str, str]]], Callable[[Connection], Any]]] = []
         for c in LIST_CASES:
             cases.append((c.name, [("/v1/runs", c.params)], _list_runs(pid, c.run_filter)))
-        cursor = first["next_cursor"]
+        cursor = first.next_cursor
         cases.append(
             (
                 "runs: page 2 (cursor)",

@@ -9,6 +9,7 @@ from controlroom.accounts.projects import Project
 from controlroom.demo import backfill
 from controlroom.projections.projector import Projector
 from controlroom.projections.queries import RunFilter, daily_costs, get_run, list_runs
+from controlroom.server.routers.runs import costs_json, page_json, run_json
 from controlroom.store.engine import Store
 
 
@@ -16,12 +17,12 @@ def test_demo_history(store: Store, project: Project) -> None:
     assert backfill(store, project.id, days=7) > 1000
     Projector(store).catch_up()
     with store.read() as conn:
-        page = list_runs(conn, project.id, RunFilter(), limit=200)["runs"]
-        failed = list_runs(conn, project.id, RunFilter(status=("failed",)), limit=5)["runs"]
-        costs = daily_costs(
-            conn, project.id, "UTC", since="2000-01-01", until="2100-01-01", group_by=("agent",)
+        page = page_json(list_runs(conn, project.id, RunFilter(), limit=200))["runs"]
+        failed = page_json(list_runs(conn, project.id, RunFilter(status=("failed",)), limit=5))["runs"]
+        costs = costs_json(
+            daily_costs(conn, project.id, "UTC", since="2000-01-01", until="2100-01-01", group_by=("agent",))
         )
-        detail = get_run(conn, project.id, failed[0]["run_id"])
+        detail = run_json(get_run(conn, project.id, failed[0]["run_id"]))
     assert {r["agent"] for r in page} == {"support-bot", "research-agent", "coding-agent"}
     assert failed and all(r["failing_span_id"] for r in failed)
     assert detail["error"]["type"] in ("OrderServiceError", "CalledProcessError")

@@ -14,6 +14,7 @@ import click
 
 from controlroom.config import Settings
 from controlroom.errors import ConfigError, ControlroomError
+from controlroom.money import to_usd
 
 
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -450,6 +451,7 @@ def budgets() -> None:
 def budgets_set(db: str | None, project: str, agent: str | None, cap_usd: str, timezone: str | None) -> None:
     """Set (or change) a daily cost cap."""
     from controlroom.budget import ledger
+    from controlroom.budget.days import utc_seconds
 
     store = _store(db)
     with store.write() as conn:
@@ -459,8 +461,8 @@ def budgets_set(db: str | None, project: str, agent: str | None, cap_usd: str, t
         st = ledger.status(conn, b)
     scope = f"agent {agent!r}" if agent else f"project {project!r}"
     click.echo(
-        f"cap for {scope}: ${st['cap_usd']}/day ({st['timezone']}); today ${st['settled_usd']} spent, "
-        f"${st['remaining_usd']} left, resets {st['resets_at']}"
+        f"cap for {scope}: ${to_usd(st.cap_nanos)}/day ({st.timezone}); today ${to_usd(st.settled_nanos)} "
+        f"spent, ${to_usd(st.remaining_nanos)} left, resets {utc_seconds(st.resets_at_ns)}"
     )
 
 
@@ -470,24 +472,17 @@ def budgets_set(db: str | None, project: str, agent: str | None, cap_usd: str, t
 @_fail_cleanly
 def budgets_list(db: str | None, project: str) -> None:
     """Caps with today's settled spend, held amount, remaining and reset time."""
-    from sqlalchemy import select
-
     from controlroom.budget import ledger
-    from controlroom.store.tables import budgets as t
+    from controlroom.budget.days import utc_seconds
 
     with _store(db).read() as conn:
         p = _project(conn, project)
-        rows = conn.execute(
-            select(t.c.id, t.c.project_id, t.c.agent, t.c.cap_nanos, t.c.timezone)
-            .where(t.c.project_id == p.id)
-            .order_by(t.c.id)
-        ).all()
         click.echo("scope\tcap_usd\tsettled_usd\theld_usd\tremaining_usd\tday\tresets_at")
-        for row in rows:
-            st = ledger.status(conn, ledger.Budget(*row))
+        for b in ledger.list_budgets(conn, project_id=p.id):
+            st = ledger.status(conn, b)
+            usd = (to_usd(n) for n in (st.cap_nanos, st.settled_nanos, st.held_nanos, st.remaining_nanos))
             click.echo(
-                f"{st['agent'] or '(project)'}\t{st['cap_usd']}\t{st['settled_usd']}\t{st['held_usd']}"
-                f"\t{st['remaining_usd']}\t{st['day']}\t{st['resets_at']}"
+                "\t".join((st.agent or "(project)", *usd, st.day.isoformat(), utc_seconds(st.resets_at_ns)))
             )
 
 

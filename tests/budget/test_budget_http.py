@@ -264,7 +264,7 @@ def _block_the_ledger(live: LiveServer) -> Iterator[None]:
 
 def _reservation_waits(live: LiveServer) -> bool:
     if live.store.is_sqlite:
-        return live.store._ledger_lock.locked()  # the waiting thread holds the ledger connection
+        return live.store.ledger_connections.lock.locked()  # the waiting thread holds the ledger connection
     with live.store.read() as conn:
         waiting = conn.execute(
             text(
@@ -322,9 +322,8 @@ def test_dispatch_takes_only_the_two_hot_paths(
     method: str, path: str, endpoint: str | None, params: dict[str, str] | None
 ) -> None:
     scope: dict[str, Any] = {"type": "http", "method": method, "path": path}
-    found = budget_router.dispatch(scope)
-    expected = {"reserve": budget_router._reserve_endpoint, "settle": budget_router._settle_endpoint}
-    assert found is (expected[endpoint] if endpoint else None)
+    found = budget_router.fast.match(scope)
+    assert (found.handler.__name__ if found else None) == endpoint
     if params is not None:
         assert scope["path_params"] == params
 
@@ -374,8 +373,9 @@ def test_a_bad_reservation_id_is_named(capped: LiveServer, bad: object) -> None:
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_an_unreachable_ledger_database_is_a_503(capped: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
     store = capped.store
-    monkeypatch.setattr(store, "_pg_dsn", f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
-    monkeypatch.setattr(store, "_pg_idle", [])
+    connections = store.ledger_connections
+    monkeypatch.setattr(connections, "_pg_dsn", f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
+    monkeypatch.setattr(connections, "_pg_idle", [])
     assert_problem(call(capped, "POST", RESERVE, json=GOOD), 503, "service_unavailable", "unreachable")
     monkeypatch.undo()
     assert call(capped, "POST", RESERVE, json=GOOD).status_code == 201

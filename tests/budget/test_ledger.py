@@ -8,7 +8,7 @@ import multiprocessing
 import sqlite3
 import threading
 import time
-from decimal import Decimal
+from datetime import date
 from typing import Any
 
 import agent_process
@@ -18,14 +18,17 @@ from sqlalchemy import func, select, text
 from conftest import LiveServer, free_port
 from controlroom.accounts.projects import Project, create_project, get_project
 from controlroom.budget import ledger
+from controlroom.budget.days import utc_seconds
 from controlroom.budget.ledger import BudgetRefused
 from controlroom.cost import Usage
 from controlroom.cost.overrides import PricerCache, set_price
 from controlroom.errors import Conflict, NotFound, ServiceUnavailable
+from controlroom.money import to_usd
 from controlroom.projections.projector import Projector
-from controlroom.store import engine
-from controlroom.store.engine import LedgerBusy, Store
+from controlroom.store import ledger as store_ledger
+from controlroom.store.engine import Store
 from controlroom.store.ingest import ingest_events
+from controlroom.store.ledger import LedgerBusy, LedgerConnections
 from controlroom.store.tables import budget_days, reservations
 from controlroom.workers.runtime import standard_runtime
 from factories import llm_usage, rid, run_started, sid, span_ended, span_started
@@ -47,7 +50,7 @@ def cap(store: Store, project: Project, usd: str, agent: str | None = None, tz: 
         ledger.set_budget(store, conn, project=project, agent=agent, cap_usd=usd, timezone=tz)
 
 
-def reserve(store: Store, project: Project, pricer: PricerCache, **kw: Any) -> dict[str, Any]:
+def reserve(store: Store, project: Project, pricer: PricerCache, **kw: Any) -> ledger.Reservation:
     args = {
         "agent": "bot",
         "provider": None,
@@ -86,11 +89,11 @@ def caller(
             store,
             project=project,
             pricers=pricer,
-            reservation_id=r["reservation_id"],
+            reservation_id=r.reservation_id,
             outcome="completed",
             usage=Usage(input_tokens=1000, output_tokens=29_000),
         )
-        granted.append(int(Decimal(out["actual_usd"]) * 10**9))
+        granted.append(out.actual_nanos)
 
 
 def test_64_threads_never_overshoot_and_reach_the_cap(store: Store, project: Project) -> None:
@@ -139,7 +142,7 @@ def test_refusal_reasons_and_figures(store: Store, project: Project) -> None:
     cap(store, project, "0.012")
     first = reserve(store, project, pricer)
     second = reserve(store, project, pricer)
-    assert first["hold_usd"] == second["hold_usd"] == "0.005"
+    assert first.hold_nanos == second.hold_nanos == 5_000_000
     with pytest.raises(BudgetRefused) as held_back:
         reserve(store, project, pricer)
     e = held_back.value
@@ -155,7 +158,7 @@ def test_refusal_reasons_and_figures(store: Store, project: Project) -> None:
     assert "Retry-After" in e.headers()
     for r in (first, second):
         ledger.settle(
-            store, project=project, pricers=pricer, reservation_id=r["reservation_id"], outcome="unknown"
+            store, project=project, pricers=pricer, reservation_id=r.reservation_id, outcome="unknown"
         )
     with pytest.raises(BudgetRefused) as full:
         reserve(store, project, pricer)
@@ -173,7 +176,7 @@ def test_an_unpriced_model_is_refused_with_how_to_price_it(store: Store, project
 
 def test_no_budget_means_no_hold(store: Store, project: Project) -> None:
     pricer = priced(store, project)
-    assert reserve(store, project, pricer, model="secret-model-9")["reservation_id"] is None
+    assert reserve(store, project, pricer, model="secret-model-9").reservation_id is None
 
 
 def test_agent_budget_and_project_budget_both_apply(store: Store, project: Project) -> None:
@@ -190,7 +193,7 @@ def test_agent_budget_and_project_budget_both_apply(store: Store, project: Proje
 def test_settle_is_idempotent_and_release_frees_the_hold(store: Store, project: Project) -> None:
     pricer = priced(store, project)
     cap(store, project, "1")
-    r = reserve(store, project, pricer)["reservation_id"]
+    r = reserve(store, project, pricer).reservation_id
     once = ledger.settle(
         store,
         project=project,
@@ -201,20 +204,20 @@ def test_settle_is_idempotent_and_release_frees_the_hold(store: Store, project: 
     )
     twice = ledger.settle(store, project=project, pricers=pricer, reservation_id=r, outcome="unknown")
     assert (
-        once == twice == {"reservation_id": r, "state": "settled", "actual_usd": "0.001", "hold_usd": "0.005"}
+        once == twice == ledger.Settlement(r, state="settled", actual_nanos=1_000_000, hold_nanos=5_000_000)
     )
     assert totals(store) == (1_000_000, 0)
-    released = reserve(store, project, pricer)["reservation_id"]
+    released = reserve(store, project, pricer).reservation_id
     out = ledger.settle(
         store, project=project, pricers=pricer, reservation_id=released, outcome="failed_before_generation"
     )
-    assert out["state"] == "released" and totals(store) == (1_000_000, 0)
+    assert out.state == "released" and totals(store) == (1_000_000, 0)
 
 
 def test_a_crash_between_reserve_and_settle_settles_at_the_hold(store: Store, project: Project) -> None:
     pricer = priced(store, project)
     cap(store, project, "1")
-    r = reserve(store, project, pricer, hold_seconds=60)["reservation_id"]
+    r = reserve(store, project, pricer, hold_seconds=60).reservation_id
     assert ledger.expire_holds(store) == 0  # not yet
     import time
 
@@ -226,7 +229,7 @@ def test_a_crash_between_reserve_and_settle_settles_at_the_hold(store: Store, pr
         )
     # the process is gone: whatever arrives later saying "unknown" changes nothing
     late = ledger.settle(store, project=project, pricers=pricer, reservation_id=r, outcome="unknown")
-    assert late["state"] == "expired" and totals(store) == (5_000_000, 0)
+    assert late.state == "expired" and totals(store) == (5_000_000, 0)
 
 
 def test_a_call_that_outlasted_its_hold_is_charged_what_it_cost_when_it_settles(
@@ -237,14 +240,14 @@ def test_a_call_that_outlasted_its_hold_is_charged_what_it_cost_when_it_settles(
     pricer = priced(store, project)
     cap(store, project, "1")
     cap(store, project, "1", agent="bot")
-    r = reserve(store, project, pricer, hold_seconds=1, now_ns=time.time_ns() - 2 * 10**9)["reservation_id"]
+    r = reserve(store, project, pricer, hold_seconds=1, now_ns=time.time_ns() - 2 * 10**9).reservation_id
     assert ledger.expire_holds(store) == 1
     assert totals(store) == (2 * 5_000_000, 0)  # the full hold, on both budgets
     usage = Usage(input_tokens=1000, output_tokens=1000)
     late = ledger.settle(
         store, project=project, pricers=pricer, reservation_id=r, outcome="completed", usage=usage
     )
-    assert late == {"reservation_id": r, "state": "settled", "actual_usd": "0.002", "hold_usd": "0.005"}
+    assert late == ledger.Settlement(r, state="settled", actual_nanos=2_000_000, hold_nanos=5_000_000)
     assert totals(store) == (2 * 2_000_000, 0)
     again = ledger.settle(
         store, project=project, pricers=pricer, reservation_id=r, outcome="failed_before_generation"
@@ -261,13 +264,13 @@ def test_day_rolls_over_at_local_midnight_across_dst(store: Store) -> None:
     before_midnight = 1_772_945_940 * 10**9  # 2026-03-08T04:59:00Z = 2026-03-07 23:59 EST
     after_midnight = 1_772_946_060 * 10**9  # 2026-03-08T05:01:00Z = 2026-03-08 00:01 EST
     r = reserve(store, ny, pricer, now_ns=before_midnight)
-    assert r["budgets"][0]["day"] == "2026-03-07"
-    assert r["budgets"][0]["resets_at"] == "2026-03-08T05:00:00Z"
+    assert r.budgets[0].day == date(2026, 3, 7)
+    assert utc_seconds(r.budgets[0].resets_at_ns) == "2026-03-08T05:00:00Z"
     with pytest.raises(BudgetRefused):
         reserve(store, ny, pricer, now_ns=before_midnight + 30 * 10**9)
     r2 = reserve(store, ny, pricer, now_ns=after_midnight)  # a new day, a new cap
-    assert r2["budgets"][0]["day"] == "2026-03-08"
-    assert r2["budgets"][0]["resets_at"] == "2026-03-09T04:00:00Z"  # EDT from 03:00 on: UTC-4
+    assert r2.budgets[0].day == date(2026, 3, 8)
+    assert utc_seconds(r2.budgets[0].resets_at_ns) == "2026-03-09T04:00:00Z"  # EDT from 03:00 on: UTC-4
 
 
 def test_spend_seen_only_in_traces_counts_against_the_cap(store: Store, project: Project) -> None:
@@ -332,11 +335,11 @@ def test_a_ledger_call_that_must_not_wait_does_nothing_while_the_database_is_bus
     blocker.execute("ROLLBACK")
     blocker.close()
     assert totals(store) == (0, 0)
-    r = reserve(store, project, pricer, wait=False)["reservation_id"]
+    r = reserve(store, project, pricer, wait=False).reservation_id
     out = ledger.settle(
         store, project=project, pricers=pricer, reservation_id=r, outcome="unknown", wait=False
     )
-    assert out["state"] == "settled" and totals(store) == (5_000_000, 0)
+    assert out.state == "settled" and totals(store) == (5_000_000, 0)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -347,15 +350,15 @@ def test_the_ledger_connection_leaves_checkpoints_to_a_background_thread(
     to do on the event loop, so the ledger's own connection never does it on commit; every
     LEDGER_CHECKPOINT_EVERY commits a thread does. What is in the database file itself (read with
     immutable=1, which ignores the WAL) shows when a checkpoint has run."""
-    monkeypatch.setattr(engine, "LEDGER_CHECKPOINT_EVERY", 6)
+    monkeypatch.setattr(store_ledger, "CHECKPOINT_EVERY", 6)
     ran_on: list[str] = []
-    checkpoint = Store._checkpoint
+    checkpoint = LedgerConnections.checkpoint
 
-    def recorded(self: Store) -> None:
+    def recorded(self: LedgerConnections) -> None:
         checkpoint(self)
         ran_on.append(threading.current_thread().name)
 
-    monkeypatch.setattr(Store, "_checkpoint", recorded)
+    monkeypatch.setattr(LedgerConnections, "checkpoint", recorded)
     pricer = priced(store, project)
     cap(store, project, "1")
     path = store.engine.url.database or ""
@@ -368,8 +371,7 @@ def test_the_ledger_connection_leaves_checkpoints_to_a_background_thread(
 
     for _ in range(5):
         reserve(store, project, pricer, wait=False)
-    assert store._ledger_conn is not None
-    assert store._ledger_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert store.ledger_connections.connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
     assert in_database_file() == 0  # five commits, all still in the WAL only
     reserve(store, project, pricer, wait=False)  # the sixth commit starts a checkpoint
     wait_for(lambda: ran_on)
@@ -453,12 +455,12 @@ def test_a_traced_call_counts_as_guarded_only_under_a_reservation_that_exists(
     is: the cap still sees its cost."""
     pricer = priced(store, project)
     cap(store, project, "1")
-    real = reserve(store, project, pricer)["reservation_id"]
+    real = reserve(store, project, pricer).reservation_id
     with store.write() as conn:
         other = create_project(conn, name="other")
     priced(store, other)
     cap(store, other, "1")
-    elsewhere = reserve(store, other, PricerCache())["reservation_id"]
+    elsewhere = reserve(store, other, PricerCache()).reservation_id
 
     def traced_call(reservation: str) -> list[dict[str, Any]]:
         r, s = rid(), sid()
@@ -476,7 +478,7 @@ def test_a_traced_call_counts_as_guarded_only_under_a_reservation_that_exists(
         with store.read() as conn:
             b = ledger.get_budget(conn, project_id=project.id, agent="")
             assert b is not None
-            return str(ledger.status(conn, b)["unguarded_usd"])
+            return to_usd(ledger.status(conn, b).unguarded_nanos)
 
     assert unguarded_usd() == "0.004"  # the made-up id's call and the other project's, not the real one
     Projector(store).rebuild()
@@ -489,7 +491,7 @@ def test_a_ledger_call_waits_for_the_write_lock_then_gives_up_with_a_503(
 ) -> None:
     pricer = priced(store, project)
     cap(store, project, "1")
-    monkeypatch.setattr(engine, "LEDGER_LOCK_TIMEOUT", 0.2)
+    monkeypatch.setattr(store_ledger, "LOCK_TIMEOUT", 0.2)
     blocker = sqlite3.connect(store.engine.url.database or "", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
@@ -497,14 +499,14 @@ def test_a_ledger_call_waits_for_the_write_lock_then_gives_up_with_a_503(
             reserve(store, project, pricer)
         got: list[dict[str, Any]] = []
         waiter = threading.Thread(target=lambda: got.append(reserve(store, project, pricer)))
-        monkeypatch.setattr(engine, "LEDGER_LOCK_TIMEOUT", 30.0)
+        monkeypatch.setattr(store_ledger, "LOCK_TIMEOUT", 30.0)
         waiter.start()
-        wait_for(lambda: store._ledger_lock.locked())  # waiting for the write lock
+        wait_for(lambda: store.ledger_connections.lock.locked())  # waiting for the write lock
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
     waiter.join(10)
-    assert got and got[0]["hold_usd"] == "0.005"  # taken as soon as it was free
+    assert got and got[0].hold_nanos == 5_000_000  # taken as soon as it was free
     assert totals(store) == (0, 5_000_000)
 
 
@@ -529,7 +531,7 @@ def test_a_release_that_overtakes_its_reservation_makes_it_hold_nothing(
     out = ledger.settle(
         store, project=project, pricers=pricer, reservation_id="d4" * 16, outcome="failed_before_generation"
     )
-    assert out == {"reservation_id": "d4" * 16, "state": "released", "actual_usd": "0", "hold_usd": "0"}
+    assert out == ledger.Settlement("d4" * 16, state="released", actual_nanos=0, hold_nanos=0)
     with pytest.raises(Conflict, match="released before it was reserved"):
         reserve(store, project, pricer, reservation_id="d4" * 16)
     assert totals(store) == (0, 0)

@@ -88,7 +88,7 @@ def test_prices_set_list_and_rebuild_reprices(db_url: str) -> None:
     )
     Projector(store).catch_up()
     with store.read() as conn:
-        assert get_run(conn, project.id, r)["unpriced_calls"] == 1
+        assert get_run(conn, project.id, r).summary.unpriced_calls == 1
     out = cli(
         "prices",
         "set",
@@ -107,8 +107,8 @@ def test_prices_set_list_and_rebuild_reprices(db_url: str) -> None:
     assert "acme-ft-2" in cli("prices", "list", "--db", db_url, "--project", "acme")
     assert "rebuilt the read model from 3 events" in cli("rebuild", "--db", db_url)
     with store.read() as conn:
-        run = get_run(conn, project.id, r)
-    assert run["cost_usd"] == "0.5" and run["unpriced_calls"] == 0
+        run = get_run(conn, project.id, r).summary
+    assert run.cost_nanos == 500_000_000 and run.unpriced_calls == 0
     assert "input_per_mtok 'abc' is not a decimal number" in cli_fails(
         "prices",
         "set",

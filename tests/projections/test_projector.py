@@ -16,6 +16,7 @@ from controlroom.budget import ledger
 from controlroom.cost.overrides import PricerCache
 from controlroom.projections.projector import Projector
 from controlroom.projections.queries import daily_costs, get_run
+from controlroom.server.routers.runs import costs_json, run_json
 from controlroom.store.engine import Store
 from controlroom.store.ingest import ingest_events
 from controlroom.store.tables import runs, spans
@@ -35,11 +36,13 @@ def folded_run(store: Store, project: Project, run_id: str) -> dict[str, Any]:
     """The run as the read model shows it once the projector has caught up."""
     Projector(store).catch_up()
     with store.read() as conn:
-        return get_run(conn, project.id, run_id)
+        return run_json(get_run(conn, project.id, run_id))
 
 
 def all_time_costs(conn: Connection, project_id: int) -> dict[str, Any]:
-    return daily_costs(conn, project_id, "UTC", since="2000-01-01", until="2100-01-01", group_by=())
+    return costs_json(
+        daily_costs(conn, project_id, "UTC", since="2000-01-01", until="2100-01-01", group_by=())
+    )
 
 
 def a_run(run_id: str, t0: int = BASE_TS, *, fail: bool = False) -> list[dict[str, Any]]:
@@ -134,7 +137,7 @@ def test_out_of_order_arrival_gives_the_in_order_result(store: Store, project: P
         send(store, project, [e])
         projector.catch_up()
     with store.read() as conn:
-        a, b = get_run(conn, project.id, r_in), get_run(conn, project.id, r_out)
+        a, b = run_json(get_run(conn, project.id, r_in)), run_json(get_run(conn, project.id, r_out))
     for view in (a, b):
         view.pop("run_id")
     assert a == b
@@ -202,7 +205,7 @@ def test_rebuild_equals_incremental_on_a_random_history(store: Store, project: P
             model="claude-3-5-sonnet-20241022",
             input_tokens=10,
             max_output_tokens=10,
-        )["reservation_id"]
+        ).reservation_id
         for _ in range(3)
     )
     evs = random_history(rng, 25, held)
@@ -279,13 +282,13 @@ def test_quiet_run_is_abandoned_and_revived_by_later_events(store: Store, projec
     assert sweep_abandoned(store, quiet_seconds=3600, now_ns=later) == 0  # the same quiet spell, once
     projector.catch_up()
     with store.read() as conn:
-        run = get_run(conn, project.id, r)
+        run = run_json(get_run(conn, project.id, r))
     assert run["status"] == "abandoned"
     assert run["error"]["type"] == "abandoned"
     send(store, project, [span_ended(r, s), run_ended(r)])
     projector.catch_up()
     with store.read() as conn:
-        assert get_run(conn, project.id, r)["status"] == "succeeded"
+        assert run_json(get_run(conn, project.id, r))["status"] == "succeeded"
 
 
 def test_daily_rollup_uses_the_project_timezone(store: Store) -> None:
@@ -305,8 +308,8 @@ def test_daily_rollup_uses_the_project_timezone(store: Store) -> None:
     )
     Projector(store).catch_up()
     with store.read() as conn:
-        costs = daily_costs(
-            conn, ny.id, ny.timezone, since="2026-03-01", until="2026-03-10", group_by=("model",)
+        costs = costs_json(
+            daily_costs(conn, ny.id, ny.timezone, since="2026-03-01", until="2026-03-10", group_by=("model",))
         )
     assert [(d["day"], d["model"], d["calls"]) for d in costs["days"]] == [("2026-03-07", "gpt-4o", 1)]
 

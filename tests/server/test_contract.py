@@ -432,11 +432,11 @@ def test_openapi_lists_every_route_and_the_event_batch(
     # The component schemas of the responses list the same fields as the models.
     for model in RESPONSE_MODELS.values():
         assert set(schemas[model.__name__]["properties"]) == set(model.model_fields), model.__name__
-    # Errors are documented as problem documents.
+    # Errors are documented as problem documents, with their media type.
     for path, code in (("/v1/events", "413"), ("/v1/events", "415"), ("/v1/runs/{run_id}", "404")):
         op = next(iter(openapi["paths"][path].values()))
-        assert op["responses"][code]["content"]["application/json"]["schema"] == {
-            "$ref": "#/components/schemas/Problem"
+        assert op["responses"][code]["content"] == {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
         }
     assert openapi["components"]["securitySchemes"]["apiKey"] == {"type": "http", "scheme": "bearer"}
     # The doc-only tests below read the app's document directly: it is the one served.

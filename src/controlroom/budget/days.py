@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 BUCKET_SECONDS = 900
@@ -24,3 +24,8 @@ def day_buckets(day: date, tz: str) -> tuple[int, int]:
     """[first, last) 15-minute UTC buckets of a local day."""
     start, end = day_bounds_ns(day, tz)
     return start // 10**9 // BUCKET_SECONDS, end // 10**9 // BUCKET_SECONDS
+
+
+def utc_seconds(ns: int) -> str:
+    """Epoch ns -> RFC 3339 UTC to the second ("2026-03-08T05:00:00Z"), as reset times are shown."""
+    return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,28 +1,134 @@
-"""Reads over the read model: run lists (keyset-paginated), run detail, daily cost rollups."""
+"""Reads over the read model: run lists (keyset-paginated), run detail, daily cost rollups, as
+typed objects in domain units (epoch ns, nano-dollars, ``Usage``)."""
 
 from __future__ import annotations
 
-import base64
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 from sqlalchemy import Connection, and_, func, or_, select
 
 from controlroom.errors import InvalidQuery, NotFound
-from controlroom.events import RUN_STATUSES, format_ts
-from controlroom.money import to_usd
+from controlroom.events import RUN_STATUSES
+from controlroom.money import Usage
 from controlroom.projections.fold import COST_FIELDS, TOKEN_FIELDS, rollups
 from controlroom.store.tables import cost_daily, run_tags, runs, scores, spans
 
 GROUPS = ("agent", "provider", "model")
+COUNTS = ("span", "llm", "tool", "retry", "fallback", "error")
+_CURSOR = re.compile(r"([0-9]{1,18}|[1-8][0-9]{18})_([0-9a-f]{32})")  # started_at < 2**63
+CURSOR_PATTERN = f"^{_CURSOR.pattern}$"
+"""A page cursor: the last run's started_at (epoch ns) and run id."""
 
 
-def usd(nanos: int | None) -> str | None:
-    """Nano-dollars -> exact USD decimal string (None stays None)."""
-    return None if nanos is None else to_usd(nanos)
+@dataclass(frozen=True, slots=True)
+class RunError:
+    type: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_id: str
+    agent: str | None
+    status: str
+    started_at_ns: int | None
+    ended_at_ns: int | None
+    model: str | None
+    agent_version: str | None
+    environment: str | None
+    session_id: str | None
+    user_id: str | None
+    tags: tuple[str, ...]
+    error: RunError | None
+    failing_span_id: str | None
+    usage: Usage
+    cost_nanos: int | None
+    unpriced_calls: int
+    counts: dict[str, int]  # per COUNTS: spans, llm calls, tool calls, retries, fallbacks, errors
+
+
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    runs: list[RunSummary]
+    next_cursor: str | None
+
+
+@dataclass(slots=True)
+class SpanNode:
+    """A span of a run's tree (``children`` in start order)."""
+
+    span_id: str
+    parent_span_id: str | None
+    kind: str | None
+    name: str | None
+    status: str
+    started_at_ns: int | None
+    ended_at_ns: int | None
+    input: Any
+    output: Any
+    attributes: dict[str, Any]
+    error: RunError | None
+    provider: str | None
+    model: str | None
+    attempt: int | None
+    retry_of: str | None
+    fallback_from: str | None
+    usage: Usage | None
+    cost_nanos: int | None
+    cost_source: str | None
+    reported_cost_nanos: int | None
+    computed_cost_nanos: int | None
+    rollup: bool  # its usage and cost sum its descendants' calls
+    orphan: bool = False  # its parent never arrived (or names a cycle)
+    children: list[SpanNode] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    name: str
+    value: float | None
+    label: str | None
+    comment: str | None
+    span_id: str | None
+    source: str
+    evaluator: str | None
+    ts_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    summary: RunSummary
+    inputs: Any
+    output: Any
+    metadata: dict[str, Any]
+    spans: list[SpanNode]  # the roots
+    scores: list[Score]
+
+
+@dataclass(frozen=True, slots=True)
+class CostRow:
+    day: date
+    group: dict[str, str | None]  # the group_by keys' values (agent, provider, model)
+    calls: int
+    usage: Usage
+    cost_nanos: int
+    unpriced_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class DailyCosts:
+    since: date
+    until: date
+    timezone: str
+    group_by: tuple[str, ...]
+    days: list[CostRow]
+    calls: int
+    cost_nanos: int
+    unpriced_calls: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,26 +144,19 @@ class RunFilter:
 
 
 def encode_cursor(started_at: int, run_id: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([started_at, run_id])).decode().rstrip("=")
+    return f"{started_at}_{run_id}"
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        started_at, run_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(started_at, int) or not isinstance(run_id, str) or not 0 <= started_at < 2**63:
-            raise ValueError
-        if len(run_id) != 32 or "\x00" in run_id:
-            raise ValueError
-        return started_at, run_id
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise InvalidQuery(
-            f"cursor {cursor!r} is not a cursor this API returned", parameter="cursor"
-        ) from None
+    m = _CURSOR.fullmatch(cursor)
+    if m is None:
+        raise InvalidQuery(f"cursor {cursor!r} is not a cursor this API returned", parameter="cursor")
+    return int(m.group(1)), m.group(2)
 
 
 def list_runs(
     conn: Connection, project_id: int, f: RunFilter, *, limit: int = 50, cursor: str | None = None
-) -> dict[str, Any]:
+) -> RunPage:
     for s in f.status:
         if s not in RUN_STATUSES:
             raise InvalidQuery(f"status {s!r} is not one of {', '.join(RUN_STATUSES)}", parameter="status")
@@ -94,63 +193,63 @@ def list_runs(
     rows = conn.execute(q.order_by(started.desc(), rid.desc()).limit(limit + 1)).mappings().all()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1]["started_at"], page[-1]["run_id"]) if len(rows) > limit else None
-    return {"runs": [run_summary(r) for r in page], "next_cursor": next_cursor}
+    return RunPage([run_summary(r) for r in page], next_cursor)
 
 
-def run_summary(r: Any) -> dict[str, Any]:
-    duration = (r["ended_at"] - r["started_at"]) / 1e6 if r["ended_at"] and r["started_at"] else None
-    return {
-        "run_id": r["run_id"],
-        "agent": r["agent"],
-        "status": r["status"],
-        "started_at": format_ts(r["started_at"]),
-        "ended_at": format_ts(r["ended_at"]),
-        "duration_ms": duration,
-        "model": r["model"],
-        "agent_version": r["agent_version"],
-        "environment": r["environment"],
-        "session_id": r["session_id"],
-        "user_id": r["user_id"],
-        "tags": r["tags"] or [],
-        "error": {"type": r["error_type"], "message": r["error_message"]} if r["error_type"] else None,
-        "failing_span_id": r["failing_span_id"],
-        "usage": {k: r[k] for k in TOKEN_FIELDS},
-        "cost_usd": usd(r["cost_nanos"]),
-        "unpriced_calls": r["unpriced_calls"],
-        "counts": {k: r[f"{k}_count"] for k in ("span", "llm", "tool", "retry", "fallback", "error")},
-    }
+def _error(r: Any) -> RunError | None:
+    return RunError(r["error_type"], r["error_message"]) if r["error_type"] else None
 
 
-def span_view(s: Any) -> dict[str, Any]:
-    duration = (s["ended_at"] - s["started_at"]) / 1e6 if s["ended_at"] and s["started_at"] else None
-    has_usage = s["input_tokens"] is not None
-    return {
-        "span_id": s["span_id"],
-        "parent_span_id": s["parent_span_id"],
-        "kind": s["kind"],
-        "name": s["name"],
-        "status": s["status"],
-        "started_at": format_ts(s["started_at"]),
-        "ended_at": format_ts(s["ended_at"]),
-        "duration_ms": duration,
-        "input": s["input"],
-        "output": s["output"],
-        "attributes": s["attributes"] or {},
-        "error": {"type": s["error_type"], "message": s["error_message"]} if s["error_type"] else None,
-        "provider": s["provider"],
-        "model": s["model"],
-        "attempt": s["attempt"],
-        "retry_of": s["retry_of"],
-        "fallback_from": s["fallback_from"],
-        "usage": {k: s[k] or 0 for k in TOKEN_FIELDS} if has_usage else None,
-        "cost_usd": usd(s["cost_nanos"]),
-        "cost_source": s["cost_source"],
-        "reported_cost_usd": usd(s["reported_cost_nanos"]),
-        "computed_cost_usd": usd(s["computed_cost_nanos"]),
-    }
+def run_summary(r: Any) -> RunSummary:
+    return RunSummary(
+        run_id=r["run_id"],
+        agent=r["agent"],
+        status=r["status"],
+        started_at_ns=r["started_at"],
+        ended_at_ns=r["ended_at"],
+        model=r["model"],
+        agent_version=r["agent_version"],
+        environment=r["environment"],
+        session_id=r["session_id"],
+        user_id=r["user_id"],
+        tags=tuple(r["tags"] or ()),
+        error=_error(r),
+        failing_span_id=r["failing_span_id"],
+        usage=Usage(**{k: r[k] for k in TOKEN_FIELDS}),
+        cost_nanos=r["cost_nanos"],
+        unpriced_calls=r["unpriced_calls"],
+        counts={k: r[f"{k}_count"] for k in COUNTS},
+    )
 
 
-def get_run(conn: Connection, project_id: int, run_id: str) -> dict[str, Any]:
+def span_node(s: Any, *, rollup: bool) -> SpanNode:
+    return SpanNode(
+        span_id=s["span_id"],
+        parent_span_id=s["parent_span_id"],
+        kind=s["kind"],
+        name=s["name"],
+        status=s["status"],
+        started_at_ns=s["started_at"],
+        ended_at_ns=s["ended_at"],
+        input=s["input"],
+        output=s["output"],
+        attributes=s["attributes"] or {},
+        error=_error(s),
+        provider=s["provider"],
+        model=s["model"],
+        attempt=s["attempt"],
+        retry_of=s["retry_of"],
+        fallback_from=s["fallback_from"],
+        usage=Usage(**{k: s[k] or 0 for k in TOKEN_FIELDS}) if s["input_tokens"] is not None else None,
+        cost_nanos=s["cost_nanos"],
+        cost_source=s["cost_source"],
+        reported_cost_nanos=s["reported_cost_nanos"],
+        computed_cost_nanos=s["computed_cost_nanos"],
+        rollup=rollup,
+    )
+
+
+def get_run(conn: Connection, project_id: int, run_id: str) -> RunDetail:
     row = (
         conn.execute(select(runs).where(runs.c.project_id == project_id, runs.c.run_id == run_id))
         .mappings()
@@ -158,48 +257,49 @@ def get_run(conn: Connection, project_id: int, run_id: str) -> dict[str, Any]:
     )
     if row is None:
         raise NotFound(f"run {run_id} not found (or not yet projected)", run_id=run_id)
-    out = run_summary(row)
-    out["inputs"], out["output"], out["metadata"] = row["inputs"], row["output"], row["metadata"] or {}
     span_rows = (
         conn.execute(select(spans).where(spans.c.project_id == project_id, spans.c.run_id == run_id))
         .mappings()
         .all()
     )
     rolled_up = rollups([dict(s) for s in span_rows])
-    views = {
-        s["span_id"]: {**span_view(s), "rollup": s["span_id"] in rolled_up, "orphan": False, "children": []}
-        for s in span_rows
-    }
+    nodes = {s["span_id"]: span_node(s, rollup=s["span_id"] in rolled_up) for s in span_rows}
     order = {s["span_id"]: (s["started_at"] or s["ended_at"] or 0, s["first_seq"]) for s in span_rows}
-    parents = _acyclic_parents({sid: v["parent_span_id"] for sid, v in views.items()}, order)
+    parents = _acyclic_parents({sid: n.parent_span_id for sid, n in nodes.items()}, order)
     roots = []
-    for sid in sorted(views, key=order.__getitem__):
-        v = views[sid]
-        parent = views.get(parents[sid] or "")
+    for sid in sorted(nodes, key=order.__getitem__):
+        node = nodes[sid]
+        parent = nodes.get(parents[sid] or "")
         if parent is None:
-            v["orphan"] = v["parent_span_id"] is not None  # its parent never arrived (or names a cycle)
-            roots.append(v)
+            node.orphan = node.parent_span_id is not None  # its parent never arrived (or names a cycle)
+            roots.append(node)
         else:
-            parent["children"].append(v)
-    out["spans"] = roots
-    out["scores"] = [
-        {
-            "name": s["name"],
-            "value": s["value"],
-            "label": s["label"],
-            "comment": s["comment"],
-            "span_id": s["span_id"],
-            "source": s["source"],
-            "evaluator": s["evaluator"],
-            "ts": format_ts(s["ts"]),
-        }
-        for s in conn.execute(
-            select(scores)
-            .where(scores.c.project_id == project_id, scores.c.run_id == run_id)
-            .order_by(scores.c.ts)
-        ).mappings()
-    ]
-    return out
+            parent.children.append(node)
+    score_rows = conn.execute(
+        select(scores)
+        .where(scores.c.project_id == project_id, scores.c.run_id == run_id)
+        .order_by(scores.c.ts)
+    ).mappings()
+    return RunDetail(
+        summary=run_summary(row),
+        inputs=row["inputs"],
+        output=row["output"],
+        metadata=row["metadata"] or {},
+        spans=roots,
+        scores=[
+            Score(
+                name=s["name"],
+                value=s["value"],
+                label=s["label"],
+                comment=s["comment"],
+                span_id=s["span_id"],
+                source=s["source"],
+                evaluator=s["evaluator"],
+                ts_ns=s["ts"],
+            )
+            for s in score_rows
+        ],
+    )
 
 
 def _acyclic_parents(parent_of: dict[str, str | None], order: dict[str, Any]) -> dict[str, str | None]:
@@ -238,7 +338,7 @@ def daily_costs(
     since: str | None,
     until: str | None,
     group_by: tuple[str, ...],
-) -> dict[str, Any]:
+) -> DailyCosts:
     for g in group_by:
         if g not in GROUPS:
             raise InvalidQuery(f"group_by {g!r} is not one of {', '.join(GROUPS)}", parameter="group_by")
@@ -264,28 +364,24 @@ def daily_costs(
         .group_by(*keys)
         .order_by(*keys)
     )
-    rows = []
-    total = {"calls": 0, "cost_nanos": 0, "unpriced_calls": 0}
-    for r in conn.execute(q).mappings():
-        item: dict[str, Any] = {"day": r["day"]}
-        for g in group_by:
-            item[g] = r[g] or None
-        item["calls"] = int(r["calls"])
-        item["usage"] = {k: int(r[k]) for k in TOKEN_FIELDS}
-        item["cost_usd"] = usd(int(r["cost_nanos"]))
-        item["unpriced_calls"] = int(r["unpriced_calls"])
-        for k in total:
-            total[k] += int(r[k])
-        rows.append(item)
-    return {
-        "since": start.isoformat(),
-        "until": end.isoformat(),
-        "timezone": timezone,
-        "group_by": list(group_by),
-        "days": rows,
-        "total": {
-            "calls": total["calls"],
-            "cost_usd": usd(total["cost_nanos"]),
-            "unpriced_calls": total["unpriced_calls"],
-        },
-    }
+    days = [
+        CostRow(
+            day=date.fromisoformat(r["day"]),
+            group={g: r[g] or None for g in group_by},
+            calls=int(r["calls"]),
+            usage=Usage(**{k: int(r[k]) for k in TOKEN_FIELDS}),
+            cost_nanos=int(r["cost_nanos"]),
+            unpriced_calls=int(r["unpriced_calls"]),
+        )
+        for r in conn.execute(q).mappings()
+    ]
+    return DailyCosts(
+        since=start,
+        until=end,
+        timezone=timezone,
+        group_by=group_by,
+        days=days,
+        calls=sum(d.calls for d in days),
+        cost_nanos=sum(d.cost_nanos for d in days),
+        unpriced_calls=sum(d.unpriced_calls for d in days),
+    )

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from controlroom import __version__
@@ -19,18 +20,18 @@ from controlroom.config import Settings
 from controlroom.cost.overrides import PricerCache
 from controlroom.errors import ControlroomError, internal_error
 from controlroom.server.deps import KeyCache, no_nul_in_query
-from controlroom.server.responses import JSONResponse, request_problem
+from controlroom.server.responses import JSONResponse, problem_response, request_problem
 from controlroom.server.routers import budget, ingest, otlp, runs, system
 from controlroom.server.schemas import EventBatch, Problem
 from controlroom.store.engine import Store
 from controlroom.workers.runtime import standard_runtime
 
 logger = logging.getLogger(__name__)
-PROBLEM_JSON = "application/problem+json"
-
-
-def problem_response(doc: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON, headers=headers)
+FAST_ROUTES = (budget.fast,)
+ROUTERS = (ingest.router, otlp.router, runs.router, budget.router, budget.fast.document(), system.router)
+# Models the document refers to by name only: problem documents, and the event batch that ingest
+# validates event by event (so that one bad event does not refuse the batch).
+REFERENCED_MODELS = (Problem, EventBatch)
 
 
 def create_app(settings: Settings, *, store: Store | None = None, run_worker: bool = True) -> FastAPI:
@@ -76,8 +77,7 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
     app.state.schema_revision = None
     # ingest wakes an in-process runtime at once; a separate worker process polls
     app.state.notify_projector = worker.notify if worker is not None else lambda: None
-    app.router.routes[:0] = budget.fast_routes  # the cap's hot path, before FastAPI's routes
-    for r in (ingest.router, otlp.router, runs.router, budget.router, system.router):
+    for r in ROUTERS:
         app.include_router(r, dependencies=[Depends(no_nul_in_query)])
     _install_error_handlers(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -86,12 +86,13 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
 
 class _App(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = budget.dispatch(scope)
-        if endpoint is None:
-            await super().__call__(scope, receive, send)
-        else:  # the budget's hot path: straight to its endpoint, past every middleware
-            scope["app"] = self
-            await endpoint(scope, receive, send)
+        for routes in FAST_ROUTES:
+            route = routes.match(scope)
+            if route is not None:  # straight to the fast route, past every middleware
+                scope["app"] = self
+                await route(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -104,8 +105,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         return problem_response(request_problem(exc.errors()).problem())
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path (Starlette names only one route's)
+            headers["Allow"] = ", ".join(_methods_of(app, request.url.path))
         return problem_response(
             {
                 "type": f"https://controlroom.dev/problems/{code}",
@@ -114,7 +118,7 @@ def _install_error_handlers(app: FastAPI) -> None:
                 "code": code,
                 "detail": str(exc.detail),
             },
-            headers=dict(exc.headers or {}),
+            headers=headers,
         )
 
     @app.exception_handler(Exception)
@@ -123,39 +127,31 @@ def _install_error_handlers(app: FastAPI) -> None:
         return problem_response(internal_error())
 
 
+def _methods_of(app: FastAPI, path: str) -> list[str]:
+    return sorted(
+        {m for r in app.routes if isinstance(r, Route) and r.path_regex.match(path) for m in r.methods or ()}
+    )
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The document FastAPI generates from the routes' declarations, with the models referred to by
+    name added, and without FastAPI's own 422 HTTPValidationError: this server answers request
+    validation errors with the problem documents each route declares (400 invalid_query for
+    parameters, 422 validation_failed for bodies)."""
     if app.openapi_schema:
         return app.openapi_schema
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    schema = TypeAdapter(EventBatch).json_schema(ref_template="#/components/schemas/{model}")
-    components = doc.setdefault("components", {}).setdefault("schemas", {})
-    components.update(schema.pop("$defs", {}))
-    components["EventBatch"] = schema
-    doc["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
-    doc["security"] = [{"apiKey": []}]
-    # FastAPI documents its own 422 for parameter errors; this server answers them as problem
-    # documents: 400 invalid_query for query/path parameters, 422 validation_failed for bodies.
-    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for model in REFERENCED_MODELS:
+        schema = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
     for path_item in doc["paths"].values():
         for op in path_item.values():
-            responses = op.get("responses", {})
-            if "422" in responses and "HTTPValidationError" in str(responses["422"]):
-                has_body = "requestBody" in op
-                del responses["422"]
-                responses.setdefault(
-                    "400", {"description": "Invalid query or path parameter", "content": problem}
-                )
-                if has_body:
-                    responses["422"] = {"description": "The body does not fit the schema", "content": problem}
-            if op.get("security") != [] and "/health" not in str(op.get("operationId", "")):
-                responses.setdefault("401", {"description": "Missing or invalid API key", "content": problem})
-    doc["paths"].update(budget.FAST_PATH_DOCS)
-    for model in budget.FAST_PATH_MODELS:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(schema.pop("$defs", {}))
-        components[model.__name__] = schema
-    components.pop("HTTPValidationError", None)
-    components.pop("ValidationError", None)
-    components.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+            if "HTTPValidationError" in str(op["responses"].get("422", "")):
+                del op["responses"]["422"]
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
     app.openapi_schema = doc
     return doc

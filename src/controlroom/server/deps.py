@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPBearer
+from pydantic import WithJsonSchema
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
@@ -74,7 +76,12 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def current_project(request: Request) -> Project:
+# Declares the routes' authentication in the OpenAPI document; authorized_project does the checking
+# (the same code for fast routes, which have no dependencies).
+bearer = HTTPBearer(auto_error=False, scheme_name="apiKey")
+
+
+async def current_project(request: Request, _: Annotated[Any, Security(bearer)]) -> Project:
     return await authorized_project(request.headers.get("authorization", ""), request.app.state.keys)
 
 
@@ -99,6 +106,8 @@ def no_nul_in_query(request: Request) -> None:
             raise InvalidQuery(f"{name}: NUL characters (U+0000) are not allowed", parameter=name)
 
 
+# A text query parameter: anything but NUL (see no_nul_in_query).
+QueryText = Annotated[str | None, WithJsonSchema({"type": "string", "pattern": "^[^\\u0000]*$"})]
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ProjectDep = Annotated[Project, Depends(current_project)]
@@ -167,10 +176,16 @@ def _raw_deflate(body: bytes, max_bytes: int) -> bytes:
     return out
 
 
-def parse_json(body: bytes, content_type: str | None) -> Any:
+def json_content_type(content_type: str | None) -> None:
+    """A JSON body's Content-Type rule: application/json or any ``+json`` type (none means JSON);
+    anything else is 415."""
     ct = (content_type or "application/json").split(";")[0].strip().lower()
     if ct != "application/json" and not ct.endswith("+json"):
         raise UnsupportedMediaType(f"content-type {ct!r} is not supported here; send application/json")
+
+
+def parse_json(body: bytes, content_type: str | None) -> Any:
+    json_content_type(content_type)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:

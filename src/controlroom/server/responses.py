@@ -17,6 +17,14 @@ class JSONResponse(StarletteJSONResponse):
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(doc: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one rendering of a problem document (every route, fast or not, and every handler)."""
+    return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON, headers=headers)
+
+
 def request_problem(errors: Sequence[Any]) -> ControlroomError:
     """What pydantic found wrong with a request, as one error: a body that is not JSON is 400
     invalid_json; a body that does not fit the fields 422 validation_failed; query and path

@@ -1,13 +1,18 @@
-"""Response shapes, for the OpenAPI document (handlers return JSON directly; a test validates
-real responses against these models so the document stays true)."""
+"""Every request and response shape of the API, declared once: the routers map domain objects to
+these models, and the OpenAPI document is generated from them (request models are exactly as
+strict as the validation; response models forbid unknown members, and a test validates real
+responses against the published document)."""
 
 from __future__ import annotations
 
+import zoneinfo
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-from controlroom.events import ClientEvent
+from controlroom.budget.ledger import OUTCOMES
+from controlroom.events import ClientEvent, RunId, SpanId
+from controlroom.money import MAX_TOKENS
 
 
 def _no_nul(value: str) -> str:
@@ -17,7 +22,37 @@ def _no_nul(value: str) -> str:
 
 
 # Text in a request body: PostgreSQL cannot store U+0000, so it is refused up front on both databases.
-Text = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})]
+USD_PATTERN = r"^0*([0-9]{1,9}(\.[0-9]*)?|\.[0-9]+)([eE]-[0-9]{1,4})?$"
+"""A USD amount as a request writes it: a decimal number below a billion (exponents only negative,
+as Python's ``str(Decimal)`` writes small amounts: "1E-7")."""
+Usd = Annotated[str, Field(max_length=40, json_schema_extra={"pattern": USD_PATTERN})]
+RATE_PATTERN = r"^0*([0-9]{1,4}(\.[0-9]{0,12})?|10000(\.0{0,12})?|\.[0-9]{1,12})$"
+"""USD per million tokens: 0 to 10,000, at most 12 decimal places."""
+Rate = Annotated[str, Field(max_length=40, json_schema_extra={"pattern": RATE_PATTERN})]
+OptionalRate = Annotated[str, Field(max_length=40, json_schema_extra={"pattern": f"^$|{RATE_PATTERN}"})]
+HEX_RUN_ID = "^[0-9a-fA-F]{32}$"
+# Ids in a request: hex, not all zeros (as events.RunId / SpanId check them).
+RequestRunId = Annotated[RunId, WithJsonSchema({"type": "string", "pattern": "^(?!0{32}$)[0-9a-fA-F]{32}$"})]
+RequestSpanId = Annotated[
+    SpanId, WithJsonSchema({"type": "string", "pattern": "^(?!0{16}$)[0-9a-fA-F]{16}$"})
+]
+
+
+TIMEZONES = sorted(zoneinfo.available_timezones())
+AFTER_2000 = {"type": "string", "format": "date-time", "pattern": "^[2-9][0-9]{3}-"}
+"""An RFC 3339 time from 2000 on (the earliest time the run log knows)."""
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Counts in a request body: JSON integers (which include 1.0, as JSON Schema has it), never a
+# string or a boolean.
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS), BeforeValidator(_whole)]
+InputEstimate = Annotated[int, Field(ge=0, le=10**9), BeforeValidator(_whole)]
+MaxOutputTokens = Annotated[int, Field(ge=1, le=10**7), BeforeValidator(_whole)]
 
 
 class _Out(BaseModel):
@@ -51,6 +86,34 @@ class Problem(BaseModel):
     status: int
     code: str
     detail: str
+
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_STATUSES = {
+    400: "invalid_json, invalid_encoding, invalid_event or invalid_query (a query or path parameter, "
+    "NUL characters in any)",
+    401: "unauthorized: missing or invalid API key",
+    402: "daily_cost_cap_reached (reason: cap_reached, held_by_in_flight_calls or unpriced_model), "
+    "with a Retry-After header unless waiting would not help",
+    404: "not_found",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed: the body does not fit the schema",
+    503: "service_unavailable: the database cannot be reached, or stayed locked",
+}
+
+
+def problems(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route that answers these statuses with a problem document
+    (``descriptions``: ``s404="..."`` to say more than the code)."""
+    return {
+        status: {
+            "description": descriptions.get(f"s{status}", PROBLEM_STATUSES[status]),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
 
 
 class ErrorOut(_Out):
@@ -194,15 +257,20 @@ class Health(_Out):
     projector: ProjectorHealth
 
 
-class PriceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class PriceIn(_In):
     model: Text = Field(min_length=1, max_length=256)
     provider: Text | None = Field(None, max_length=256)
-    input_per_mtok: Text = Field(max_length=40, description="USD per million input tokens (decimal string)")
-    output_per_mtok: Text = Field(max_length=40)
-    cache_read_per_mtok: Text | None = Field(None, max_length=40)
-    cache_write_per_mtok: Text | None = Field(None, max_length=40)
-    effective_from: Text | None = Field(None, max_length=64, description="RFC 3339; default: always")
+    input_per_mtok: Rate = Field(description="USD per million input tokens (decimal string)")
+    output_per_mtok: Rate
+    cache_read_per_mtok: OptionalRate | None = None
+    cache_write_per_mtok: OptionalRate | None = None
+    effective_from: Annotated[Text, WithJsonSchema(AFTER_2000)] | None = Field(
+        None, max_length=64, description="RFC 3339; default: always"
+    )
 
 
 class PriceOut(_Out):
@@ -218,3 +286,85 @@ class PriceOut(_Out):
 
 class PriceList(_Out):
     prices: list[PriceOut]
+
+
+# -- budgets --------------------------------------------------------------------------------------
+class BudgetIn(_In):
+    cap_usd: Usd = Field(description="Daily cap in USD, a decimal string")
+    agent: Text | None = Field(
+        None, max_length=256, description="Only this agent's calls; omit for the whole project"
+    )
+    timezone: Annotated[Text, WithJsonSchema({"type": "string", "enum": TIMEZONES})] | None = Field(
+        None, description="IANA timezone of the day boundary (default: the project's)"
+    )
+
+
+class BudgetStatusOut(_Out):
+    agent: str | None
+    cap_usd: str
+    timezone: str
+    day: str
+    settled_usd: str
+    unguarded_usd: str
+    held_usd: str
+    remaining_usd: str
+    resets_at: str
+
+
+class BudgetList(_Out):
+    budgets: list[BudgetStatusOut]
+
+
+class ReservationIn(_In):
+    provider: Text | None = Field(None, max_length=256)
+    model: Text = Field(min_length=1, max_length=256)
+    agent: Text = Field("", max_length=256)
+    input_tokens: InputEstimate = Field(description="An upper bound of the prompt's tokens")
+    max_output_tokens: MaxOutputTokens | None = None
+    run_id: RequestRunId | None = None
+    span_id: RequestSpanId | None = None
+    reservation_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{16,32}$",
+        description="An id chosen by the client (16 to 32 letters, digits, '-' or '_'; e.g. 32 random hex "
+        "digits): the request becomes idempotent — sent again, it holds nothing more and answers the first "
+        "reservation. Omitted: the server chooses one.",
+    )
+
+
+class BudgetHoldOut(_Out):
+    agent: str | None
+    day: str
+    resets_at: str
+
+
+class ReservationOut(_Out):
+    reservation_id: str | None
+    hold_usd: str
+    budgets: list[BudgetHoldOut]
+    expires_at: str = Field(None, description="Absent when nothing is held")  # type: ignore[assignment]
+
+
+class UsageIn(_In):
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    reasoning_tokens: Tokens = 0
+
+
+class SettleIn(_In):
+    outcome: Text = Field(
+        max_length=64,
+        json_schema_extra={"enum": list(OUTCOMES)},  # checked by the ledger, which names a wrong value
+        description="completed, failed_before_generation or unknown",
+    )
+    usage: UsageIn | None = None
+    cost_usd: Usd | None = None
+
+
+class SettleOut(_Out):
+    reservation_id: str
+    state: str
+    actual_usd: str
+    hold_usd: str

@@ -1,20 +1,15 @@
 """Engines for SQLite (embedded default, WAL) and PostgreSQL, transactions, and migrations.
 
-Dialect-specific SQL lives in this package only.
+Dialect-specific SQL lives in this package only (the budget ledger's in ``store.ledger``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import logging
-import re
-import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,34 +23,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
-from controlroom.errors import ServiceUnavailable
+from controlroom.store.ledger import LedgerBusy, LedgerConnections, LedgerTx
 
+__all__ = ["LedgerBusy", "LedgerTx", "Store"]  # the ledger's, re-exported for callers of Store.ledger()
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 # Key of the PostgreSQL advisory lock that serialises appends to the run log, so that sequence
 # numbers become visible in commit order and the projector never skips a late-committing event.
 LOG_APPEND_LOCK = 0x636F6E74726F6C  # "control"
-# The budget ledger's SQLite connection leaves checkpoints to a background thread, after this many
-# commits (a reservation or a settlement writes a few pages; SQLite's own default is 1000 pages).
-LEDGER_CHECKPOINT_EVERY = 250
-LEDGER_LOCK_TIMEOUT = 30.0  # seconds a ledger transaction waits for SQLite's write lock
-LEDGER_PG_IDLE = 8  # idle PostgreSQL ledger connections kept for reuse
-LEDGER_PG_MAX = 16  # PostgreSQL ledger connections open at once, per server process
-# Fail fast on an unreachable database, and notice a dead peer, instead of holding a thread for minutes.
-LEDGER_PG_CONNECT: dict[str, Any] = {
-    "application_name": "controlroom-ledger",
-    "connect_timeout": 5,
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 30_000,
-}
 logger = logging.getLogger(__name__)
-
-
-class LedgerBusy(Exception):
-    """A ledger transaction asked not to wait found the write lock taken; nothing was done."""
 
 
 class Store:
@@ -90,13 +66,7 @@ class Store:
         else:
             raise ValueError(f"unsupported database {url!r}: use sqlite:/// or postgresql+psycopg://")
         self._lock = threading.Lock()
-        self._ledger_conn: sqlite3.Connection | None = None
-        self._ledger_lock = threading.Lock()
-        self._ledger_commits = 0
-        self._checkpointing = threading.Lock()
-        self._pg_idle: list[Any] = []  # idle ledger connections (psycopg) on PostgreSQL
-        self._pg_slots = threading.BoundedSemaphore(LEDGER_PG_MAX)
-        self._pg_dsn = u.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.ledger_connections = LedgerConnections(url)
 
     @property
     def is_sqlite(self) -> bool:
@@ -145,165 +115,10 @@ class Store:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
-    @contextmanager
-    def ledger(self, *, wait: bool = True) -> Iterator[LedgerTx]:
-        """A write transaction for the budget ledger's hot path (a reservation or a settlement per
-        paid call), which commits without waiting for the disk: the commit survives a crash of this
-        process, but the last moments of commits may be lost on power loss or an OS crash (SQLite WAL
-        with synchronous=NORMAL; PostgreSQL synchronous_commit=off, where a database-server crash
-        counts too).
-
-        On SQLite it runs on one connection of its own, outside SQLAlchemy: the driver alone takes
-        a fraction of the time SQLAlchemy's machinery would. With ``wait=False`` it never waits: if
-        another transaction holds the write lock it raises ``LedgerBusy`` before doing anything, so
-        the caller (the server's event loop) can run the transaction inline when the database is
-        free — tens of microseconds — and hand it to a thread only when it is not. PostgreSQL
-        always waits (its statements are network round trips)."""
-        if not self.is_sqlite:
-            if not wait:
-                raise LedgerBusy("PostgreSQL ledger transactions run off the event loop")
-            with self._pg_ledger() as tx:
-                yield tx
-            return
-        if not self._ledger_lock.acquire(blocking=wait):
-            raise LedgerBusy("another ledger transaction is running")
-        try:
-            raw = self._ledger_connection()
-            self._begin_ledger(raw, wait)
-            try:
-                yield LedgerTx(raw, postgresql=False)
-                raw.execute("COMMIT")
-            except BaseException:
-                try:
-                    if raw.in_transaction:
-                        raw.execute("ROLLBACK")
-                except sqlite3.Error:  # never leave the write lock taken: start over on a new connection
-                    self._close_ledger_connection()
-                raise
-            self._ledger_commits += 1
-            if self._ledger_commits % LEDGER_CHECKPOINT_EVERY == 0:
-                self._checkpoint_in_background()
-        finally:
-            self._ledger_lock.release()
-
-    def _ledger_connection(self) -> sqlite3.Connection:
-        if self._ledger_conn is None:
-            raw = sqlite3.connect(
-                self.engine.url.database or "", isolation_level=None, check_same_thread=False
-            )
-            raw.execute("PRAGMA synchronous=NORMAL")
-            raw.execute("PRAGMA foreign_keys=ON")
-            # Copying the WAL into the database (and its fsync) must not run on the event loop: the
-            # ledger connection never checkpoints on commit; a background thread does, now and then.
-            raw.execute("PRAGMA wal_autocheckpoint=0")
-            raw.execute("PRAGMA busy_timeout=0")  # waiting for the write lock is _begin_ledger's
-            self._ledger_conn = raw
-        return self._ledger_conn
-
-    @staticmethod
-    def _begin_ledger(raw: sqlite3.Connection, wait: bool) -> None:
-        """Take the write lock. Waiting, it asks again every half millisecond: SQLite's own busy
-        handler sleeps in growing steps (up to 100 ms), so a waiting reservation would sleep long
-        after a batch of trace events released the lock."""
-        deadline = time.monotonic() + LEDGER_LOCK_TIMEOUT
-        while True:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as e:
-                if e.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # another connection has the lock
-                    raise
-                if not wait:
-                    raise LedgerBusy("the database's write lock is taken") from None
-                if time.monotonic() > deadline:
-                    raise ServiceUnavailable(
-                        f"the database stayed locked by another writer for {LEDGER_LOCK_TIMEOUT:.0f} s"
-                    ) from None
-                time.sleep(0.0005)
-
-    def _close_ledger_connection(self) -> None:
-        if self._ledger_conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._ledger_conn.close()
-            self._ledger_conn = None
-
-    @contextmanager
-    def _pg_ledger(self) -> Iterator[LedgerTx]:
-        """On PostgreSQL: a driver connection of the ledger's own (synchronous_commit off for its
-        session; at most LEDGER_PG_MAX at once, up to LEDGER_PG_IDLE kept idle), in an explicit
-        transaction. A lost connection, or a transaction the database aborted (a deadlock, a
-        timeout), is ServiceUnavailable: the caller may try again."""
-        import psycopg
-
-        with self._pg_slots:
-            conn = self._pg_begin()
-            try:
-                yield LedgerTx(conn, postgresql=True)
-                conn.execute("COMMIT")
-            except psycopg.OperationalError as e:
-                lost = conn.broken or conn.closed
-                self._pg_release(conn, rollback=not lost)
-                what = "connection was lost" if lost else "transaction was aborted"
-                raise ServiceUnavailable(f"the budget ledger's database {what}: {e}") from None
-            except BaseException:
-                self._pg_release(conn, rollback=True)
-                raise
-            self._pg_release(conn, rollback=False)
-
-    def _pg_begin(self) -> Any:
-        """A connection with a transaction begun. An idle connection that died (a database restart,
-        an idle timeout) fails its BEGIN, before anything was done: it is dropped for the next one."""
-        import psycopg
-
-        while True:
-            with self._ledger_lock:
-                conn = self._pg_idle.pop() if self._pg_idle else None
-            fresh = conn is None
-            try:
-                if conn is None:
-                    conn = psycopg.connect(self._pg_dsn, autocommit=True, **LEDGER_PG_CONNECT)
-                    conn.execute("SET synchronous_commit = off")
-                conn.execute("BEGIN")
-                return conn
-            except psycopg.OperationalError as e:
-                if conn is not None:
-                    conn.close()
-                if fresh:
-                    raise ServiceUnavailable(f"the budget ledger's database is unreachable: {e}") from None
-
-    def _pg_release(self, conn: Any, *, rollback: bool) -> None:
-        """Back to the idle pool — rolled back first if asked — unless it is broken or its rollback
-        fails (then it is closed; the caller's own error is what the caller reports)."""
-        import psycopg
-
-        if rollback and not (conn.broken or conn.closed):
-            try:
-                conn.execute("ROLLBACK")
-            except psycopg.Error:
-                conn.close()
-        if conn.broken or conn.closed:
-            conn.close()
-            return
-        with self._ledger_lock:
-            if len(self._pg_idle) < LEDGER_PG_IDLE:
-                self._pg_idle.append(conn)
-                return
-        conn.close()
-
-    def _checkpoint_in_background(self) -> None:
-        """A passive checkpoint (it never blocks writers) on a connection and thread of its own."""
-        if not self._checkpointing.locked():
-            threading.Thread(target=self._checkpoint, name="controlroom-checkpoint", daemon=True).start()
-
-    def _checkpoint(self) -> None:
-        with self._checkpointing:
-            conn = sqlite3.connect(self.engine.url.database or "", timeout=30)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error:
-                logger.warning("WAL checkpoint failed; the next one will retry", exc_info=True)
-            finally:
-                conn.close()
+    def ledger(self, *, wait: bool = True) -> AbstractContextManager[LedgerTx]:
+        """A write transaction for the budget ledger's hot path, on connections of the ledger's own
+        (see ``controlroom.store.ledger.LedgerConnections.transaction``)."""
+        return self.ledger_connections.transaction(wait=wait)
 
     def lock_log_for_append(self, conn: Connection) -> None:
         """Serialise appends so commit order equals sequence order (SQLite already has one writer)."""
@@ -360,11 +175,7 @@ class Store:
         return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
     def dispose(self) -> None:
-        with self._ledger_lock:
-            self._close_ledger_connection()
-            idle, self._pg_idle = self._pg_idle, []
-        for conn in idle:
-            conn.close()
+        self.ledger_connections.dispose()
         self.engine.dispose()
 
 
@@ -381,36 +192,6 @@ def _alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
-
-
-class LedgerTx:
-    """Plain SQL (``:name`` parameters) in a ledger transaction, on the driver's connection:
-    sqlite3, or psycopg (the parameters rewritten as ``%(name)s``, once per statement)."""
-
-    def __init__(self, driver: Any, *, postgresql: bool) -> None:
-        self._driver, self._pg = driver, postgresql
-
-    def _execute(self, sql: str, params: dict[str, Any]) -> Any:
-        return self._driver.execute(_pg_sql(sql) if self._pg else sql, params)
-
-    def run(self, sql: str, params: dict[str, Any]) -> int:
-        """Execute; the number of rows changed."""
-        return int(self._execute(sql, params).rowcount)
-
-    def rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Query; rows as dicts, in column order."""
-        cur = self._execute(sql, params)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
-
-_PG_PARAM = re.compile(r"(?<![:\w]):(\w+)")
-
-
-@functools.cache
-def _pg_sql(sql: str) -> str:
-    """``:name`` -> ``%(name)s`` (and a literal ``%`` doubled) for psycopg."""
-    return _PG_PARAM.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

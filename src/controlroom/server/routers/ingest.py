@@ -1,29 +1,29 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from controlroom.server.deps import ProjectDep, SettingsDep, StoreDep, parse_json, read_body
 from controlroom.server.responses import JSONResponse
-from controlroom.server.schemas import IngestResponse, Problem
+from controlroom.server.schemas import IngestResponse, problems
 from controlroom.store.ingest import ingest_events
 
 router = APIRouter(tags=["ingest"])
-
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem, "description": "Malformed body, or no valid event in the batch"},
-    401: {"model": Problem, "description": "Missing or invalid API key"},
-    413: {"model": Problem, "description": "Too many events, or body too large"},
-    415: {"model": Problem, "description": "Unsupported content type or encoding"},
-}
 
 
 @router.post(
     "/v1/events",
     response_model=IngestResponse,
-    responses=PROBLEMS,
+    responses=problems(
+        400,
+        401,
+        413,
+        415,
+        s400="invalid_json, invalid_encoding, or invalid_event: no valid event in the batch (each listed "
+        "in rejected); invalid_query for NUL characters in a query parameter",
+        s413="payload_too_large: too many events, or the body is too large",
+        s415="unsupported_media_type: a content type or encoding other than JSON, gzip or deflate",
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -10,16 +8,10 @@ from controlroom.errors import UnsupportedMediaType
 from controlroom.otlp.decode import encode_response
 from controlroom.otlp.ingest import ingest_otlp
 from controlroom.server.deps import ProjectDep, SettingsDep, StoreDep, read_body
-from controlroom.server.schemas import Problem
+from controlroom.server.schemas import problems
 
 router = APIRouter(tags=["ingest"])
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem, "description": "Not an OTLP request, or no valid span in it"},
-    401: {"model": Problem, "description": "Missing or invalid API key"},
-    413: {"model": Problem, "description": "Body too large"},
-    415: {"model": Problem, "description": "Unsupported content type or encoding"},
-}
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
@@ -31,9 +23,27 @@ JSON = "application/json"
             "description": "ExportTraceServiceResponse (partial_success lists rejected spans)",
             "content": {PROTOBUF: {}, JSON: {}},
         },
-        **PROBLEMS,
+        **problems(
+            400,
+            401,
+            413,
+            415,
+            422,
+            s400="invalid_json or invalid_encoding: not an OTLP request, or no valid span in it",
+            s415="unsupported_media_type: a content type other than OTLP protobuf or JSON, or an encoding "
+            "other than gzip or deflate",
+            s422="validation_failed: JSON that is not an ExportTraceServiceRequest",
+        ),
     },
-    openapi_extra={"requestBody": {"required": True, "content": {PROTOBUF: {}, JSON: {}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                PROTOBUF: {},
+                JSON: {"schema": {"type": "object", "description": "ExportTraceServiceRequest (OTLP/JSON)"}},
+            },
+        }
+    },
     summary="OTLP/HTTP trace export (protobuf or JSON)",
 )
 async def post_traces(

@@ -2,22 +2,45 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, WithJsonSchema
 
 from controlroom.errors import InvalidQuery
-from controlroom.events import parse_ts
-from controlroom.money import parse_usd
+from controlroom.events import RUN_STATUSES, format_ts, parse_ts
+from controlroom.money import Usage, parse_usd, to_usd
 from controlroom.projections import queries
-from controlroom.server.deps import ProjectDep, StoreDep, in_read
+from controlroom.server.deps import ProjectDep, QueryText, StoreDep, in_read
 from controlroom.server.responses import JSONResponse
-from controlroom.server.schemas import DailyCosts, Problem, RunDetail, RunList
+from controlroom.server.schemas import (
+    AFTER_2000,
+    HEX_RUN_ID,
+    USD_PATTERN,
+    CostRow,
+    CostTotal,
+    Counts,
+    DailyCosts,
+    ErrorOut,
+    RunDetail,
+    RunList,
+    RunSummary,
+    ScoreOut,
+    SpanOut,
+    UsageOut,
+    problems,
+)
 
 router = APIRouter(tags=["runs"])
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem},
-    401: {"model": Problem},
-    404: {"model": Problem},
-}
+
+
+def _comma_separated(words: tuple[str, ...]) -> str:
+    """The pattern of a comma-separated list of ``words`` (blank items ignored, as the route does)."""
+    word = f"\\s*({'|'.join(words)})?\\s*"
+    return f"^{word}(,{word})*$"
+
+
+STATUSES = _comma_separated(RUN_STATUSES)
+GROUPS = _comma_separated(queries.GROUPS)
+PROBLEMS = problems(400, 401)
 
 
 def _nanos(value: str | None) -> int | None:
@@ -29,29 +52,202 @@ def _nanos(value: str | None) -> int | None:
         raise InvalidQuery(str(e), parameter="min_cost_usd") from None
 
 
+# A run's start is never before 2000 (events are refused before then); a filter may be any time
+# after, in RFC 3339 or as epoch nanoseconds (19 digits: 2001-09-09 to 2255).
+TIME_SCHEMA = {
+    "anyOf": [
+        AFTER_2000,
+        {"type": "string", "pattern": "^[1-8][0-9]{18}$"},
+    ]
+}
+
+
+DAY_SCHEMA = {"anyOf": [{"type": "string", "format": "date"}, {"const": ""}]}  # empty: the default
+
+
 def _time(value: str | None, name: str) -> int | None:
     if value is None:
         return None
     try:
-        return parse_ts(int(value) if value.isdigit() else value)
+        ns = parse_ts(int(value) if value.isdigit() else value, future_ok=True)
     except ValueError as e:
         raise InvalidQuery(f"{name}: {e}", parameter=name) from None
+    return min(ns, 2**63 - 1)  # (a time past 2262 is past every run)
+
+
+def _duration_ms(start: int | None, end: int | None) -> float | None:
+    return (end - start) / 1e6 if end and start else None
+
+
+def _usd(nanos: int | None) -> str | None:
+    return None if nanos is None else to_usd(nanos)
+
+
+def _error(e: queries.RunError | None) -> ErrorOut | None:
+    return None if e is None else ErrorOut(type=e.type, message=e.message)
+
+
+def _usage(u: Usage) -> UsageOut:
+    return UsageOut(**u.as_dict())
+
+
+def summary_fields(r: queries.RunSummary) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id,
+        "agent": r.agent,
+        "status": r.status,
+        "started_at": format_ts(r.started_at_ns),
+        "ended_at": format_ts(r.ended_at_ns),
+        "duration_ms": _duration_ms(r.started_at_ns, r.ended_at_ns),
+        "model": r.model,
+        "agent_version": r.agent_version,
+        "environment": r.environment,
+        "session_id": r.session_id,
+        "user_id": r.user_id,
+        "tags": list(r.tags),
+        "error": _error(r.error),
+        "failing_span_id": r.failing_span_id,
+        "usage": _usage(r.usage),
+        "cost_usd": _usd(r.cost_nanos),
+        "unpriced_calls": r.unpriced_calls,
+        "counts": Counts(**r.counts),
+    }
+
+
+def span_out(s: queries.SpanNode) -> SpanOut:
+    return SpanOut(
+        span_id=s.span_id,
+        parent_span_id=s.parent_span_id,
+        kind=s.kind,
+        name=s.name,
+        status=s.status,
+        started_at=format_ts(s.started_at_ns),
+        ended_at=format_ts(s.ended_at_ns),
+        duration_ms=_duration_ms(s.started_at_ns, s.ended_at_ns),
+        input=s.input,
+        output=s.output,
+        attributes=s.attributes,
+        error=_error(s.error),
+        provider=s.provider,
+        model=s.model,
+        attempt=s.attempt,
+        retry_of=s.retry_of,
+        fallback_from=s.fallback_from,
+        usage=None if s.usage is None else _usage(s.usage),
+        cost_usd=_usd(s.cost_nanos),
+        cost_source=s.cost_source,
+        reported_cost_usd=_usd(s.reported_cost_nanos),
+        computed_cost_usd=_usd(s.computed_cost_nanos),
+        rollup=s.rollup,
+        orphan=s.orphan,
+        children=[span_out(c) for c in s.children],
+    )
+
+
+def detail_out(d: queries.RunDetail) -> RunDetail:
+    return RunDetail(
+        **summary_fields(d.summary),
+        inputs=d.inputs,
+        output=d.output,
+        metadata=d.metadata,
+        spans=[span_out(s) for s in d.spans],
+        scores=[
+            ScoreOut(
+                name=s.name,
+                value=s.value,
+                label=s.label,
+                comment=s.comment,
+                span_id=s.span_id,
+                source=s.source,
+                evaluator=s.evaluator,
+                ts=format_ts(s.ts_ns),
+            )
+            for s in d.scores
+        ],
+    )
+
+
+def costs_out(c: queries.DailyCosts) -> DailyCosts:
+    return DailyCosts(
+        since=c.since.isoformat(),
+        until=c.until.isoformat(),
+        timezone=c.timezone,
+        group_by=list(c.group_by),
+        days=[
+            CostRow(
+                day=d.day.isoformat(),
+                **d.group,
+                calls=d.calls,
+                usage=_usage(d.usage),
+                cost_usd=to_usd(d.cost_nanos),
+                unpriced_calls=d.unpriced_calls,
+            )
+            for d in c.days
+        ],
+        total=CostTotal(calls=c.calls, cost_usd=to_usd(c.cost_nanos), unpriced_calls=c.unpriced_calls),
+    )
+
+
+def as_json(model: BaseModel) -> dict[str, Any]:
+    """A response model as the API sends it (members left at their defaults on purpose are absent:
+    a cost row lists only its group_by keys)."""
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
+def page_json(page: queries.RunPage) -> dict[str, Any]:
+    return as_json(
+        RunList(runs=[RunSummary(**summary_fields(r)) for r in page.runs], next_cursor=page.next_cursor)
+    )
+
+
+def run_json(run: queries.RunDetail) -> dict[str, Any]:
+    return as_json(detail_out(run))
+
+
+def costs_json(costs: queries.DailyCosts) -> dict[str, Any]:
+    return as_json(costs_out(costs))
 
 
 @router.get("/v1/runs", response_model=RunList, responses=PROBLEMS, summary="List runs, newest first")
 async def list_runs(
     project: ProjectDep,
     store: StoreDep,
-    agent: str | None = None,
-    status: Annotated[str | None, Query(description="One status or several, comma-separated")] = None,
-    environment: str | None = None,
-    tag: str | None = None,
-    since: Annotated[str | None, Query(description="Runs started at or after (RFC 3339)")] = None,
-    until: Annotated[str | None, Query(description="Runs started before (RFC 3339)")] = None,
-    min_cost_usd: Annotated[str | None, Query(description="Only runs that cost at least this (USD)")] = None,
-    has_error: Annotated[bool | None, Query(description="Runs that failed or had an errored span")] = None,
+    agent: QueryText = None,
+    status: Annotated[
+        str | None,
+        Query(
+            description="One status or several, comma-separated",
+        ),
+        WithJsonSchema({"type": "string", "pattern": STATUSES}),
+    ] = None,
+    environment: QueryText = None,
+    tag: QueryText = None,
+    since: Annotated[
+        str | None,
+        Query(description="Runs started at or after (RFC 3339, or epoch ns)"),
+        WithJsonSchema(TIME_SCHEMA),
+    ] = None,
+    until: Annotated[
+        str | None,
+        Query(description="Runs started before (RFC 3339, or epoch ns)"),
+        WithJsonSchema(TIME_SCHEMA),
+    ] = None,
+    min_cost_usd: Annotated[
+        str | None,
+        Query(description="Only runs that cost at least this (USD)"),
+        WithJsonSchema({"type": "string", "pattern": USD_PATTERN}),
+    ] = None,
+    has_error: Annotated[
+        bool | None,
+        Query(description="Runs that failed or had an errored span"),
+        WithJsonSchema({"type": "boolean"}),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(description="next_cursor of the previous page"),
+        WithJsonSchema({"type": "string", "pattern": f"^$|{queries.CURSOR_PATTERN}"}),
+    ] = None,
 ) -> JSONResponse:
     min_cost_nanos = _nanos(min_cost_usd)
     f = queries.RunFilter(
@@ -64,20 +260,26 @@ async def list_runs(
         min_cost_nanos=min_cost_nanos,
         has_error=has_error,
     )
-    return JSONResponse(await in_read(store, queries.list_runs, project.id, f, limit=limit, cursor=cursor))
+    return JSONResponse(
+        page_json(await in_read(store, queries.list_runs, project.id, f, limit=limit, cursor=cursor))
+    )
 
 
 @router.get(
     "/v1/runs/{run_id}",
     response_model=RunDetail,
-    responses=PROBLEMS,
+    responses=problems(400, 401, 404, s404="not_found: no such run (or not yet projected)"),
     summary="One run with its span tree and scores",
 )
-async def get_run(run_id: str, project: ProjectDep, store: StoreDep) -> JSONResponse:
+async def get_run(
+    run_id: Annotated[str, Path(description="32 hex digits", json_schema_extra={"pattern": HEX_RUN_ID})],
+    project: ProjectDep,
+    store: StoreDep,
+) -> JSONResponse:
     rid = run_id.lower()
     if len(rid) != 32 or any(c not in "0123456789abcdef" for c in rid):
         raise InvalidQuery(f"run_id {run_id!r} is not 32 hex characters", parameter="run_id")
-    return JSONResponse(await in_read(store, queries.get_run, project.id, rid))
+    return JSONResponse(run_json(await in_read(store, queries.get_run, project.id, rid)))
 
 
 @router.get(
@@ -89,19 +291,21 @@ async def costs_daily(
     since: Annotated[
         str | None,
         Query(description="First day (YYYY-MM-DD, project timezone); default 29 days before until"),
+        WithJsonSchema(DAY_SCHEMA),
     ] = None,
-    until: Annotated[str | None, Query(description="Last day, inclusive; default today")] = None,
-    group_by: Annotated[str | None, Query(description="Comma-separated: agent, provider, model")] = None,
+    until: Annotated[
+        str | None,
+        Query(description="Last day, inclusive; default today"),
+        WithJsonSchema(DAY_SCHEMA),
+    ] = None,
+    group_by: Annotated[
+        str | None,
+        Query(description="Comma-separated: agent, provider, model"),
+        WithJsonSchema({"type": "string", "pattern": GROUPS}),
+    ] = None,
 ) -> JSONResponse:
     groups = tuple(g.strip() for g in group_by.split(",") if g.strip()) if group_by else ()
-    return JSONResponse(
-        await in_read(
-            store,
-            queries.daily_costs,
-            project.id,
-            project.timezone,
-            since=since,
-            until=until,
-            group_by=groups,
-        )
+    costs = await in_read(
+        store, queries.daily_costs, project.id, project.timezone, since=since, until=until, group_by=groups
     )
+    return JSONResponse(costs_json(costs))

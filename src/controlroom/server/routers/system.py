@@ -11,14 +11,19 @@ from controlroom.cost import overrides as prices
 from controlroom.projections.projector import Projector
 from controlroom.server.deps import ProjectDep, StoreDep, in_read
 from controlroom.server.responses import JSONResponse
-from controlroom.server.schemas import Health, PriceIn, PriceList, PriceOut, Problem
+from controlroom.server.schemas import Health, PriceIn, PriceList, PriceOut, problems
 from controlroom.store.tables import projection_errors
 
 router = APIRouter()
 
 
 @router.get(
-    "/v1/health", response_model=Health, tags=["system"], summary="Liveness, schema and projector lag"
+    "/v1/health",
+    response_model=Health,
+    responses=problems(400),
+    tags=["system"],
+    summary="Liveness, schema and projector lag",
+    openapi_extra={"security": []},  # open: no API key
 )
 async def health(request: Request, store: StoreDep) -> JSONResponse:
     """No API key needed. ``projector.lag_seconds`` is the age of the oldest event not yet folded
@@ -45,7 +50,13 @@ async def health(request: Request, store: StoreDep) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(query))
 
 
-@router.get("/v1/prices", response_model=PriceList, tags=["cost"], summary="This project's price overrides")
+@router.get(
+    "/v1/prices",
+    response_model=PriceList,
+    responses=problems(400, 401),
+    tags=["cost"],
+    summary="This project's price overrides",
+)
 async def list_prices(project: ProjectDep, store: StoreDep) -> JSONResponse:
     return JSONResponse({"prices": await in_read(store, prices.list_prices, project=project)})
 
@@ -55,7 +66,7 @@ async def list_prices(project: ProjectDep, store: StoreDep) -> JSONResponse:
     response_model=PriceOut,
     status_code=201,
     tags=["cost"],
-    responses={422: {"model": Problem}},
+    responses=problems(400, 401, 422),
     summary="Set a price override for a model",
 )
 async def set_price(price: PriceIn, project: ProjectDep, store: StoreDep) -> JSONResponse:

@@ -1,0 +1,160 @@
+"""The published OpenAPI document is exact: real responses of every route — successes and the
+problem documents — have a status, a media type and a body the document declares for them
+(validated as JSON Schema 2020-12, the dialect of OpenAPI 3.1)."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from api_support import ev, new_run_id, new_span_id, wait_projected
+
+from conftest import LiveServer
+from controlroom.accounts import projects
+from controlroom.budget import ledger
+
+Draft202012Validator = pytest.importorskip(
+    "jsonschema", reason="the test extra installs jsonschema"
+).Draft202012Validator
+
+RESERVE = "/v1/budget/reservations"
+
+
+class Checked:
+    """An HTTP client for ``live`` that checks every response against the published document
+    and records which operations answered."""
+
+    def __init__(self, live: LiveServer) -> None:
+        self.doc: dict[str, Any] = httpx.get(f"{live.url}/openapi.json").json()
+        self.templates = [
+            (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in self.doc["paths"]
+        ]
+        self.http = httpx.Client(
+            base_url=live.url, headers={"Authorization": f"Bearer {live.key}"}, timeout=30
+        )
+        self.seen: set[tuple[str, str, int]] = set()
+
+    def __call__(self, method: str, path: str, status: int, **kwargs: Any) -> httpx.Response:
+        r = self.http.request(method, path, **kwargs)
+        assert r.status_code == status, (method, path, r.status_code, r.text)
+        template = next(t for rx, t in self.templates if rx.match(path.split("?")[0]))
+        op = self.doc["paths"][template][method.lower()]
+        declared = op["responses"].get(str(status))
+        assert declared is not None, f"{method} {template} answered {status}, which is not documented"
+        if not r.content:
+            assert "content" not in declared, (method, template, status)
+        else:
+            media = r.headers["content-type"].split(";")[0]
+            assert media in declared.get("content", {}), (method, template, status, media, declared)
+            schema = declared["content"][media].get("schema")
+            if schema is not None:
+                Draft202012Validator({**schema, "components": self.doc["components"]}).validate(r.json())
+        self.seen.add((method.lower(), template, status))
+        return r
+
+    def operations(self) -> set[tuple[str, str]]:
+        return {(m, p) for p, ops in self.doc["paths"].items() for m in ops}
+
+
+@pytest.fixture
+def api(live: LiveServer) -> Iterator[Checked]:
+    checked = Checked(live)
+    yield checked
+    checked.http.close()
+
+
+def test_every_route_answers_as_documented(api: Checked, live: LiveServer) -> None:
+    run_id, span_id, ts = new_run_id(), new_span_id(), time.time_ns() - 10**9
+    events = [
+        ev("run.started", run_id, ts, {"agent": "doc", "tags": ["x"]}),
+        ev("span.started", run_id, ts, {"span_id": span_id, "name": "call", "kind": "llm"}),
+        ev(
+            "span.ended",
+            run_id,
+            ts + 1,
+            {"span_id": span_id, "status": "ok", "model": "doc-1", "usage": {"input_tokens": 3}},
+        ),
+        ev("score.recorded", run_id, ts + 2, {"name": "ok", "value": 1.0, "source": "sdk"}),
+        ev("run.ended", run_id, ts + 3, {"status": "succeeded"}),
+    ]
+    api("POST", "/v1/events", 200, json={"events": events})
+    api("POST", "/v1/events", 400, content=b"{", headers={"content-type": "application/json"})
+    api("POST", "/v1/events", 415, content=b"{}", headers={"content-type": "text/csv"})
+    api("POST", "/v1/events", 413, json={"events": [{}] * 1001})
+    api("POST", "/v1/events", 401, json={"events": events}, headers={"Authorization": "Bearer nope"})
+    api("POST", "/v1/traces", 200, json={"resourceSpans": []})
+    api("POST", "/v1/traces", 422, json=[1])
+    api("POST", "/v1/traces", 415, content=b"x", headers={"content-type": "text/plain"})
+    wait_projected(api.http)
+
+    page = api("GET", "/v1/runs", 200, params={"limit": 1, "tag": "x"}).json()
+    api("GET", "/v1/runs", 200, params={"cursor": f"{ts}_{run_id}", "since": "2001-01-01T00:00:00Z"})
+    api("GET", "/v1/runs", 400, params={"status": "nope"})
+    assert page["runs"][0]["run_id"] == run_id
+    api("GET", f"/v1/runs/{run_id}", 200)
+    api("GET", f"/v1/runs/{new_run_id()}", 404)
+    api("GET", "/v1/runs/nothex", 400)
+    api("GET", "/v1/costs/daily", 200, params={"group_by": "agent,model"})
+    api("GET", "/v1/costs/daily", 400, params={"until": "soon"})
+    api("GET", "/v1/health", 200, headers={"Authorization": ""})
+    api("GET", "/v1/health", 400, params={"x": "\x00"})
+
+    api("POST", "/v1/prices", 201, json={"model": "doc-1", "input_per_mtok": "1", "output_per_mtok": "2"})
+    api("POST", "/v1/prices", 422, json={"model": "doc-1", "input_per_mtok": "x", "output_per_mtok": "2"})
+    api("GET", "/v1/prices", 200)
+    api("GET", "/v1/prices", 401, headers={"Authorization": ""})
+
+    # no cap yet: nothing is held (and expires_at is absent)
+    free = api("POST", RESERVE, 201, json={"model": "doc-1", "input_tokens": 10}).json()
+    assert free["reservation_id"] is None and "expires_at" not in free
+    api("PUT", "/v1/budgets", 200, json={"cap_usd": "0.001"})
+    api("PUT", "/v1/budgets", 422, json={"cap_usd": 1})
+    api("GET", "/v1/budgets", 200)
+    held = api(
+        "POST", RESERVE, 201, json={"model": "doc-1", "input_tokens": 10, "max_output_tokens": 10}
+    ).json()
+    api("POST", RESERVE, 402, json={"model": "doc-1", "input_tokens": 10**6})
+    api("POST", RESERVE, 402, json={"model": "unpriced-1", "input_tokens": 1})
+    api("POST", RESERVE, 422, json={"model": "doc-1", "input_tokens": "10"})
+    api("POST", RESERVE, 400, content=b"{", headers={"content-type": "application/json"})
+    api("POST", RESERVE, 415, content=b"{}", headers={"content-type": "text/plain"})
+    api("POST", RESERVE, 413, content=b" " * 70_000, headers={"content-type": "application/json"})
+    api("POST", RESERVE, 401, json={"model": "doc-1", "input_tokens": 1}, headers={"Authorization": ""})
+    body = {"model": "gpt-4o-mini", "input_tokens": 1, "max_output_tokens": 1, "reservation_id": "c3" * 16}
+    api("POST", RESERVE, 201, json=body)
+    with live.store.write() as conn:  # another project, capped: its reservations are held
+        other_project = projects.ensure_project(conn, name="other")
+        other = projects.create_key(conn, project=other_project).key
+        ledger.set_budget(live.store, conn, project=other_project, agent=None, cap_usd="1")
+    api("POST", RESERVE, 409, json=body, headers={"Authorization": f"Bearer {other}"})
+    settle = f"{RESERVE}/{held['reservation_id']}/settle"
+    api("POST", settle, 200, json={"outcome": "completed", "usage": {"input_tokens": 5, "output_tokens": 5}})
+    api("POST", f"{RESERVE}/{'d4' * 16}/settle", 404, json={"outcome": "unknown"})
+    api("POST", settle, 422, json={"outcome": "maybe"})
+    api("DELETE", "/v1/budgets", 204)
+    api("DELETE", "/v1/budgets", 404)
+
+    assert {(m, p) for m, p, _ in api.seen} == api.operations()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_gzip_reservation_body_is_read_like_any_other(api: Checked) -> None:
+    """The fast routes read bodies with the server's one body reader: gzip included."""
+    api("POST", "/v1/prices", 201, json={"model": "doc-1", "input_per_mtok": "1", "output_per_mtok": "1"})
+    api("PUT", "/v1/budgets", 200, json={"cap_usd": "1"})
+    body = gzip.compress(orjson.dumps({"model": "doc-1", "input_tokens": 1000, "max_output_tokens": 4000}))
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    held = api("POST", RESERVE, 201, content=body, headers=headers).json()
+    assert held["hold_usd"] == "0.005"
+    api("POST", RESERVE, 400, content=b"not gzip", headers=headers)
+    settle = gzip.compress(orjson.dumps({"outcome": "failed_before_generation"}))
+    out = api(
+        "POST", f"{RESERVE}/{held['reservation_id']}/settle", 200, content=settle, headers=headers
+    ).json()
+    assert out["state"] == "released"
