@@ -14,14 +14,11 @@ import httpx
 import orjson
 import pytest
 from api_support import ev, new_run_id, new_span_id, wait_projected
+from jsonschema import Draft202012Validator
 
 from conftest import LiveServer
 from controlroom.accounts import projects
 from controlroom.budget import ledger
-
-Draft202012Validator = pytest.importorskip(
-    "jsonschema", reason="the test extra installs jsonschema"
-).Draft202012Validator
 
 RESERVE = "/v1/budget/reservations"
 

@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("schemathesis", reason="the test extra installs schemathesis")
-
 # 402 is the cap refusing a call: an answer about the budget's state, not about the request.
 CONFIG = """
 [checks.positive_data_acceptance]
