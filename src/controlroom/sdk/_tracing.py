@@ -298,15 +298,18 @@ class Span(_Decorates):
     async def _aadmit(self, client: Client, run: Run) -> None:
         """:meth:`_admit`, awaited (``async with``)."""
 
+    _settles = False
+    """True where :meth:`_settle` does something (spans whose cost the budget settles)."""
+
     def _settle(self, client: Client, error: BaseException | None) -> None:
         """Control bookkeeping after the span's work (the budget settlement of LLM spans)."""
 
     async def _asettle(self, client: Client, error: BaseException | None) -> None:
         """:meth:`_settle`, awaited (``async with``)."""
 
-    def _open(self) -> tuple[Client | None, Run]:
-        """Become the current span (of the current run, or of a run of its own)."""
-        client = self._client = get_client()
+    def _open(self) -> Run:
+        """Become the current span (of the current run, or of a run of its own); its run."""
+        self._client = get_client()
         run = _current_run.get()
         if run is None:  # a span outside any run starts a run of its own
             run = self._implicit_run = Run(self.name)
@@ -316,7 +319,7 @@ class Span(_Decorates):
         if parent is not None and parent.run_id == run.run_id:
             self.parent_span_id = parent.span_id
         self._token = _current_span.set(self)
-        return client, run
+        return run
 
     def _refused(self, client: Client, refused: BudgetExceeded) -> None:
         """Refused before any request left: record the span as failed (the caller raises)."""
@@ -325,7 +328,8 @@ class Span(_Decorates):
         self.__exit__(BudgetExceeded, refused, None)
 
     def __enter__(self) -> Span:
-        client, run = self._open()
+        run = self._open()
+        client = self._client
         if client is not None:
             try:
                 self._admit(client, run)
@@ -336,7 +340,8 @@ class Span(_Decorates):
         return self
 
     async def __aenter__(self) -> Span:
-        client, run = self._open()
+        run = self._open()
+        client = self._client
         if client is not None:
             try:
                 await self._aadmit(client, run)
@@ -368,8 +373,8 @@ class Span(_Decorates):
         except Exception as exc:
             internal_error(client, exc)
 
-    def _close(self, e: BaseException | None) -> dict[str, Any] | None:
-        """Stop being the current span; the body of its end event (None without a client)."""
+    def _close(self, e: BaseException | None) -> Client | None:
+        """Stop being the current span and emit its end; the client, if there is one."""
         if self._token is not None:
             _current_span.reset(self._token)
             self._token = None
@@ -388,47 +393,38 @@ class Span(_Decorates):
             if self._end_attrs:
                 body["attributes"] = self._end_attrs
             self._end_fields(body)
-            return body
+            client.emit(
+                {
+                    "id": f"{self.run_id}{self.span_id}.e",
+                    "type": "span.ended",
+                    "run_id": self.run_id,
+                    "ts": time.time_ns(),
+                    "body": body,
+                }
+            )
         except Exception as exc:
             internal_error(client, exc)
-            return None
+        return client
 
-    def _ended(self, body: dict[str, Any] | None, et: Any, e: BaseException | None, tb: Any) -> None:
-        """Emit the end event (after the settlement) and end the span's own run, if it has one."""
-        client = self._client
-        if body is not None and client is not None:
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+        client = self._close(e)
+        if client is not None and self._settles:
             try:
-                client.emit(
-                    {
-                        "id": f"{self.run_id}{self.span_id}.e",
-                        "type": "span.ended",
-                        "run_id": self.run_id,
-                        "ts": time.time_ns(),
-                        "body": body,
-                    }
-                )
+                self._settle(client, e)
             except Exception as exc:
                 internal_error(client, exc)
         if self._implicit_run is not None:
             self._implicit_run.__exit__(et, e, tb)
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
-        body = self._close(e)
-        if body is not None and self._client is not None:
-            try:
-                self._settle(self._client, e)
-            except Exception as exc:
-                internal_error(self._client, exc)
-        self._ended(body, et, e, tb)
-
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
-        body = self._close(e)
-        if body is not None and self._client is not None:
+        client = self._close(e)
+        if client is not None and self._settles:
             try:
-                await self._asettle(self._client, e)
+                await self._asettle(client, e)
             except Exception as exc:
-                internal_error(self._client, exc)
-        self._ended(body, et, e, tb)
+                internal_error(client, exc)
+        if self._implicit_run is not None:
+            self._implicit_run.__exit__(et, e, tb)
 
 
 @dataclass(slots=True)
@@ -443,6 +439,8 @@ class AttemptPlan:
 
 class LLMSpan(Span):
     """A model call. Record what came back with :meth:`record`."""
+
+    _settles = True
 
     __slots__ = (
         "attempt",
