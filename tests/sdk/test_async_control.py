@@ -229,3 +229,28 @@ def test_a_reservation_cancelled_while_held_is_released(ledger: HeldLedger) -> N
     rid = ledger.bodies[0]["reservation_id"]
     assert ledger.held == [RESERVE, f"{RESERVE}/{rid}/settle"]
     assert ledger.bodies[1] == {"outcome": "failed_before_generation"}
+
+
+def test_an_async_stream_dropped_unread_settles_off_the_event_loop(
+    sdk: HeldLedger, fake: FakeProvider
+) -> None:
+    """The garbage collector may end a dropped stream's span on the event loop's thread: its
+    settlement is sent from the SDK's I/O threads, so the loop is not held by it."""
+    import gc
+
+    fake.script(Reply(text="never read"))
+
+    async def agent() -> None:
+        async with openai.AsyncOpenAI(base_url=f"{fake.url}/v1", api_key="test", max_retries=0) as raw:
+            client = instrument_openai(raw)
+            async with controlroom.run("bot"):
+                stream = await client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "Where?"}], stream=True
+                )
+                await stream.response.aclose()  # the connection back to the pool, the stream unread
+                del stream
+                gc.collect()
+
+    assert asyncio.run(_while_held(sdk, agent(), 2)) == [RESERVE, SETTLE]
+    assert sdk.answered_released == [True, True]
+    assert sdk.bodies[1]["outcome"] == "unknown"  # closed early: settled at the full hold

@@ -204,6 +204,11 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
     return _pool
 
 
+def in_background(fn: Callable[[], object]) -> None:
+    """Run ``fn()`` (blocking) on the SDK's I/O threads, without waiting for it."""
+    _executor().submit(fn)
+
+
 async def in_thread(fn: Callable[[], T], *, abandoned: Callable[[T], None] | None = None) -> T:
     """``fn()`` (a blocking request) awaited without blocking the event loop.
 

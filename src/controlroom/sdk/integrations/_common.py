@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from controlroom.sdk._client import get_client
 from controlroom.sdk._control import input_token_bound
 from controlroom.sdk._tracing import LLMSpan, internal_error
+from controlroom.sdk._transport import in_background
 
 WRAPPED = "__controlroom_instrumented__"
 CLOSED_EARLY = "gen_ai.stream.closed_early"
@@ -382,8 +383,14 @@ async def _aobserved(inner: AsyncIterator[Any], end: _StreamEnd) -> AsyncIterato
         await end.afinish()
 
 
-def _dropped(end: _StreamEnd) -> None:
-    end.finish(closed=True)
+def _dropped(end: _StreamEnd, is_async: bool) -> None:
+    """A stream garbage-collected unread: end its span. The collector may run on an event loop's
+    thread, so an async stream's span ends (and settles, a blocking request) on the SDK's I/O
+    threads."""
+    if is_async:
+        in_background(functools.partial(end.finish, closed=True))
+    else:
+        end.finish(closed=True)
 
 
 def observe_stream(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> None:
@@ -422,7 +429,7 @@ def observe_stream(stream: Any, call: LLMCall, state: StreamState, *, is_async: 
 
             stream.close = close
         with guarded:
-            finalizer = weakref.finalize(stream, _dropped, end)
+            finalizer = weakref.finalize(stream, _dropped, end, is_async)
             finalizer.atexit = False
     except Exception as exc:
         end.finish()
