@@ -2,7 +2,7 @@
 bare package, installed from this working tree into a clean virtual environment, traces an agent
 into a running server, and the server's commands there say which extra to install.
 
-Marked ``venv``: slow (it creates a virtual environment and installs the package from the package
+The tests marked ``venv`` are slow (it creates a virtual environment and installs the package from the package
 index, about half a minute). Run on SQLite only: what is installed does not depend on the server's
 database."""
 
@@ -19,8 +19,6 @@ import pytest
 
 from conftest import LiveServer
 from tests_support import wait_for
-
-pytestmark = pytest.mark.venv
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_DISTRIBUTIONS = (
@@ -116,6 +114,7 @@ AGENT = textwrap.dedent(
 )
 
 
+@pytest.mark.venv
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_the_bare_package_traces_an_agent_without_any_server_dependency(
     light_venv: Path, live: LiveServer, tmp_path: Path
@@ -143,6 +142,29 @@ def test_the_bare_package_traces_an_agent_without_any_server_dependency(
     assert sorted(s["kind"] for s in spans) == ["llm", "tool"]
 
 
+@pytest.mark.parametrize(
+    "module", ["controlroom", "controlroom.sdk.integrations", "controlroom.cli", "controlroom.sdk._resend"]
+)
+def test_the_sdk_and_client_commands_import_nothing_of_the_server(module: str) -> None:
+    """Where the server IS installed (this suite's environment), importing the SDK still loads
+    none of it: the light install's premise, checked without building a venv."""
+    code = (
+        f"import sys, {module}\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & set(sys.argv[1:])))"
+    )
+    server = (
+        *SERVER_DISTRIBUTIONS,
+        "google",
+        "opentelemetry",
+        "genai_prices",
+        "httpx",
+        "openai",
+        "anthropic",
+    )
+    done = subprocess.run([sys.executable, "-c", code, *server], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.venv
 def test_the_server_commands_name_the_extra_to_install(light_venv: Path, tmp_path: Path) -> None:
     for command in SERVER_COMMANDS:
         done = run_in(light_venv, "controlroom", *command, CONTROLROOM_HOME=str(tmp_path))
