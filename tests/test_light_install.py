@@ -2,7 +2,7 @@
 bare package, installed from this working tree into a clean virtual environment, traces an agent
 into a running server, and the server's commands there say which extra to install.
 
-The tests marked ``venv`` are slow (it creates a virtual environment and installs the package from the package
+The tests marked ``venv`` are slow (they create a virtual environment and install the package from the package
 index, about half a minute). Run on SQLite only: what is installed does not depend on the server's
 database."""
 
