@@ -307,3 +307,25 @@ def test_a_url_that_is_not_http_is_refused() -> None:
     for url in ("ftp://x", "http://", "http://h:port"):
         with pytest.raises(ValueError):
             HTTPTransport(url, timeout=1)
+
+
+def test_a_request_may_wait_longer_or_shorter_than_the_transport() -> None:
+    """A request's own timeout (a long poll's) applies to it alone, on a new or a reused
+    connection; the next request waits the transport's again."""
+    server = RawServer([3])  # one keep-alive connection, three answers
+    transport = HTTPTransport(server.url, timeout=30)
+
+    def socket_timeout() -> float | None:
+        return transport._local.conn.sock.gettimeout()  # type: ignore[no-any-return]
+
+    try:
+        assert transport.send(Request("POST", "/a", b"{}", timeout=5)).status == 200  # a new connection
+        assert socket_timeout() == 5
+        assert transport.send(Request("POST", "/b", b"{}")).status == 200
+        assert socket_timeout() == 30
+        assert transport.send(Request("POST", "/c", b"{}", timeout=120)).status == 200  # reused
+        assert socket_timeout() == 120
+    finally:
+        transport.close()
+        server.close()
+    assert [n for n, _ in server.requests] == [1, 1, 1]

@@ -104,6 +104,13 @@ class ControlClient:
         except OSError as e:
             return e
 
+    async def _asend(
+        self, request: Request, *, abandoned: Callable[[Response | OSError], None] | None = None
+    ) -> Response | OSError:
+        """:meth:`_send`, awaited: the event loop runs on while the server answers (a reservation,
+        a settlement; a long poll with ``request.timeout``). ``abandoned``: see :func:`in_thread`."""
+        return await in_thread(functools.partial(self._send, request), abandoned=abandoned)
+
     # -- reserve ---------------------------------------------------------------------------------
     def reserve(self, **request: Any) -> str | None:
         """A reservation id, None when no cap applies, or BudgetExceeded; ``request`` as
@@ -117,9 +124,8 @@ class ControlClient:
         ask = self._ask(**request)
         if ask is None:
             return None
-        answer = await in_thread(
-            functools.partial(self._send, ask.request),
-            abandoned=lambda _: self._release_in_background(ask.reservation_id),
+        answer = await self._asend(
+            ask.request, abandoned=lambda _: self._release_in_background(ask.reservation_id)
         )
         return self._reserved(ask, answer)
 
@@ -221,8 +227,7 @@ class ControlClient:
 
     async def asettle(self, reservation_id: str, **result: Any) -> bool:
         """:meth:`settle`, awaited: other tasks run while the server settles."""
-        request = self._settlement(reservation_id, **result)
-        return _settled(await in_thread(functools.partial(self._send, request)))
+        return _settled(await self._asend(self._settlement(reservation_id, **result)))
 
     def _settlement(
         self,

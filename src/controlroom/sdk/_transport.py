@@ -45,6 +45,8 @@ class Request:
     """Below the server's base URL, e.g. ``/v1/events``."""
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    """Seconds to wait for the answer, instead of the transport's (a long poll waits longer)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,11 @@ class HTTPTransport:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _exchange(self, conn: http.client.HTTPConnection, request: Request) -> Response:
+        timeout = self.timeout if request.timeout is None else request.timeout
+        conn.timeout = timeout  # for a new socket; an open one is set below
         try:
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
             conn.request(
                 request.method, self._base + request.path, body=request.body, headers=request.headers
             )
