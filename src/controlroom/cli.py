@@ -16,14 +16,44 @@ from controlroom.config import Settings
 from controlroom.errors import ConfigError, ControlroomError
 from controlroom.money import to_usd
 
+SERVER_EXTRA = "pip install 'controlroom[server]'"
+"""How to install the server: ``pip install controlroom`` is the SDK and the client-side commands."""
+
+_SERVER_PACKAGES = frozenset(
+    [
+        "alembic",
+        "argon2",
+        "fastapi",
+        "genai_prices",
+        "google",
+        "opentelemetry",
+        "psycopg",
+        "pydantic",
+        "sqlalchemy",
+        "starlette",
+        "uvicorn",
+    ]
+)
+
 
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A known error becomes a one-line message; a server command run without the server's
+    dependencies says which extra to install."""
+
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except (ConfigError, ControlroomError) as e:
             raise click.ClickException(str(e)) from None
+        except ModuleNotFoundError as e:
+            if (e.name or "").partition(".")[0] not in _SERVER_PACKAGES:
+                raise
+            command = click.get_current_context().command_path
+            raise click.ClickException(
+                f"`{command}` needs the controlroom server, which is not installed here"
+                f" (no module {e.name!r}): {SERVER_EXTRA}"
+            ) from None
 
     return wrapper
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from controlroom.errors import ConfigError
 from controlroom.sdk._control import ControlClient
 from controlroom.sdk._exporter import Exporter
+from controlroom.sdk._transport import Transport
 
 logger = logging.getLogger("controlroom.sdk")
 
@@ -39,7 +40,9 @@ class Client:
     """Holds the configuration and the exporter. Most programs use the default one, made by
     :func:`controlroom.init`."""
 
-    def __init__(self, config: SDKConfig) -> None:
+    def __init__(self, config: SDKConfig, *, transport: Transport | None = None) -> None:
+        """``transport``: what both the exporter and the control calls send through (by default
+        HTTP to ``config.url``), e.g. a :class:`~controlroom.sdk._transport.MockTransport` in tests."""
         self.config = config
         self.exporter = Exporter(
             url=config.url,
@@ -50,10 +53,13 @@ class Client:
             flush_interval=config.flush_interval,
             timeout=config.timeout,
             strict=config.strict,
+            transport=transport,
         )
         self.emit = self.exporter.put
         self.control = (
-            ControlClient(config.url, config.api_key, config.control_timeout) if config.budget else None
+            ControlClient(config.url, config.api_key, config.control_timeout, transport=transport)
+            if config.budget
+            else None
         )
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -136,12 +142,15 @@ def build_config(
     )
 
 
-def init(url: str | None = None, api_key: str | None = None, **options: Any) -> Client:
-    """Configure the default client (see :func:`build_config` for the options)."""
+def init(
+    url: str | None = None, api_key: str | None = None, *, transport: Transport | None = None, **options: Any
+) -> Client:
+    """Configure the default client (see :func:`build_config` for the options, :class:`Client` for
+    ``transport``)."""
     global _default
     config = build_config(url, api_key, **options)
     with _lock:
-        old, _default = _default, Client(config)
+        old, _default = _default, Client(config, transport=transport)
     if old is not None:
         old.shutdown()
     return _default

@@ -1,18 +1,21 @@
-"""Synchronous control calls to the server (the budget ledger): the two decisions the agent must
-wait for. Each thread keeps its own keep-alive connection."""
+"""Control calls to the server (the budget ledger): the two decisions the agent must wait for,
+blocking or awaited, through the SDK's one transport."""
 
 from __future__ import annotations
 
-import http.client
+import contextlib
+import functools
 import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
+
+from controlroom.sdk._transport import HTTPTransport, Request, Response, Transport, in_thread, json_headers
 
 NO_BUDGET_TTL = 5.0  # how long "no cap applies to this agent" is believed before asking again
 
@@ -68,86 +71,77 @@ class BudgetExceeded(Exception):
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """A reservation request about to be sent: its agent, its id (ours) and the request."""
+
+    agent: str
+    reservation_id: str
+    request: Request
+
+
 class ControlClient:
-    def __init__(self, url: str, api_key: str, timeout: float) -> None:
-        parts = urlsplit(url)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or (443 if self._https else 80)
-        self._base = parts.path.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-        self._timeout = timeout
-        self._local = threading.local()
-        self._all: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+    """The control calls: reserve before a paid call, settle after it. Each has a blocking form and
+    an ``await``-able one (``areserve``, ``asettle``) that leaves the event loop free while the
+    server decides; both send the same requests through one transport."""
+
+    def __init__(self, url: str, api_key: str, timeout: float, *, transport: Transport | None = None) -> None:
+        self.transport: Transport = transport or HTTPTransport(url, timeout=timeout)
+        self._headers = json_headers(api_key)
         self._no_budget_until: dict[str, float] = {}
         self._uncapped: set[str] = set()  # agents the server last said no cap applies to
 
-    def _new_connection(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        return cls(self._host, self._port, timeout=self._timeout)
-
-    def _conn(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._new_connection()
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
     def close(self) -> None:
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
+        self.transport.close()
 
-    def _post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], int | None]:
-        """Status, JSON document and Retry-After (seconds) of the answer. Sent once more only when
-        the connection turns out to be one the server had closed (a stale keep-alive connection):
-        not after a timeout, when the server may still be working on the first request."""
-        payload = orjson.dumps(body)
-        for attempt in (1, 2):
-            conn = self._conn()
-            try:
-                return self._exchange(conn, path, payload)
-            except (OSError, http.client.HTTPException) as e:
-                conn.close()
-                self._local.conn = None
-                stale = isinstance(e, ConnectionResetError | BrokenPipeError | ConnectionAbortedError)
-                if attempt == 2 or not stale:
-                    raise
-        raise OSError("unreachable")  # pragma: no cover
+    def _request(self, path: str, body: dict[str, Any]) -> Request:
+        return Request("POST", path, orjson.dumps(body), self._headers)
 
-    def _exchange(
-        self, conn: http.client.HTTPConnection, path: str, payload: bytes
-    ) -> tuple[int, dict[str, Any], int | None]:
-        conn.request("POST", self._base + path, body=payload, headers=self._headers)
-        resp = conn.getresponse()
-        data = resp.read()
+    def _send(self, request: Request) -> Response | OSError:
+        """The answer, or why there is none (returned, so it can cross from a pool thread)."""
         try:
-            parsed = orjson.loads(data) if data else {}
-        except orjson.JSONDecodeError:
-            parsed = {}
-        retry_after = resp.getheader("Retry-After")
-        return (
-            resp.status,
-            parsed if isinstance(parsed, dict) else {},
-            int(retry_after) if retry_after and retry_after.isdigit() else None,
-        )
+            return self.transport.send(request)
+        except OSError as e:
+            return e
 
-    def reserve(
+    async def _asend(
+        self, request: Request, *, abandoned: Callable[[Response | OSError], None] | None = None
+    ) -> Response | OSError:
+        """:meth:`_send`, awaited: the event loop runs on while the server answers (a reservation,
+        a settlement; a long poll with ``request.timeout``). ``abandoned``: see :func:`in_thread`."""
+        return await in_thread(functools.partial(self._send, request), abandoned=abandoned)
+
+    # -- reserve ---------------------------------------------------------------------------------
+    def reserve(self, **request: Any) -> str | None:
+        """A reservation id, None when no cap applies, or BudgetExceeded; ``request`` as
+        :meth:`_ask` takes it."""
+        ask = self._ask(**request)
+        return None if ask is None else self._reserved(ask, self._send(ask.request))
+
+    async def areserve(self, **request: Any) -> str | None:
+        """:meth:`reserve`, awaited: other tasks run while the server decides. Cancelled while the
+        request is out, it releases whatever the server held for it."""
+        ask = self._ask(**request)
+        if ask is None:
+            return None
+        answer = await self._asend(
+            ask.request, abandoned=lambda _: self._release_in_background(ask.reservation_id)
+        )
+        return self._reserved(ask, answer)
+
+    def _ask(
         self,
         *,
         agent: str,
-        provider: str,
+        provider: str | None,
         model: str,
         input_tokens: int | Callable[[], int],
         max_output_tokens: int | None,
         run_id: str | None = None,
         span_id: str | None = None,
-    ) -> str | None:
-        """A reservation id, None when no cap applies, or BudgetExceeded. ``input_tokens`` may be a
-        function: it is called only if the server is asked."""
+    ) -> _Ask | None:
+        """The reservation request, or None while the server's word that no cap applies holds.
+        ``input_tokens`` may be a function: it is called only if the server is asked."""
         if self._no_budget_until.get(agent, 0.0) > time.monotonic():
             return None
         if callable(input_tokens):
@@ -164,19 +158,23 @@ class ControlClient:
         }
         if max_output_tokens is not None:
             body["max_output_tokens"] = max_output_tokens
-        try:
-            status, doc, retry_after = self._post("/v1/budget/reservations", body)
-        except (OSError, http.client.HTTPException) as e:
-            if not isinstance(e, ConnectionRefusedError):  # the request may have reached the server
-                self._release_in_background(rid)
+        return _Ask(agent, rid, self._request("/v1/budget/reservations", body))
+
+    def _reserved(self, ask: _Ask, answer: Response | OSError) -> str | None:
+        """What the server's answer (or its absence) means for the call."""
+        agent = ask.agent
+        if isinstance(answer, OSError):
+            if not isinstance(answer, ConnectionRefusedError):  # the request may have reached the server
+                self._release_in_background(ask.reservation_id)
             if agent in self._uncapped:
                 # The server's last word was that no cap applies to this agent: an outage of
                 # controlroom does not stop an agent that is only traced, not capped.
                 return None
             raise BudgetExceeded(
-                f"the budget ledger is unreachable ({e}); paid calls are refused until it is back",
+                f"the budget ledger is unreachable ({answer}); paid calls are refused until it is back",
                 reason="ledger_unavailable",
             ) from None
+        status, doc = answer.status, answer.json()
         if status == 201:
             held = doc.get("reservation_id")
             if held is None:
@@ -187,7 +185,7 @@ class ControlClient:
             return held if isinstance(held, str) else None
         self._uncapped.discard(agent)
         if status >= 500:
-            self._release_in_background(rid)
+            self._release_in_background(ask.reservation_id)
         if status == 402:
             raise BudgetExceeded(
                 str(doc.get("detail", "daily cost cap reached")),
@@ -203,7 +201,7 @@ class ControlClient:
                         "resets_at",
                     )
                 },
-                retry_after=retry_after,
+                retry_after=answer.retry_after(),
             )
         raise BudgetExceeded(
             f"the budget ledger answered HTTP {status}: {doc.get('detail', '')}", reason="ledger_unavailable"
@@ -212,38 +210,43 @@ class ControlClient:
     def _release_in_background(self, reservation_id: str) -> None:
         """The call will not be made: if the server did hold something under this id before the
         answer was lost, release it now rather than have it charged in full when it expires."""
-        payload = orjson.dumps({"outcome": "failed_before_generation"})
-        path = f"/v1/budget/reservations/{reservation_id}/settle"
+        request = self._settlement(reservation_id, outcome="failed_before_generation")
 
         def release() -> None:
-            conn = self._new_connection()  # its own, closed after: nothing is left open per release
-            try:
-                self._exchange(conn, path, payload)
-            except (OSError, http.client.HTTPException):
-                pass  # the server is away: the hold, if any, expires and is charged in full
-            finally:
-                conn.close()
+            # a connection of its own, closed after: nothing is left open per release; if the
+            # server is away, the hold (if any) expires and is charged in full
+            with contextlib.suppress(OSError):
+                self.transport.send(request, reuse=False)
 
         threading.Thread(target=release, name="controlroom-release", daemon=True).start()
 
-    def settle(
+    # -- settle ----------------------------------------------------------------------------------
+    def settle(self, reservation_id: str, **result: Any) -> bool:
+        """True when the server settled the reservation; ``result`` as :meth:`_settlement` takes it."""
+        return _settled(self._send(self._settlement(reservation_id, **result)))
+
+    async def asettle(self, reservation_id: str, **result: Any) -> bool:
+        """:meth:`settle`, awaited: other tasks run while the server settles."""
+        return _settled(await self._asend(self._settlement(reservation_id, **result)))
+
+    def _settlement(
         self,
         reservation_id: str,
         *,
         outcome: str,
-        usage: dict[str, int] | None,
-        cost_usd: Decimal | str | None,
-    ) -> bool:
+        usage: dict[str, int] | None = None,
+        cost_usd: Decimal | str | None = None,
+    ) -> Request:
         body: dict[str, Any] = {"outcome": outcome}
         if usage:
             body["usage"] = usage
         if cost_usd is not None:
             body["cost_usd"] = str(cost_usd)
-        try:
-            status, _, _ = self._post(f"/v1/budget/reservations/{reservation_id}/settle", body)
-        except (OSError, http.client.HTTPException):
-            return False
-        return status == 200
+        return self._request(f"/v1/budget/reservations/{reservation_id}/settle", body)
+
+
+def _settled(answer: Response | OSError) -> bool:
+    return isinstance(answer, Response) and answer.status == 200
 
 
 RESERVATION_ATTRIBUTE = "controlroom.reservation_id"
@@ -257,8 +260,6 @@ def input_token_bound(value: Any) -> int:
     if isinstance(value, str):
         return len(value.encode())
     try:
-        import orjson
-
         return len(orjson.dumps(value, default=repr))
     except TypeError:
         return len(repr(value).encode())

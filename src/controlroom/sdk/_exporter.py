@@ -5,7 +5,6 @@ take them — never dropping an event, never doing network I/O on the agent's th
 from __future__ import annotations
 
 import gzip
-import http.client
 import logging
 import random
 import threading
@@ -13,11 +12,11 @@ import time
 from collections import deque
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
 from controlroom.sdk._spool import Spool
+from controlroom.sdk._transport import HTTPTransport, Request, Transport, json_headers
 
 logger = logging.getLogger("controlroom.sdk")
 
@@ -68,17 +67,10 @@ class Exporter:
         flush_interval: float,
         timeout: float,
         strict: bool,
+        transport: Transport | None = None,
     ) -> None:
-        parts = urlsplit(url)
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or (443 if self._https else 80)
-        self._path = parts.path.rstrip("/") + "/v1/events"
-        self._headers = {
-            "Authorization": f"Bearer {api_key}",
-            "Content-Type": "application/json",
-            "Content-Encoding": "gzip",
-        }
+        self.transport: Transport = transport or HTTPTransport(url, timeout=timeout)
+        self._headers = json_headers(api_key, gzip=True)
         self.queue: deque[dict[str, Any]] = deque()
         self.batch_size = batch_size
         self.max_queue = max_queue
@@ -90,7 +82,6 @@ class Exporter:
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._send_lock = threading.Lock()
-        self._conn: http.client.HTTPConnection | None = None
         self._backoff = 0.0
         self._retry_at = 0.0
         self._down = False
@@ -212,31 +203,24 @@ class Exporter:
         self._retry_at = time.monotonic() + self._backoff * random.uniform(0.5, 1.0)
 
     def _post(self, body: bytes) -> None:
-        for attempt in (1, 2):  # one quiet retry on a stale keep-alive connection
-            try:
-                conn = self._connection()
-                conn.request("POST", self._path, body=body, headers=self._headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException) as e:
-                self._close()
-                if attempt == 2:
-                    raise SendError(str(e) or type(e).__name__) from None
-                continue
-            if resp.status == 200:
-                rejected = orjson.loads(data).get("rejected") or []
-                if rejected:
-                    logger.error("controlroom rejected %d event(s): %s", len(rejected), rejected[:5])
-                    if self.strict:
-                        raise AssertionError(f"controlroom rejected events: {rejected[:5]}")
-                return
-            if resp.status == 413:
-                self._post_halves(body)
-                return
-            if resp.status in (429, 502, 503, 504) or resp.status >= 500:
-                raise SendError(f"HTTP {resp.status}")
-            raise Rejected(f"HTTP {resp.status}: {data[:500]!r}")
-        raise SendError("unreachable")  # pragma: no cover
+        try:
+            answer = self.transport.send(Request("POST", "/v1/events", body, self._headers))
+        except OSError as e:
+            raise SendError(str(e) or type(e).__name__) from None
+        status = answer.status
+        if status == 200:
+            rejected = answer.json().get("rejected") or []
+            if rejected:
+                logger.error("controlroom rejected %d event(s): %s", len(rejected), rejected[:5])
+                if self.strict:
+                    raise AssertionError(f"controlroom rejected events: {rejected[:5]}")
+            return
+        if status == 413:
+            self._post_halves(body)
+            return
+        if status == 429 or status >= 500:
+            raise SendError(f"HTTP {status}")
+        raise Rejected(f"HTTP {status}: {answer.body[:500]!r}")
 
     def _post_halves(self, body: bytes) -> None:
         events = orjson.loads(gzip.decompress(body))["events"]
@@ -246,16 +230,8 @@ class Exporter:
         self._post(encode(events[:mid]))
         self._post(encode(events[mid:]))
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=self.timeout)
-        return self._conn
-
     def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.transport.close()
 
     # -- flush and shutdown ------------------------------------------------------------------
     def flush(self, timeout: float) -> bool:

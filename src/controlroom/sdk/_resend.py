@@ -4,13 +4,11 @@ process will replay. Ingest is idempotent by event id, so sending a batch twice 
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import orjson
+from controlroom.sdk._transport import HTTPTransport, Request, Transport, json_headers
 
 SUFFIX = ".batch.gz"  # the SDK spool's file names (controlroom.sdk._spool)
 
@@ -34,37 +32,26 @@ def batches(paths: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
-def resend(paths: Iterable[Path], *, url: str, api_key: str, timeout: float = 30.0) -> Iterator[Outcome]:
+def resend(
+    paths: Iterable[Path],
+    *,
+    url: str,
+    api_key: str,
+    timeout: float = 30.0,
+    transport: Transport | None = None,
+) -> Iterator[Outcome]:
     """POST each batch (gzip-encoded JSON, as spooled) to ``url``/v1/events; delete those the server
     accepts. Raises OSError when the server cannot be reached (or answers something that is not
     HTTP), ValueError for a URL that is not http(s)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http:// or https:// URL")
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
-    headers = {
-        "Authorization": f"Bearer {api_key}",
-        "Content-Type": "application/json",
-        "Content-Encoding": "gzip",
-    }
+    transport = transport or HTTPTransport(url, timeout=timeout)
+    headers = json_headers(api_key, gzip=True)
     try:
         for path in batches(paths):
-            try:
-                conn.request(
-                    "POST", parts.path.rstrip("/") + "/v1/events", body=path.read_bytes(), headers=headers
-                )
-                resp = conn.getresponse()
-                data = resp.read()
-            except http.client.HTTPException as e:
-                raise OSError(f"not an HTTP answer ({type(e).__name__})") from None
-            try:
-                doc = orjson.loads(data) if data else {}
-            except orjson.JSONDecodeError:
-                doc = {}
-            if resp.status != 200:
-                detail = doc.get("detail") if isinstance(doc, dict) else None
-                yield Outcome(path, False, detail=f"HTTP {resp.status}: {detail or data[:200]!r}")
+            answer = transport.send(Request("POST", "/v1/events", path.read_bytes(), headers))
+            doc = answer.json()
+            if answer.status != 200:
+                detail = doc.get("detail")
+                yield Outcome(path, False, detail=f"HTTP {answer.status}: {detail or answer.body[:200]!r}")
                 continue
             path.unlink(missing_ok=True)  # (an SDK process replaying the same spool may have sent it too)
             rejected = doc.get("rejected") or []
@@ -77,4 +64,4 @@ def resend(paths: Iterable[Path], *, url: str, api_key: str, timeout: float = 30
                 detail="; ".join(f"{r.get('id')}: {r.get('reason')}" for r in rejected[:3]),
             )
     finally:
-        conn.close()
+        transport.close()

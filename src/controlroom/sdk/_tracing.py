@@ -19,6 +19,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from controlroom.money import USAGE_FIELDS
 from controlroom.sdk._client import Client, get_client
 from controlroom.sdk._control import RESERVATION_ATTRIBUTE, BudgetExceeded, call_outcome, input_token_bound
 
@@ -83,6 +84,12 @@ class _Decorates:
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
         raise NotImplementedError
 
+    async def __aenter__(self) -> Any:
+        raise NotImplementedError
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+        raise NotImplementedError
+
     def __call__(self, fn: F) -> F:
         try:
             sig: inspect.Signature | None = inspect.signature(fn)
@@ -94,7 +101,7 @@ class _Decorates:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with template._fresh(_call_args(sig, args, kwargs)) as scope:
+                async with template._fresh(_call_args(sig, args, kwargs)) as scope:
                     result = await fn(*args, **kwargs)
                     scope.set_output(result)
                     return result
@@ -285,11 +292,24 @@ class Span(_Decorates):
     def _end_fields(self, body: dict[str, Any]) -> None:
         """Subclasses add their end fields (usage, cost, ...)."""
 
+    def _admit(self, client: Client, run: Run) -> None:
+        """Control decisions before the span's work runs (the budget guard of LLM spans)."""
+
+    async def _aadmit(self, client: Client, run: Run) -> None:
+        """:meth:`_admit`, awaited (``async with``)."""
+
+    _settles = False
+    """True where :meth:`_settle` does something (spans whose cost the budget settles)."""
+
     def _settle(self, client: Client, error: BaseException | None) -> None:
         """Control bookkeeping after the span's work (the budget settlement of LLM spans)."""
 
-    def __enter__(self) -> Span:
-        client = self._client = get_client()
+    async def _asettle(self, client: Client, error: BaseException | None) -> None:
+        """:meth:`_settle`, awaited (``async with``)."""
+
+    def _open(self) -> Run:
+        """Become the current span (of the current run, or of a run of its own); its run."""
+        self._client = get_client()
         run = _current_run.get()
         if run is None:  # a span outside any run starts a run of its own
             run = self._implicit_run = Run(self.name)
@@ -299,20 +319,37 @@ class Span(_Decorates):
         if parent is not None and parent.run_id == run.run_id:
             self.parent_span_id = parent.span_id
         self._token = _current_span.set(self)
-        if client is None:
-            return self
-        try:
-            self._admit(client, run)
-        except BudgetExceeded as refused:  # refused before any request left: record it, then raise
-            self._emit_start(client)
-            self.set_attributes(refused.attributes())
-            self.__exit__(BudgetExceeded, refused, None)
-            raise
+        return run
+
+    def _refused(self, client: Client, refused: BudgetExceeded) -> None:
+        """Refused before any request left: record the span as failed (the caller raises)."""
         self._emit_start(client)
+        self.set_attributes(refused.attributes())
+        self.__exit__(BudgetExceeded, refused, None)
+
+    def __enter__(self) -> Span:
+        run = self._open()
+        client = self._client
+        if client is not None:
+            try:
+                self._admit(client, run)
+            except BudgetExceeded as refused:
+                self._refused(client, refused)
+                raise
+            self._emit_start(client)
         return self
 
-    def _admit(self, client: Client, run: Run) -> None:
-        """Control decisions before the span's work runs (the budget guard of LLM spans)."""
+    async def __aenter__(self) -> Span:
+        run = self._open()
+        client = self._client
+        if client is not None:
+            try:
+                await self._aadmit(client, run)
+            except BudgetExceeded as refused:
+                self._refused(client, refused)
+                raise
+            self._emit_start(client)
+        return self
 
     def _emit_start(self, client: Client) -> None:
         try:
@@ -336,7 +373,8 @@ class Span(_Decorates):
         except Exception as exc:
             internal_error(client, exc)
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+    def _close(self, e: BaseException | None) -> Client | None:
+        """Stop being the current span and emit its end; the client, if there is one."""
         if self._token is not None:
             _current_span.reset(self._token)
             self._token = None
@@ -344,36 +382,49 @@ class Span(_Decorates):
         client = self._client
         if e is not None:
             _mark(e, self.span_id)
-        if client is not None:
+        if client is None:
+            return None
+        try:
+            body: dict[str, Any] = {"span_id": self.span_id, "status": self.status}
+            if self._output is not None:
+                body["output"] = self._output
+            if e is not None:
+                body["error"] = error_info(e)
+            if self._end_attrs:
+                body["attributes"] = self._end_attrs
+            self._end_fields(body)
+            client.emit(
+                {
+                    "id": f"{self.run_id}{self.span_id}.e",
+                    "type": "span.ended",
+                    "run_id": self.run_id,
+                    "ts": time.time_ns(),
+                    "body": body,
+                }
+            )
+        except Exception as exc:
+            internal_error(client, exc)
+        return client
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
+        client = self._close(e)
+        if client is not None and self._settles:
             try:
-                body: dict[str, Any] = {"span_id": self.span_id, "status": self.status}
-                if self._output is not None:
-                    body["output"] = self._output
-                if e is not None:
-                    body["error"] = error_info(e)
-                if self._end_attrs:
-                    body["attributes"] = self._end_attrs
-                self._end_fields(body)
                 self._settle(client, e)
-                client.emit(
-                    {
-                        "id": f"{self.run_id}{self.span_id}.e",
-                        "type": "span.ended",
-                        "run_id": self.run_id,
-                        "ts": time.time_ns(),
-                        "body": body,
-                    }
-                )
             except Exception as exc:
                 internal_error(client, exc)
         if self._implicit_run is not None:
             self._implicit_run.__exit__(et, e, tb)
 
-    async def __aenter__(self) -> Span:
-        return self.__enter__()
-
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
-        self.__exit__(et, e, tb)
+        client = self._close(e)
+        if client is not None and self._settles:
+            try:
+                await self._asettle(client, e)
+            except Exception as exc:
+                internal_error(client, exc)
+        if self._implicit_run is not None:
+            self._implicit_run.__exit__(et, e, tb)
 
 
 @dataclass(slots=True)
@@ -386,17 +437,10 @@ class AttemptPlan:
     span: LLMSpan | None = None
 
 
-USAGE_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
-
-
 class LLMSpan(Span):
     """A model call. Record what came back with :meth:`record`."""
+
+    _settles = True
 
     __slots__ = (
         "attempt",
@@ -461,11 +505,8 @@ class LLMSpan(Span):
             input_tokens_estimate=self.input_tokens_estimate,
         )
 
-    def _admit(self, client: Client, run: Run) -> None:
-        """Reserve the call's worst-case cost under the daily cap before any request leaves."""
-        control = client.control
-        if control is None:
-            return
+    def _reservation(self, run: Run) -> dict[str, Any]:
+        """What :meth:`ControlClient.reserve` is asked for this call."""
 
         def estimate() -> int:  # measured only if the ledger is asked (not for an uncapped agent)
             given = self.input_tokens_estimate
@@ -473,34 +514,57 @@ class LLMSpan(Span):
                 given = given()
             return input_token_bound(self.input) if given is None else given
 
-        self.reservation_id = control.reserve(
-            agent=run.agent,
-            provider=self.provider,
-            model=self.model,
-            input_tokens=estimate,
-            max_output_tokens=self.max_tokens,
-            run_id=self.run_id,
-            span_id=self.span_id,
-        )
-        if self.reservation_id is not None:
-            self.attributes = {**(self.attributes or {}), RESERVATION_ATTRIBUTE: self.reservation_id}
+        return {
+            "agent": run.agent,
+            "provider": self.provider,
+            "model": self.model,
+            "input_tokens": estimate,
+            "max_output_tokens": self.max_tokens,
+            "run_id": self.run_id,
+            "span_id": self.span_id,
+        }
 
-    def _settle(self, client: Client, error: BaseException | None) -> None:
-        if self.reservation_id is None or client.control is None:
-            return
+    def _held(self, reservation_id: str | None) -> None:
+        self.reservation_id = reservation_id
+        if reservation_id is not None:
+            self.attributes = {**(self.attributes or {}), RESERVATION_ATTRIBUTE: reservation_id}
+
+    def _admit(self, client: Client, run: Run) -> None:
+        """Reserve the call's worst-case cost under the daily cap before any request leaves."""
+        if client.control is not None:
+            self._held(client.control.reserve(**self._reservation(run)))
+
+    async def _aadmit(self, client: Client, run: Run) -> None:
+        if client.control is not None:
+            self._held(await client.control.areserve(**self._reservation(run)))
+
+    def _settlement(self, error: BaseException | None) -> dict[str, Any]:
+        """What :meth:`ControlClient.settle` is told about this call."""
         if self.outcome:
             outcome = self.outcome
         elif error is not None:
             outcome = call_outcome(error)
         else:  # a call that reported neither usage nor cost is charged what it held, not $0
             outcome = "completed" if self.usage or self.cost_usd is not None else "unknown"
-        if not client.control.settle(
-            self.reservation_id, outcome=outcome, usage=self.usage, cost_usd=self.cost_usd
-        ):
-            logger.warning(
-                "controlroom: could not settle reservation %s; it settles at its hold when it expires",
-                self.reservation_id,
-            )
+        return {"outcome": outcome, "usage": self.usage, "cost_usd": self.cost_usd}
+
+    def _unsettled(self) -> None:
+        logger.warning(
+            "controlroom: could not settle reservation %s; it settles at its hold when it expires",
+            self.reservation_id,
+        )
+
+    def _settle(self, client: Client, error: BaseException | None) -> None:
+        if self.reservation_id is None or client.control is None:
+            return
+        if not client.control.settle(self.reservation_id, **self._settlement(error)):
+            self._unsettled()
+
+    async def _asettle(self, client: Client, error: BaseException | None) -> None:
+        if self.reservation_id is None or client.control is None:
+            return
+        if not await client.control.asettle(self.reservation_id, **self._settlement(error)):
+            self._unsettled()
 
     def record(
         self,

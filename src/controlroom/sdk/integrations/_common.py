@@ -14,6 +14,7 @@ budget, say) must reach the agent.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import threading
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 from controlroom.sdk._client import get_client
 from controlroom.sdk._control import input_token_bound
 from controlroom.sdk._tracing import LLMSpan, internal_error
+from controlroom.sdk._transport import in_background
 
 WRAPPED = "__controlroom_instrumented__"
 CLOSED_EARLY = "gen_ai.stream.closed_early"
@@ -214,6 +216,11 @@ class LLMCall:
         self.started = time.monotonic()
         self._ctx.run(self.span.__enter__)
 
+    async def astart(self) -> None:
+        """:meth:`start` for an async call: the reservation is awaited, the event loop runs on."""
+        self.started = time.monotonic()
+        await asyncio.create_task(self.span.__aenter__(), context=self._ctx)
+
     def claim(self) -> bool:
         """True for the one caller that gets to end the span."""
         with self._lock:
@@ -224,25 +231,39 @@ class LLMCall:
 
     def exit(self, error: BaseException | None = None) -> None:
         """End the span (after :meth:`claim`); ``error`` marks it failed."""
-        if error is None:
-            self._ctx.run(self.span.__exit__, None, None, None)
-        else:
-            self._ctx.run(self.span.__exit__, type(error), error, error.__traceback__)
+        self._ctx.run(self.span.__exit__, *_exc_info(error))
+
+    async def aexit(self, error: BaseException | None = None) -> None:
+        """:meth:`exit` for an async call: the settlement is awaited."""
+        await asyncio.create_task(self.span.__aexit__(*_exc_info(error)), context=self._ctx)
 
     def fail(self, error: BaseException) -> None:
         """The call raised: end the span failed (with the HTTP status and request id, if any)."""
-        if not self.claim():
-            return
-        try:
-            with guarded:
-                status = as_int(getattr(error, "status_code", None))
-                if status is not None:
-                    self.span.set_attribute("http.response.status_code", status)
-                request_id = getattr(error, "request_id", None)
-                if isinstance(request_id, str) and request_id:
-                    self.span.set_attribute("gen_ai.response.request_id", request_id)
-        finally:
+        if self._failed(error):
             self.exit(error)
+
+    async def afail(self, error: BaseException) -> None:
+        """:meth:`fail` for an async call."""
+        if self._failed(error):
+            await self.aexit(error)
+
+    def _failed(self, error: BaseException) -> bool:
+        """Claim the span and record the HTTP status and request id of ``error``; False if the
+        span was already ended."""
+        if not self.claim():
+            return False
+        with guarded:
+            status = as_int(getattr(error, "status_code", None))
+            if status is not None:
+                self.span.set_attribute("http.response.status_code", status)
+            request_id = getattr(error, "request_id", None)
+            if isinstance(request_id, str) and request_id:
+                self.span.set_attribute("gen_ai.response.request_id", request_id)
+        return True
+
+
+def _exc_info(error: BaseException | None) -> tuple[Any, BaseException | None, Any]:
+    return (None, None, None) if error is None else (type(error), error, error.__traceback__)
 
 
 class StreamState(Protocol):
@@ -278,15 +299,12 @@ def describe(endpoint: Endpoint, kwargs: Mapping[str, Any]) -> Request:
     return request
 
 
-def _finish_response(call: LLMCall, endpoint: Endpoint, response: Any) -> None:
-    if not call.claim():
-        return
+def _recorded(call: LLMCall, endpoint: Endpoint, response: Any) -> BaseException | None:
+    """Record a response on the span; a failure it reports, if any."""
     failure: BaseException | None = None
-    try:
-        with guarded:
-            failure = endpoint.record(call.span, response)
-    finally:
-        call.exit(failure)
+    with guarded:
+        failure = endpoint.record(call.span, response)
+    return failure
 
 
 # -- streams, observed in place -----------------------------------------------------------------------------
@@ -311,19 +329,25 @@ class _StreamEnd:
             self.state.feed(item)
 
     def finish(self, error: BaseException | None = None, *, closed: bool = False) -> None:
-        if not self.call.claim():
-            return
-        try:
-            with guarded:
-                failure = self.state.record(self.call.span)
-                if error is None:
-                    error = failure
-                if closed:
-                    self.call.span.set_attribute(CLOSED_EARLY, True)
-                    # what the provider generated (and bills) is unknown: settle at the full hold
-                    self.call.span.outcome = "unknown"
-        finally:
-            self.call.exit(error)
+        if self.call.claim():
+            self.call.exit(self._recorded(error, closed))
+
+    async def afinish(self, error: BaseException | None = None, *, closed: bool = False) -> None:
+        """:meth:`finish` of an async stream."""
+        if self.call.claim():
+            await self.call.aexit(self._recorded(error, closed))
+
+    def _recorded(self, error: BaseException | None, closed: bool) -> BaseException | None:
+        """Record what the stream brought on the span; the error to end it with."""
+        with guarded:
+            failure = self.state.record(self.call.span)
+            if error is None:
+                error = failure
+            if closed:
+                self.call.span.set_attribute(CLOSED_EARLY, True)
+                # what the provider generated (and bills) is unknown: settle at the full hold
+                self.call.span.outcome = "unknown"
+        return error
 
 
 def _observed(inner: Iterator[Any], end: _StreamEnd) -> Iterator[Any]:
@@ -350,17 +374,23 @@ async def _aobserved(inner: AsyncIterator[Any], end: _StreamEnd) -> AsyncIterato
             end.feed(item)
             yield item
     except GeneratorExit:
-        end.finish(closed=True)
+        await end.afinish(closed=True)
         raise
     except BaseException as exc:
-        end.finish(exc)
+        await end.afinish(exc)
         raise
     else:
-        end.finish()
+        await end.afinish()
 
 
-def _dropped(end: _StreamEnd) -> None:
-    end.finish(closed=True)
+def _dropped(end: _StreamEnd, is_async: bool) -> None:
+    """A stream garbage-collected unread: end its span. The collector may run on an event loop's
+    thread, so an async stream's span ends (and settles, a blocking request) on the SDK's I/O
+    threads."""
+    if is_async:
+        in_background(functools.partial(end.finish, closed=True))
+    else:
+        end.finish(closed=True)
 
 
 def observe_stream(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> None:
@@ -384,7 +414,7 @@ def observe_stream(stream: Any, call: LLMCall, state: StreamState, *, is_async: 
                     if target is not None:
                         await cls_close(target)
                 finally:
-                    end.finish(closed=True)
+                    await end.afinish(closed=True)
 
             stream.close = aclose
         else:
@@ -399,7 +429,7 @@ def observe_stream(stream: Any, call: LLMCall, state: StreamState, *, is_async: 
 
             stream.close = close
         with guarded:
-            finalizer = weakref.finalize(stream, _dropped, end)
+            finalizer = weakref.finalize(stream, _dropped, end, is_async)
             finalizer.atexit = False
     except Exception as exc:
         end.finish()
@@ -409,37 +439,39 @@ def observe_stream(stream: Any, call: LLMCall, state: StreamState, *, is_async: 
 # -- wrapping bound methods ------------------------------------------------------------------------------
 
 
-def _begin(provider: str, endpoint: Endpoint, kwargs: dict[str, Any]) -> tuple[LLMCall, dict[str, Any]]:
-    """Before the request: the call's span, entered (a refused budget raises here), and the keyword
-    arguments to send (as :attr:`Endpoint.prepare` makes them)."""
+def _prepared(provider: str, endpoint: Endpoint, kwargs: dict[str, Any]) -> tuple[LLMCall, dict[str, Any]]:
+    """Before the request: the call's span (not entered yet), and the keyword arguments to send (as
+    :attr:`Endpoint.prepare` makes them)."""
     call = LLMCall(provider, describe(endpoint, kwargs))
     if endpoint.prepare is not None:
         with guarded:
             kwargs = endpoint.prepare(dict(kwargs))
-    call.start()
     return call, kwargs
 
 
-def _returned(
-    call: LLMCall, endpoint: Endpoint, kwargs: Mapping[str, Any], result: Any, *, is_async: bool
-) -> None:
-    """The request returned: a stream ends the span when it ends, a response ends it now."""
+def _streamed(
+    call: LLMCall, endpoint: Endpoint, kwargs: Mapping[str, Any], result: Any, is_async: bool
+) -> bool:
+    """The request returned: a stream ends the span when it ends (True); a response is ended by
+    the caller (False)."""
     if kwargs.get("stream") is True and isinstance(result, endpoint.stream_types):
         observe_stream(result, call, endpoint.stream_state(), is_async=is_async)
-    else:
-        _finish_response(call, endpoint, result)
+        return True
+    return False
 
 
 def _sync_method(original: Callable[..., Any], provider: str, endpoint: Endpoint) -> Callable[..., Any]:
     @functools.wraps(original)
     def method(*args: Any, **kwargs: Any) -> Any:
-        call, kwargs = _begin(provider, endpoint, kwargs)
+        call, kwargs = _prepared(provider, endpoint, kwargs)
+        call.start()  # a refused budget raises here
         try:
             result = original(*args, **kwargs)
         except BaseException as exc:
             call.fail(exc)
             raise
-        _returned(call, endpoint, kwargs, result, is_async=False)
+        if not _streamed(call, endpoint, kwargs, result, False) and call.claim():
+            call.exit(_recorded(call, endpoint, result))
         return result
 
     return method
@@ -450,13 +482,15 @@ def _async_method(
 ) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(original)
     async def method(*args: Any, **kwargs: Any) -> Any:
-        call, kwargs = _begin(provider, endpoint, kwargs)
+        call, kwargs = _prepared(provider, endpoint, kwargs)
+        await call.astart()  # the reservation is awaited; a refused budget raises here
         try:
             result = await original(*args, **kwargs)
         except BaseException as exc:
-            call.fail(exc)
+            await call.afail(exc)
             raise
-        _returned(call, endpoint, kwargs, result, is_async=True)
+        if not _streamed(call, endpoint, kwargs, result, True) and call.claim():
+            await call.aexit(_recorded(call, endpoint, result))
         return result
 
     return method

@@ -282,9 +282,8 @@ class _ManagerBase:
             raise AttributeError(name)
         return getattr(self._manager, name)
 
-    def _start(self) -> LLMCall:
+    def _new_call(self) -> LLMCall:
         call = self._call = LLMCall(self._provider, describe(self._endpoint, self._kwargs))
-        call.start()
         return call
 
     def _opened(self, call: LLMCall, message_stream: Any, is_async: bool) -> None:
@@ -294,16 +293,17 @@ class _ManagerBase:
         if raw is not None:
             observe_stream(raw, call, self._endpoint.stream_state(), is_async=is_async)
 
-    def _closed(self) -> None:
-        """The block ended: if the stream did not end the span, end it now (without its events)."""
+    def _unended(self) -> LLMCall | None:
+        """The block ended: the call, if the stream did not end its span (to end it now, without
+        its events)."""
         call = self._call
-        if call is not None and call.claim():
-            call.exit(None)
+        return call if call is not None and call.claim() else None
 
 
 class _StreamManager(_ManagerBase):
     def __enter__(self) -> Any:
-        call = self._start()
+        call = self._new_call()
+        call.start()
         try:
             message_stream = self._manager.__enter__()
         except BaseException as exc:
@@ -318,16 +318,18 @@ class _StreamManager(_ManagerBase):
         try:
             return self._manager.__exit__(et, e, tb)
         finally:
-            self._closed()
+            if call := self._unended():
+                call.exit(None)
 
 
 class _AsyncStreamManager(_ManagerBase):
     async def __aenter__(self) -> Any:
-        call = self._start()
+        call = self._new_call()
+        await call.astart()
         try:
             message_stream = await self._manager.__aenter__()
         except BaseException as exc:
-            call.fail(exc)
+            await call.afail(exc)
             raise
         self._opened(call, message_stream, is_async=True)
         return message_stream
@@ -338,4 +340,5 @@ class _AsyncStreamManager(_ManagerBase):
         try:
             return await self._manager.__aexit__(et, e, tb)
         finally:
-            self._closed()
+            if call := self._unended():
+                await call.aexit(None)
