@@ -22,6 +22,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
 from controlroom.errors import ConfigError
+from controlroom.sdk._approval_gate import ApprovalGate, ApprovedTool, KeyFunction
+from controlroom.sdk._approval_gate import requires_approval as _requires_approval
+from controlroom.sdk._approvals import ApprovalError, ApprovalPending, ApprovalRejected, Grant
 from controlroom.sdk._client import Client, init, shutdown
 from controlroom.sdk._client import get_client as _get_client
 from controlroom.sdk._control import BudgetExceeded
@@ -39,20 +42,26 @@ from controlroom.sdk._tracing import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApprovalError",
+    "ApprovalPending",
+    "ApprovalRejected",
     "BudgetExceeded",
     "Client",
     "ConfigError",
+    "Grant",
     "LLMSpan",
     "Run",
     "Span",
     "ToolSpan",
     "__version__",
+    "approval",
     "call_with_fallback",
     "current_run",
     "current_span",
     "flush",
     "init",
     "llm",
+    "requires_approval",
     "run",
     "score",
     "shutdown",
@@ -156,12 +165,80 @@ def llm(
 @overload
 def tool(name: F, /) -> F: ...
 @overload
-def tool(name: str, /, *, input: Any = ..., attributes: Mapping[str, Any] | None = ...) -> ToolSpan: ...
-def tool(name: str | F, /, *, input: Any = None, attributes: Mapping[str, Any] | None = None) -> ToolSpan | F:
-    """A tool call: ``with controlroom.tool("lookup_order"):``, ``@controlroom.tool("lookup_order")`` or ``@controlroom.tool``."""
+def tool(
+    name: str,
+    /,
+    *,
+    input: Any = ...,
+    attributes: Mapping[str, Any] | None = ...,
+    approval: bool | str = ...,
+) -> ToolSpan: ...
+def tool(
+    name: str | F,
+    /,
+    *,
+    input: Any = None,
+    attributes: Mapping[str, Any] | None = None,
+    approval: bool | str = False,
+) -> ToolSpan | F:
+    """A tool call: ``with controlroom.tool("lookup_order"):``, ``@controlroom.tool("lookup_order")`` or ``@controlroom.tool``.
+
+    ``approval=True`` (or a role, ``"admin"``) makes a decorated tool wait for a person's approval of
+    each call, as :func:`requires_approval` does, inside the tool's span."""
     if callable(name):
         return ToolSpan(name.__name__)(name)
+    if approval:
+        return ApprovedTool(
+            name, role=None if approval is True else str(approval), input=input, attributes=attributes
+        )
     return ToolSpan(name, input=input, attributes=attributes)
+
+
+def approval(
+    action: str, arguments: Any, *, key: str | None = None, role: str | None = None, wait: float = 30.0
+) -> ApprovalGate:
+    """The gate of a sensitive action: it runs only once a person approved ``action`` with exactly
+    these ``arguments`` (JSON values). Nothing is asked until the gate is used::
+
+        with controlroom.approval("refund", {"order": 1042, "usd": "30.00"}) as grant:
+            refund(1042, "30.00")  # runs only when granted; reported executed, or failed if it raises
+
+    ``async with`` (and ``grant = await controlroom.approval(...)``) waits without blocking the
+    event loop; ``grant = controlroom.approval(...).grant()`` waits on this thread. The request is
+    found again by its run, ``key`` (the model's tool-call id; by default the action's step in the
+    run) and the arguments. Approved: the grant is claimed (once, ever) and returned. Rejected,
+    expired or cancelled: :class:`ApprovalRejected`. Still pending after ``wait`` seconds:
+    :class:`ApprovalPending` (the request stays pending). ``role``: the least role that may decide
+    (``approver`` by default, or stricter if the action's policy says so)."""
+    return ApprovalGate(action, arguments, key=key, role=role, wait=wait)
+
+
+@overload
+def requires_approval(action: F, /) -> F: ...
+@overload
+def requires_approval(
+    action: str | None = ...,
+    /,
+    *,
+    role: str | None = ...,
+    wait: float = ...,
+    key: KeyFunction | None = ...,
+) -> Callable[[F], F]: ...
+def requires_approval(
+    action: str | F | None = None,
+    /,
+    *,
+    role: str | None = None,
+    wait: float = 30.0,
+    key: KeyFunction | None = None,
+) -> Callable[[F], F] | F:
+    """A decorator (sync and ``async def`` functions): each call waits for a person's approval of
+    the call's arguments (by parameter name, defaults included, as JSON) as :func:`approval` does,
+    then runs the function once with exactly those arguments. ``action`` defaults to the function's
+    name; ``key`` is a function of the arguments (a dict) giving the idempotency key."""
+    if callable(action):
+        return _requires_approval(None)(action)
+    return _requires_approval(action, role=role, wait=wait, key=key)
 
 
 def flush(timeout: float = 5.0) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from controlroom.errors import ConfigError
+from controlroom.sdk._approvals import ApprovalClient
 from controlroom.sdk._control import ControlClient
 from controlroom.sdk._exporter import Exporter
 from controlroom.sdk._transport import Transport
@@ -61,6 +62,9 @@ class Client:
             if config.budget
             else None
         )
+        self.approvals = ApprovalClient(
+            config.url, config.api_key, config.control_timeout, transport=transport
+        )
 
     def flush(self, timeout: float = 5.0) -> bool:
         return self.exporter.flush(timeout)
@@ -68,6 +72,7 @@ class Client:
     def shutdown(self, timeout: float | None = None) -> bool:
         if self.control is not None:
             self.control.close()
+        self.approvals.close()
         return self.exporter.shutdown(self.config.shutdown_timeout if timeout is None else timeout)
 
 

@@ -122,6 +122,7 @@ class Run(_Decorates):
     """One agent invocation. Use :func:`controlroom.run`."""
 
     __slots__ = (
+        "_approval_steps",
         "_client",
         "_fields",
         "_output",
@@ -143,6 +144,16 @@ class Run(_Decorates):
         self._token: Token[Run | None] | None = None
         self.started = False
         self.status: str | None = None
+        self._approval_steps: dict[str, int] = {}
+
+    def approval_step(self, action: str) -> int:
+        """The step of this run's next approval of ``action`` (1, 2, ...). It moves on only once
+        the request of the current step was decided (:meth:`approval_decided`): asking again about
+        an undecided one finds it."""
+        return self._approval_steps.get(action, 0) + 1
+
+    def approval_decided(self, action: str, step: int) -> None:
+        self._approval_steps[action] = max(step, self._approval_steps.get(action, 0))
 
     def _fresh(self, call_input: Any) -> Run:
         return Run(self.agent, inputs=self.inputs if self.inputs is not None else call_input, **self._fields)

@@ -194,20 +194,27 @@ class MockTransport:
 # asyncio streams. A request in flight holds one pool thread, which waits on its socket with the
 # GIL released; the event loop only awaits a future. The pool is the SDK's own (not the loop's
 # default executor, which the agent's code may need) and its threads live on, so each keeps its
-# keep-alive connection for the next request.
+# keep-alive connection for the next request. Long polls (an approval's wait, up to tens of seconds
+# each) have a pool of their own, so tasks waiting for a person never hold up the quick control
+# calls (budget reservations) of the agent's other tasks.
 
 _POOL_SIZE = 32
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
+WAIT_POOL_SIZE = 64
+_pools: dict[bool, concurrent.futures.ThreadPoolExecutor] = {}
 _pool_lock = threading.Lock()
 
 
-def _executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
+def _executor(long_poll: bool = False) -> concurrent.futures.ThreadPoolExecutor:
+    pool = _pools.get(long_poll)
+    if pool is None:
         with _pool_lock:
-            if _pool is None:
-                _pool = concurrent.futures.ThreadPoolExecutor(_POOL_SIZE, thread_name_prefix="controlroom-io")
-    return _pool
+            pool = _pools.get(long_poll)
+            if pool is None:
+                pool = _pools[long_poll] = concurrent.futures.ThreadPoolExecutor(
+                    WAIT_POOL_SIZE if long_poll else _POOL_SIZE,
+                    thread_name_prefix="controlroom-wait" if long_poll else "controlroom-io",
+                )
+    return pool
 
 
 def in_background(fn: Callable[[], object]) -> None:
@@ -215,13 +222,16 @@ def in_background(fn: Callable[[], object]) -> None:
     _executor().submit(fn)
 
 
-async def in_thread(fn: Callable[[], T], *, abandoned: Callable[[T], None] | None = None) -> T:
-    """``fn()`` (a blocking request) awaited without blocking the event loop.
+async def in_thread(
+    fn: Callable[[], T], *, abandoned: Callable[[T], None] | None = None, long_poll: bool = False
+) -> T:
+    """``fn()`` (a blocking request) awaited without blocking the event loop; ``long_poll`` for a
+    request the server may hold for long (it runs on the pool of long polls).
 
     When the awaiting task is cancelled while ``fn`` runs, the task ends at once; ``fn`` finishes in
     its thread (a request cannot be taken back once sent) and ``abandoned`` receives its result, to
     undo what it did (release a hold no one will use)."""
-    future = _executor().submit(fn)
+    future = _executor(long_poll).submit(fn)
     try:
         return await asyncio.wrap_future(future)
     except asyncio.CancelledError:
