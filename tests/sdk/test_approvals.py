@@ -467,3 +467,40 @@ def test_a_cancelled_async_claim_is_reported_failed(server: FakeApprovals) -> No
     with server.cond:
         assert server.cond.wait_for(lambda: server.only()["status"] == "failed", 15)
     assert server.only()["error"]["type"] == "Cancelled"
+
+
+def test_a_method_is_approved_without_self_and_an_async_tool_is_awaited(server: FakeApprovals) -> None:
+    class Payments:
+        def __init__(self) -> None:
+            self.sent: list[tuple[str, int]] = []
+
+        @controlroom.requires_approval("wire")
+        def wire(self, to: str, usd: int) -> None:
+            self.sent.append((to, usd))
+
+    @controlroom.tool("scale_up", approval="admin")
+    async def scale_up(replicas: int) -> int:
+        return replicas
+
+    payments = Payments()
+    decide_when_asked(server, "approved")
+    payments.wire("ACME", 500)
+    decide_when_asked(server, "approved", nth=2)
+    assert asyncio.run(scale_up(3)) == 3
+    assert payments.sent == [("ACME", 500)]
+    assert [(a["arguments"], a["min_role"], a["status"]) for a in server.approvals.values()] == [
+        ({"to": "ACME", "usd": 500}, "approver", "executed"),
+        ({"replicas": 3}, "admin", "executed"),
+    ]
+
+
+def test_call_with_fallback_does_not_ask_again(server: FakeApprovals) -> None:
+    asked: list[str] = []
+
+    def attempt(model: str) -> None:
+        asked.append(model)
+        controlroom.approval("deploy", {"model": model}, wait=0).grant()
+
+    with controlroom.run("bot"), pytest.raises(controlroom.ApprovalPending):
+        controlroom.call_with_fallback(attempt, ["m1", "m2"], retries=2, backoff=0)
+    assert asked == ["m1"] and len(server.approvals) == 1
