@@ -216,48 +216,61 @@ def test_an_agent_killed_while_waiting_finds_its_request_again_and_runs_once(
 ) -> None:
     run_id = "b" * 32
     effects = tmp_path / "effects.txt"
+    started: list[subprocess.Popen[str]] = []
 
     def start() -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                AGENT,
-                agent.url,
-                agent.key,
-                str(tmp_path / "spool"),
-                run_id,
-                str(effects),
-            ],
-            env={**os.environ, "CONTROLROOM_STRICT": "0"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        started.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    AGENT,
+                    agent.url,
+                    agent.key,
+                    str(tmp_path / "spool"),
+                    run_id,
+                    str(effects),
+                ],
+                env={**os.environ, "CONTROLROOM_STRICT": "0"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
+        return started[-1]
 
-    def approval_spans() -> int:
+    def approval_spans() -> set[str]:
         with agent.store.read() as conn:
             rows = conn.execute(
                 select(events.c.body).where(events.c.run_id == run_id, events.c.type == "span.started")
             ).all()
-        return sum(orjson.loads(bytes(r.body)).get("kind") == "approval" for r in rows)
+        bodies = [orjson.loads(bytes(r.body)) for r in rows]
+        return {b["span_id"] for b in bodies if b.get("kind") == "approval"}
 
-    first = start()
-    a = nth_request(agent)  # asked, and waiting
-    first.send_signal(signal.SIGKILL)
-    first.wait(15)
-    assert not effects.exists()
+    try:
+        first = start()
+        a = nth_request(agent)  # asked, and waiting
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=15)
+        assert not effects.exists()
 
-    second = start()  # the same run again
-    wait_for(lambda: approval_spans() >= 2)  # the restarted agent is asking (its span came first)
-    decide(agent, a, "approved")
-    out, err = second.communicate(timeout=60)
-    assert out.strip() == "ran", err
-    assert effects.read_text() == "ACME 500\n"
+        second = start()  # the same run again
+        wait_for(
+            lambda: approval_spans() - {a.span_id}
+        )  # the restarted agent is asking (its span comes first)
+        decide(agent, a, "approved")
+        out, err = second.communicate(timeout=60)
+        assert out.strip() == "ran", err
+        assert effects.read_text() == "ACME 500\n"
 
-    third = start()  # and once more: the grant was used, it does not run twice
-    out, err = third.communicate(timeout=60)
-    assert out.strip() == "ApprovalError executed", err
-    assert effects.read_text() == "ACME 500\n"
-    with agent.store.read() as conn:
-        assert conn.execute(select(approvals.c.id, approvals.c.status)).all() == [(a.id, "executed")]
+        third = start()  # and once more: the grant was used, it does not run twice
+        out, err = third.communicate(timeout=60)
+        assert out.strip() == "ApprovalError executed", err
+        assert effects.read_text() == "ACME 500\n"
+        with agent.store.read() as conn:
+            assert conn.execute(select(approvals.c.id, approvals.c.status)).all() == [(a.id, "executed")]
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=15)
