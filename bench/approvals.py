@@ -8,7 +8,8 @@ Starts `controlroom serve` on a fresh database, with an approver in the project,
   while this process approves the request in the database, as another server process would: how
   long from the decision's commit until the agent holds its grant, p50 / p99 / max;
 - many waiters: W agents (asyncio tasks, one event loop) wait at once, then all are approved: all
-  must be granted, and the server's thread count is read while they wait.
+  must be granted, and the server's thread count is read while they wait (the SDK holds at most
+  64 long polls at once per process, `_transport.WAIT_POOL_SIZE`; the others queue in the agent).
 
     .venv/bin/python bench/approvals.py [--backend sqlite|postgresql] [--n 300] [--waiters 200]
 """
