@@ -33,7 +33,7 @@ class Checked:
             (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in self.doc["paths"]
         ]
         self.http = httpx.Client(
-            base_url=live.url, headers={"Authorization": f"Bearer {live.key}"}, timeout=30
+            base_url=live.url, headers={"Authorization": f"Bearer {live.admin_key}"}, timeout=30
         )
         self.seen: set[tuple[str, str, int]] = set()
 

@@ -44,7 +44,7 @@ def test_schemathesis_finds_nothing(live: Any, tmp_path: Path) -> None:
             "--workers",
             "1",
             "-H",
-            f"Authorization: Bearer {live.key}",
+            f"Authorization: Bearer {live.admin_key}",
             *EXCLUDED,
         ],
         capture_output=True,
