@@ -101,6 +101,7 @@ PROBLEM_STATUSES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_failed: the body does not fit the schema",
+    429: "too_many_requests: too many failed logins (with a Retry-After header)",
     503: "service_unavailable: the database cannot be reached, or stayed locked",
 }
 
