@@ -83,14 +83,14 @@ def free_port() -> int:
 @dataclass
 class LiveServer:
     url: str
-    key: str
+    key: str  # an agent key: what agents (and the SDK) use
     store: Store
     settings: Settings
+    admin_key: str = ""  # an admin key of the same project: budgets, prices, keys
 
-    def client(self, key: str | None = None) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {key or self.key}"}, timeout=30
-        )
+    def client(self, key: str | None = None, *, admin: bool = False) -> httpx.Client:
+        key = key or (self.admin_key if admin else self.key)
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
 class _Server(uvicorn.Server):
@@ -119,8 +119,8 @@ def price_and_cap(
     output_per_mtok: str = "1",
 ) -> None:
     """Through the API: a price override for ``model`` ($1/M tokens in and out by default) and a
-    daily cap for the key's project."""
-    with live.client() as http:
+    daily cap for the key's project (set with its admin key)."""
+    with live.client(admin=True) as http:
         price = {"model": model, "input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok}
         r = http.post("/v1/prices", json=price)
         assert r.status_code == 201, r.text
@@ -157,8 +157,9 @@ def live(store: Store, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
     with store.write() as conn:
         p = projects.ensure_project(conn, name="acme")
         key = projects.create_key(conn, project=p).key
+        admin_key = projects.create_key(conn, project=p, name="admin", scope="admin").key
     server, thread = start_server(store, settings)
-    yield LiveServer(f"http://127.0.0.1:{port}", key, store, settings)
+    yield LiveServer(f"http://127.0.0.1:{port}", key, store, settings, admin_key)
     server.should_exit = True
     thread.join(10)
 

@@ -107,7 +107,7 @@ costs = st.decimals(min_value=0, max_value=10**6, places=12, allow_nan=False, al
 def test_the_ledger_and_the_read_model_charge_the_same(
     live: LiveServer, usage: dict[str, int], cost_usd: str | None
 ) -> None:
-    with live.client() as http:
+    with live.client(admin=True) as http:
         if not http.get("/v1/prices").json()["prices"]:
             assert http.post("/v1/prices", json={"model": "prop-1", **RATES}).status_code == 201
             assert http.put("/v1/budgets", json={"cap_usd": "1000000000"}).status_code == 200

@@ -129,15 +129,31 @@ def _hex_id(pattern: re.Pattern[str], what: str, length: int) -> Any:
     return check
 
 
-RunId = Annotated[str, BeforeValidator(_hex_id(_HEX32, "run_id", 32))]
-SpanId = Annotated[str, BeforeValidator(_hex_id(_HEX16, "span_id", 16))]
+RunId = Annotated[
+    str,
+    BeforeValidator(_hex_id(_HEX32, "run_id", 32)),
+    WithJsonSchema({"type": "string", "pattern": "^(?!0{32}$)[0-9a-fA-F]{32}$"}),
+]
+SpanId = Annotated[
+    str,
+    BeforeValidator(_hex_id(_HEX16, "span_id", 16)),
+    WithJsonSchema({"type": "string", "pattern": "^(?!0{16}$)[0-9a-fA-F]{16}$"}),
+]
 Timestamp = Annotated[
     int,
     BeforeValidator(parse_ts),
     WithJsonSchema(
         {
-            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "integer", "minimum": 0}],
-            "description": "RFC 3339 (nanoseconds allowed) or integer epoch nanoseconds",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "format": "date-time",
+                    "pattern": "^2[0-9]{3}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+                },
+                {"type": "integer", "minimum": MIN_TS_NS},
+            ],
+            "description": "RFC 3339 (nanoseconds allowed) or integer epoch nanoseconds, from 2000-01-01 "
+            "to a day after the server's clock",
         }
     ),
 ]

@@ -45,7 +45,7 @@ def settle_path(rid: str) -> str:
 
 
 def test_a_reservation_answers_its_hold_budgets_and_expiry(capped: LiveServer) -> None:
-    with capped.client() as http:
+    with capped.client(admin=True) as http:
         assert (
             http.put(
                 "/v1/budgets", json={"cap_usd": "1", "agent": "bot", "timezone": "Asia/Tokyo"}
@@ -383,12 +383,20 @@ def test_an_unreachable_ledger_database_is_a_503(capped: LiveServer, monkeypatch
 
 def test_budget_settings_name_what_is_wrong(capped: LiveServer) -> None:
     broken = {"content": b'{"cap_usd": "1",', "headers": {"Content-Type": "application/json"}}
-    doc = assert_problem(call(capped, "PUT", "/v1/budgets", **broken), 400, "invalid_json")
+    doc = assert_problem(
+        call(capped, "PUT", "/v1/budgets", key=capped.admin_key, **broken), 400, "invalid_json"
+    )
     assert "errors" not in doc
-    doc = assert_problem(call(capped, "PUT", "/v1/budgets", json={"cap_usd": 1}), 422, "validation_failed")
+    doc = assert_problem(
+        call(capped, "PUT", "/v1/budgets", key=capped.admin_key, json={"cap_usd": 1}),
+        422,
+        "validation_failed",
+    )
     assert doc["errors"] == [{"parameter": "cap_usd", "reason": "Input should be a valid string"}]
     doc = assert_problem(
-        call(capped, "PUT", "/v1/budgets", json={"cap_usd": "1", "timezone": "Mars/Base"}),
+        call(
+            capped, "PUT", "/v1/budgets", key=capped.admin_key, json={"cap_usd": "1", "timezone": "Mars/Base"}
+        ),
         422,
         "validation_failed",
         "Mars/Base",
@@ -399,7 +407,7 @@ def test_budget_settings_name_what_is_wrong(capped: LiveServer) -> None:
 
 
 def test_a_refusal_by_calls_in_flight_says_to_retry_in_seconds_not_at_midnight(capped: LiveServer) -> None:
-    with capped.client() as http:
+    with capped.client(admin=True) as http:
         assert http.put("/v1/budgets", json={"cap_usd": "0.006"}).status_code == 200
         assert http.post(RESERVE, json=GOOD).status_code == 201  # $0.005 held by a call in flight
         r = http.post(RESERVE, json=GOOD)

@@ -43,7 +43,7 @@ DESCRIPTION = "Look an order up by its number and return its state, carrier and 
 @pytest.fixture
 def capped(live: LiveServer, tmp_path: Path) -> Iterator[LiveServer]:
     """acme-1 at $1/M input and $2/M output tokens, whatever the provider; the project capped at $0.01."""
-    with live.client() as http:
+    with live.client(admin=True) as http:
         price = {"model": MODEL, "input_per_mtok": "1", "output_per_mtok": "2"}
         assert http.post("/v1/prices", json=price).status_code == 201
         assert http.put("/v1/budgets", json={"cap_usd": CAP}).status_code == 200
@@ -179,7 +179,7 @@ def test_a_call_whose_tools_push_its_hold_over_the_cap_is_refused_before_any_req
     without_tools = hold_nanos(1000, how.recorded_input)
     with_tools = hold_nanos(1000, how.recorded_input, how.tools)
     cap = without_tools + (with_tools - without_tools) // 2  # the call fits; with its tools it does not
-    with capped.client() as http:
+    with capped.client(admin=True) as http:
         assert http.put("/v1/budgets", json={"cap_usd": str(usd(cap))}).status_code == 200
 
     with pytest.raises(controlroom.BudgetExceeded) as refused, controlroom.run("support-bot") as run:

@@ -66,7 +66,7 @@ def test_calls_over_the_cap_are_refused_before_they_are_made(capped: LiveServer)
 
 
 def test_a_refusal_is_not_retried_by_the_fallback_helper(capped: LiveServer) -> None:
-    with capped.client() as http:
+    with capped.client(admin=True) as http:
         assert http.put("/v1/budgets", json={"cap_usd": "0.001"}).status_code == 200
     made: list[str] = []
     with controlroom.run("billing-bot"), pytest.raises(controlroom.BudgetExceeded):
@@ -218,7 +218,7 @@ def test_the_demo_fleet_meets_its_caps_quietly(traced: LiveServer) -> None:
     assert project is not None
     assert set_demo_caps(traced.store, project) == ["$500 for the project", "$0.25 for coding-agent"]
     assert set_demo_caps(traced.store, project) == []  # a project with caps keeps its own
-    with traced.client() as http:
+    with traced.client(admin=True) as http:
         assert http.put("/v1/budgets", json={"cap_usd": "0", "agent": "coding-agent"}).status_code == 200
     LiveFleet._one_run(controlroom, random.Random(1), agent="coding-agent")  # no exception escapes
     LiveFleet._one_run(controlroom, random.Random(1), agent="support-bot")

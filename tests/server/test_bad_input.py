@@ -168,7 +168,7 @@ def _cursor(value: Any) -> str:
 
 def _price(**body: Any) -> Callable[[Any], httpx.Response]:
     def send(live: Any) -> httpx.Response:
-        return call(live, "POST", "/v1/prices", json=body)
+        return call(live, "POST", "/v1/prices", json=body, key=live.admin_key)
 
     return send
 
@@ -728,6 +728,7 @@ def test_duplicate_delivery_counts_nothing_twice(live: Any) -> None:
         "POST",
         "/v1/prices",
         json={"model": "acme-1", "input_per_mtok": "1.00", "output_per_mtok": "2.00"},
+        key=live.admin_key,
     )
     assert price.status_code == 201, price.text
     rid, rid2 = new_run_id(), new_run_id()
@@ -846,7 +847,7 @@ def test_absurd_but_valid_token_counts_do_not_stop_the_projector(
     quiet_projector_retries(caplog)
     # the largest a call may be: 1e10 tokens each way at the dearest override ($10,000 per MTok)
     price = {"model": "pricey-1", "input_per_mtok": "10000", "output_per_mtok": "10000"}
-    assert call(live, "POST", "/v1/prices", json=price).status_code == 201
+    assert call(live, "POST", "/v1/prices", json=price, key=live.admin_key).status_code == 201
     rid = new_run_id()
     usage = {"input_tokens": 10**10, "output_tokens": 10**10}
     batch = [run_started(rid), span_recorded(rid, new_span_id(), model="pricey-1", usage=usage)]

@@ -33,7 +33,7 @@ class Checked:
             (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in self.doc["paths"]
         ]
         self.http = httpx.Client(
-            base_url=live.url, headers={"Authorization": f"Bearer {live.key}"}, timeout=30
+            base_url=live.url, headers={"Authorization": f"Bearer {live.admin_key}"}, timeout=30
         )
         self.seen: set[tuple[str, str, int]] = set()
 
@@ -137,7 +137,61 @@ def test_every_route_answers_as_documented(api: Checked, live: LiveServer) -> No
     api("DELETE", "/v1/budgets", 204)
     api("DELETE", "/v1/budgets", 404)
 
+    people_and_approvals(api, live)
     assert {(m, p) for m, p, _ in api.seen} == api.operations()
+
+
+def people_and_approvals(api: Checked, live: LiveServer) -> None:
+    from argon2 import PasswordHasher
+
+    from controlroom.accounts import passwords
+    from controlroom.accounts import users as u
+
+    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    try:
+        with live.store.write() as conn:
+            user = u.create_user(conn, login="doc-approver", password="a long enough password")
+            acme = projects.get_project(conn, name="acme")
+            assert acme is not None
+            u.set_role(conn, user=user, project=acme, role=u.Role.approver)
+        person = {"Authorization": "", "X-Controlroom-CSRF": "1"}  # the session cookie, as a browser
+        login = {"login": "doc-approver", "password": "a long enough password"}
+        api("POST", "/v1/session", 401, json={**login, "password": "not the password"}, headers=person)
+        api("POST", "/v1/session", 403, json=login, headers={"Authorization": ""})  # no CSRF header
+        api("POST", "/v1/session", 422, json={"login": "doc-approver"}, headers=person)
+        api("POST", "/v1/session", 200, json=login, headers=person)
+        api("GET", "/v1/session", 200, headers=person)
+        api("GET", "/v1/session", 403)  # an API key has no session
+
+        asked = {"run_id": new_run_id(), "action": "refund", "arguments": {"usd": 5}, "idempotency_key": "k1"}
+        a = api("POST", "/v1/approvals", 201, json=asked).json()
+        api("POST", "/v1/approvals", 200, json=asked)
+        api("POST", "/v1/approvals", 422, json={**asked, "run_id": "0" * 32})
+        api("GET", "/v1/approvals", 200, params={"status": "pending"})
+        api("GET", "/v1/approvals", 400, params={"status": "maybe"})
+        api("GET", f"/v1/approvals/{a['id']}", 200, headers=person)
+        api("GET", f"/v1/approvals/{'e' * 32}", 404)
+        api("GET", f"/v1/approvals/{a['id']}/wait", 200, params={"timeout": 0.05})
+        api("GET", f"/v1/approvals/{a['id']}/wait", 400, params={"timeout": 600})
+        decision = {"decision": "approved", "arguments_hash": a["arguments_hash"]}
+        path = f"/v1/approvals/{a['id']}"
+        api("POST", f"{path}/decision", 403, json=decision)  # a key never decides
+        api("POST", f"{path}/decision", 422, json={**decision, "decision": "rejected"}, headers=person)
+        api("POST", f"{path}/decision", 200, json=decision, headers=person)
+        api("POST", f"{path}/decision", 409, json=decision, headers=person)
+        api("POST", f"{path}/claim", 200, json={"arguments_hash": a["arguments_hash"]})
+        api("POST", f"{path}/claim", 409, json={"arguments_hash": a["arguments_hash"]})
+        api(
+            "POST", f"{path}/outcome", 200, json={"outcome": "failed", "error": {"type": "E", "message": "m"}}
+        )
+        api("POST", f"{path}/outcome", 409, json={"outcome": "executed"})
+        other = api("POST", "/v1/approvals", 201, json={**asked, "idempotency_key": "k2"}).json()
+        api("POST", f"/v1/approvals/{other['id']}/cancel", 200, json={"reason": "run ended"})
+        api("POST", f"/v1/approvals/{other['id']}/cancel", 409, json={})
+        api("DELETE", "/v1/session", 204, headers=person)
+        api("DELETE", "/v1/session", 401, headers=person)
+    finally:
+        passwords.use_hasher(None)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

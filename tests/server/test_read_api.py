@@ -50,7 +50,8 @@ def recorded(run_id: str, span_id: str, ts: int, *, dur: int = SEC, **body: Any)
 
 @pytest.fixture
 def client(live: Any) -> Iterator[httpx.Client]:
-    with live.client() as c:
+    """The project's admin key: it reads, sends and sets prices."""
+    with live.client(admin=True) as c:
         yield c
 
 

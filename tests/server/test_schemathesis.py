@@ -16,14 +16,23 @@ CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "3xx", "401", "402", "403", "404", "409", "429", "5xx"]
 """
-# POST /v1/events: the event schemas come from controlroom.events, whose ids and timestamps do not
-# yet declare the patterns and ranges their validation checks (run ids of 32 hex digits, not all
-# zeros; timestamps from 2000 on): left out until they do.
+# POST /v1/events is checked in a run of its own without positive_data_acceptance: an event's time must
+# lie between 2000 and a day after the server's clock (a range that moves: no schema can state it),
+# and JSON Schema's "integer" admits 1e18, which a nanosecond timestamp refuses as a float.
 EXCLUDED = ["--exclude-path", "/v1/events"]
+# A person's routes need a browser session (a login with a password, then its cookie and CSRF header),
+# which Schemathesis does not have; and a long poll may be asked to wait a minute per example. All of
+# them are called for real, and their answers checked against the document, in test_openapi.py.
+EXCLUDED += ["--exclude-path-regex", "^/v1/session$|/decision$|/wait$"]
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_schemathesis_finds_nothing(live: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "selection",
+    [EXCLUDED, ["--include-path", "/v1/events", "--exclude-checks", "positive_data_acceptance"]],
+    ids=["all-but-events", "events"],
+)
+def test_schemathesis_finds_nothing(live: Any, tmp_path: Path, selection: list[str]) -> None:
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     st = Path(sys.executable).parent / "st"
@@ -44,8 +53,8 @@ def test_schemathesis_finds_nothing(live: Any, tmp_path: Path) -> None:
             "--workers",
             "1",
             "-H",
-            f"Authorization: Bearer {live.key}",
-            *EXCLUDED,
+            f"Authorization: Bearer {live.admin_key}",
+            *selection,
         ],
         capture_output=True,
         text=True,

@@ -128,6 +128,23 @@ def revoke_key(conn: Connection, *, key_id: int) -> None:
         raise NotFound(f"no active API key with id {key_id}")
 
 
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What an active API key is: its project and its scope."""
+
+    project: Project
+    scope: str
+
+
+def key_info(conn: Connection, key: str) -> KeyInfo | None:
+    row = conn.execute(
+        select(*_PROJECT, api_keys.c.scope)
+        .join(api_keys, api_keys.c.project_id == projects.c.id)
+        .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
+    ).first()
+    return KeyInfo(Project(*row[:3]), row[3]) if row else None
+
+
 def project_for_key(conn: Connection, key: str) -> Project | None:
     """The project an active key belongs to, or None."""
     row = conn.execute(

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Row, select, update
 
 from controlroom import events as ev
@@ -88,7 +89,7 @@ def _approval(row: Row[Any]) -> Approval:
         span_id=m["span_id"],
         agent=m["agent"],
         action=m["action"],
-        arguments=m["arguments"],
+        arguments=(m["arguments"] or {}).get("value"),
         arguments_hash=m["arguments_hash"],
         idempotency_key=m["idempotency_key"],
         started_by=m["started_by"],
@@ -169,6 +170,7 @@ def request(
     """Record a pending request, or find the one with the same binding. Returns it and whether it
     is new. The effective minimum role is the stricter of the action's policy and ``min_role``."""
     now = time.time_ns() if now is None else now
+    _check_arguments(arguments)
     digest = arguments_hash(run_id=run_id, action=action, arguments=arguments)
     binding = (
         approvals.c.project_id == project_id,
@@ -193,7 +195,8 @@ def request(
             span_id=span_id,
             agent=agent,
             action=action,
-            arguments=arguments,
+            # wrapped: SQLite's JSON columns would turn a bare number or string back into a non-JSON value
+            arguments={"value": arguments},
             arguments_hash=digest,
             idempotency_key=idempotency_key,
             started_by=started_by,
@@ -223,6 +226,23 @@ def request(
             expires_at=expires,
         )
         return a, True
+
+
+MAX_ARGUMENTS_BYTES = 1_000_000
+
+
+def _check_arguments(arguments: Any) -> None:
+    """Arguments the store can keep exactly (JSON, integers within 64 bits, no NUL), or 422."""
+    try:
+        encoded = orjson.dumps(arguments)
+    except TypeError as e:
+        raise ValidationFailed(f"arguments cannot be stored as JSON: {e}", field="arguments") from None
+    if b"\\u0000" in encoded:
+        raise ValidationFailed("arguments: NUL characters (U+0000) are not allowed", field="arguments")
+    if len(encoded) > MAX_ARGUMENTS_BYTES:
+        raise ValidationFailed(
+            f"arguments are larger than {MAX_ARGUMENTS_BYTES} bytes of JSON", field="arguments"
+        )
 
 
 def _move(

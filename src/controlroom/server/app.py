@@ -16,19 +16,29 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from controlroom import __version__
+from controlroom.approvals.waiting import Waiters
 from controlroom.config import Settings
 from controlroom.cost.overrides import PricerCache
 from controlroom.errors import ControlroomError, internal_error
 from controlroom.server.deps import KeyCache, no_nul_in_query
 from controlroom.server.responses import JSONResponse, problem_response, request_problem
-from controlroom.server.routers import budget, ingest, otlp, runs, system
+from controlroom.server.routers import budget, ingest, otlp, people, runs, system
 from controlroom.server.schemas import EventBatch, Problem
 from controlroom.store.engine import Store
 from controlroom.workers.runtime import standard_runtime
 
 logger = logging.getLogger(__name__)
 FAST_ROUTES = (budget.fast,)
-ROUTERS = (ingest.router, otlp.router, runs.router, budget.router, budget.fast.document(), system.router)
+ROUTERS = (
+    ingest.router,
+    otlp.router,
+    runs.router,
+    budget.router,
+    budget.fast.document(),
+    people.router,
+    people.approvals,
+    system.router,
+)
 # Models the document refers to by name only: problem documents, and the event batch that ingest
 # validates event by event (so that one bad event does not refuse the batch).
 REFERENCED_MODELS = (Problem, EventBatch)
@@ -59,6 +69,7 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
         try:
             yield
         finally:
+            await app.state.approval_waiters.close()
             if worker is not None:
                 worker.stop()
 
@@ -73,6 +84,7 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
     app.state.settings = settings
     app.state.store = store
     app.state.keys = KeyCache(store)
+    app.state.approval_waiters = Waiters(store)
     app.state.pricers = PricerCache()
     app.state.schema_revision = None
     # ingest wakes an in-process runtime at once; a separate worker process polls

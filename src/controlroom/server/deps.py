@@ -9,13 +9,13 @@ from collections.abc import Callable
 from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 import orjson
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from pydantic import WithJsonSchema
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
-from controlroom.accounts.projects import Project, hash_key, project_for_key
+from controlroom.accounts.projects import KeyInfo, Project, hash_key, key_info
 from controlroom.config import Settings
 from controlroom.errors import (
     InvalidEncoding,
@@ -33,37 +33,37 @@ T = TypeVar("T")
 
 
 class KeyCache:
-    """API key -> project, cached briefly so ingest does not hit the database per request.
-    A revoked key stops working within KEY_CACHE_SECONDS."""
+    """API key -> its project and scope, cached briefly so ingest does not hit the database per
+    request. A revoked key stops working within KEY_CACHE_SECONDS."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._cache: dict[str, tuple[float, Project | None]] = {}
+        self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
         self._lock = threading.Lock()
 
-    def cached(self, key: str) -> tuple[bool, Project | None]:
-        """(found, project) without touching the database."""
+    def cached(self, key: str) -> tuple[bool, KeyInfo | None]:
+        """(found, key info) without touching the database."""
         return self._cached(hash_key(key), time.monotonic())
 
-    def _cached(self, h: str, now: float) -> tuple[bool, Project | None]:
+    def _cached(self, h: str, now: float) -> tuple[bool, KeyInfo | None]:
         hit = self._cache.get(h)
         if hit is not None and hit[0] > now:
             return True, hit[1]
         return False, None
 
-    def lookup(self, key: str) -> Project | None:
+    def lookup(self, key: str) -> KeyInfo | None:
         h = hash_key(key)
         now = time.monotonic()
-        found, project = self._cached(h, now)
+        found, info = self._cached(h, now)
         if found:
-            return project
+            return info
         with self.store.read() as conn:
-            project = project_for_key(conn, key)
+            info = key_info(conn, key)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[h] = (now + KEY_CACHE_SECONDS, project)
-        return project
+            self._cache[h] = (now + KEY_CACHE_SECONDS, info)
+        return info
 
 
 def get_store(request: Request) -> Store:
@@ -81,22 +81,24 @@ def get_settings(request: Request) -> Settings:
 bearer = HTTPBearer(auto_error=False, scheme_name="apiKey")
 
 
-async def current_project(request: Request, _: Annotated[Any, Security(bearer)]) -> Project:
-    return await authorized_project(request.headers.get("authorization", ""), request.app.state.keys)
-
-
 async def authorized_project(header: str, cache: KeyCache) -> Project:
-    """The project of the key in an ``Authorization: Bearer <key>`` header, or Unauthorized; the
-    database is asked (off the event loop) only for a key the cache does not know."""
+    """The project of the key in an ``Authorization: Bearer <key>`` header (any scope), or
+    Unauthorized."""
+    return (await authorized_key(header, cache)).project
+
+
+async def authorized_key(header: str, cache: KeyCache) -> KeyInfo:
+    """The key in an ``Authorization: Bearer <key>`` header, or Unauthorized; the database is asked
+    (off the event loop) only for a key the cache does not know."""
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("send the project API key as 'Authorization: Bearer <key>'")
-    found, project = cache.cached(key.strip())
+    found, info = cache.cached(key.strip())
     if not found:
-        project = await run_in_threadpool(cache.lookup, key.strip())
-    if project is None:
+        info = await run_in_threadpool(cache.lookup, key.strip())
+    if info is None:
         raise Unauthorized("the API key is not valid (unknown or revoked)")
-    return project
+    return info
 
 
 def no_nul_in_query(request: Request) -> None:
@@ -110,7 +112,6 @@ def no_nul_in_query(request: Request) -> None:
 QueryText = Annotated[str | None, WithJsonSchema({"type": "string", "pattern": "^[^\\u0000]*$"})]
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ProjectDep = Annotated[Project, Depends(current_project)]
 
 
 async def in_read(

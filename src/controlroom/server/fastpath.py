@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from inspect import Parameter, Signature
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import anyio.to_thread
 from fastapi import APIRouter, Body, Security
@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from controlroom.accounts.projects import Project
 from controlroom.errors import ControlroomError, internal_error
+from controlroom.server.auth import Permission
 from controlroom.server.deps import authorized_project, bearer, json_content_type, read_body
 from controlroom.server.responses import problem_response, request_problem
 from controlroom.store.ledger import LedgerBusy
@@ -48,6 +49,9 @@ Handler = Callable[[Any, Project, Any, dict[str, str], bool], BaseModel]
 
 @dataclass
 class FastRoute:
+    """A fast route needs an API key of any scope (``Permission.RESERVE``): people do not reserve."""
+
+    permission: ClassVar[Permission] = Permission.RESERVE
     path: str
     body: type[BaseModel]
     handler: Handler

@@ -93,6 +93,7 @@ PROBLEM_STATUSES = {
     400: "invalid_json, invalid_encoding, invalid_event or invalid_query (a query or path parameter, "
     "NUL characters in any)",
     401: "unauthorized: missing or invalid API key",
+    403: "forbidden: the key's scope or the person's role does not allow it (csrf_failed: a change with a session that did not come from this server's pages)",
     402: "daily_cost_cap_reached (reason: cap_reached, held_by_in_flight_calls or unpriced_model), "
     "with a Retry-After header unless waiting would not help",
     404: "not_found",
@@ -100,6 +101,7 @@ PROBLEM_STATUSES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_failed: the body does not fit the schema",
+    429: "too_many_requests: too many failed logins (with a Retry-After header)",
     503: "service_unavailable: the database cannot be reached, or stayed locked",
 }
 

@@ -12,7 +12,8 @@ from controlroom.budget import ledger
 from controlroom.budget.days import utc_seconds
 from controlroom.events import format_ts
 from controlroom.money import Usage, to_usd
-from controlroom.server.deps import ProjectDep, QueryText, StoreDep, in_read
+from controlroom.server.auth import AdminProject, ReadProject
+from controlroom.server.deps import QueryText, StoreDep, in_read
 from controlroom.server.fastpath import FastRoutes
 from controlroom.server.schemas import (
     BudgetHoldOut,
@@ -47,10 +48,10 @@ def status_out(st: ledger.BudgetStatus) -> BudgetStatusOut:
 @router.put(
     "/v1/budgets",
     response_model=BudgetStatusOut,
-    responses=problems(400, 401, 422),
+    responses=problems(400, 401, 403, 422),
     summary="Set a daily cost cap",
 )
-async def put_budget(body: BudgetIn, project: ProjectDep, store: StoreDep) -> BudgetStatusOut:
+async def put_budget(body: BudgetIn, project: AdminProject, store: StoreDep) -> BudgetStatusOut:
     """A cap for the project, or for one agent of it. Calls are refused before they are made once
     the day's settled spend (including spend seen only in traces) plus what calls in flight hold
     would cross it."""
@@ -68,10 +69,10 @@ async def put_budget(body: BudgetIn, project: ProjectDep, store: StoreDep) -> Bu
 @router.get(
     "/v1/budgets",
     response_model=BudgetList,
-    responses=problems(400, 401),
+    responses=problems(400, 401, 403),
     summary="Budgets with today's spend",
 )
-async def list_budgets(project: ProjectDep, store: StoreDep) -> BudgetList:
+async def list_budgets(project: ReadProject, store: StoreDep) -> BudgetList:
     def read(conn: Any) -> list[ledger.BudgetStatus]:
         return [ledger.status(conn, b) for b in ledger.list_budgets(conn, project_id=project.id)]
 
@@ -81,11 +82,11 @@ async def list_budgets(project: ProjectDep, store: StoreDep) -> BudgetList:
 @router.delete(
     "/v1/budgets",
     status_code=204,
-    responses=problems(400, 401, 404, s404="not_found: no such cap"),
+    responses=problems(400, 401, 403, 404, s404="not_found: no such cap"),
     summary="Remove a cap",
 )
 async def delete_budget(
-    project: ProjectDep,
+    project: AdminProject,
     store: StoreDep,
     agent: Annotated[QueryText, Query(description="Omit for the project's cap")] = None,
 ) -> None:

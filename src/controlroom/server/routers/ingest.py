@@ -3,7 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from controlroom.server.deps import ProjectDep, SettingsDep, StoreDep, parse_json, read_body
+from controlroom.server.auth import SendProject
+from controlroom.server.deps import SettingsDep, StoreDep, parse_json, read_body
 from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import IngestResponse, problems
 from controlroom.store.ingest import ingest_events
@@ -17,6 +18,7 @@ router = APIRouter(tags=["ingest"])
     responses=problems(
         400,
         401,
+        403,
         413,
         415,
         s400="invalid_json, invalid_encoding, or invalid_event: no valid event in the batch (each listed "
@@ -33,7 +35,7 @@ router = APIRouter(tags=["ingest"])
     summary="Append a batch of events to the run log",
 )
 async def post_events(
-    request: Request, project: ProjectDep, store: StoreDep, settings: SettingsDep
+    request: Request, project: SendProject, store: StoreDep, settings: SettingsDep
 ) -> JSONResponse:
     """Validates each event; appends the valid ones durably before answering. A re-sent event id is
     counted in ``duplicates`` and stored once; invalid events are listed in ``rejected`` by index

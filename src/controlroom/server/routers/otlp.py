@@ -7,7 +7,8 @@ from starlette.responses import Response
 from controlroom.errors import UnsupportedMediaType
 from controlroom.otlp.decode import encode_response
 from controlroom.otlp.ingest import ingest_otlp
-from controlroom.server.deps import ProjectDep, SettingsDep, StoreDep, read_body
+from controlroom.server.auth import SendProject
+from controlroom.server.deps import SettingsDep, StoreDep, read_body
 from controlroom.server.schemas import problems
 
 router = APIRouter(tags=["ingest"])
@@ -26,6 +27,7 @@ JSON = "application/json"
         **problems(
             400,
             401,
+            403,
             413,
             415,
             422,
@@ -47,7 +49,7 @@ JSON = "application/json"
     summary="OTLP/HTTP trace export (protobuf or JSON)",
 )
 async def post_traces(
-    request: Request, project: ProjectDep, store: StoreDep, settings: SettingsDep
+    request: Request, project: SendProject, store: StoreDep, settings: SettingsDep
 ) -> Response:
     """Point any OpenTelemetry exporter here (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=<url>/v1/traces``,
     ``OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer <key>``). Each trace becomes a run, each span a

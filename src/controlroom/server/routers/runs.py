@@ -9,7 +9,8 @@ from controlroom.errors import InvalidQuery
 from controlroom.events import RUN_STATUSES, format_ts, parse_ts
 from controlroom.money import Usage, parse_usd, to_usd
 from controlroom.projections import queries
-from controlroom.server.deps import ProjectDep, QueryText, StoreDep, in_read
+from controlroom.server.auth import ReadProject
+from controlroom.server.deps import QueryText, StoreDep, in_read
 from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import (
     AFTER_2000,
@@ -40,7 +41,7 @@ def _comma_separated(words: tuple[str, ...]) -> str:
 
 STATUSES = _comma_separated(RUN_STATUSES)
 GROUPS = _comma_separated(queries.GROUPS)
-PROBLEMS = problems(400, 401)
+PROBLEMS = problems(400, 401, 403)
 
 
 def _nanos(value: str | None) -> int | None:
@@ -210,7 +211,7 @@ def costs_json(costs: queries.DailyCosts) -> dict[str, Any]:
 
 @router.get("/v1/runs", response_model=RunList, responses=PROBLEMS, summary="List runs, newest first")
 async def list_runs(
-    project: ProjectDep,
+    project: ReadProject,
     store: StoreDep,
     agent: QueryText = None,
     status: Annotated[
@@ -268,12 +269,12 @@ async def list_runs(
 @router.get(
     "/v1/runs/{run_id}",
     response_model=RunDetail,
-    responses=problems(400, 401, 404, s404="not_found: no such run (or not yet projected)"),
+    responses=problems(400, 401, 403, 404, s404="not_found: no such run (or not yet projected)"),
     summary="One run with its span tree and scores",
 )
 async def get_run(
     run_id: Annotated[str, Path(description="32 hex digits", json_schema_extra={"pattern": HEX_RUN_ID})],
-    project: ProjectDep,
+    project: ReadProject,
     store: StoreDep,
 ) -> JSONResponse:
     rid = run_id.lower()
@@ -286,7 +287,7 @@ async def get_run(
     "/v1/costs/daily", response_model=DailyCosts, responses=PROBLEMS, summary="Cost and tokens per day"
 )
 async def costs_daily(
-    project: ProjectDep,
+    project: ReadProject,
     store: StoreDep,
     since: Annotated[
         str | None,

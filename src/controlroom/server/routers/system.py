@@ -9,7 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from controlroom import __version__
 from controlroom.cost import overrides as prices
 from controlroom.projections.projector import Projector
-from controlroom.server.deps import ProjectDep, StoreDep, in_read
+from controlroom.server.auth import AdminProject, ReadProject, open_route
+from controlroom.server.deps import StoreDep, in_read
 from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import Health, PriceIn, PriceList, PriceOut, problems
 from controlroom.store.tables import projection_errors
@@ -24,6 +25,7 @@ router = APIRouter()
     tags=["system"],
     summary="Liveness, schema and projector lag",
     openapi_extra={"security": []},  # open: no API key
+    dependencies=[open_route()],
 )
 async def health(request: Request, store: StoreDep) -> JSONResponse:
     """No API key needed. ``projector.lag_seconds`` is the age of the oldest event not yet folded
@@ -53,11 +55,11 @@ async def health(request: Request, store: StoreDep) -> JSONResponse:
 @router.get(
     "/v1/prices",
     response_model=PriceList,
-    responses=problems(400, 401),
+    responses=problems(400, 401, 403),
     tags=["cost"],
     summary="This project's price overrides",
 )
-async def list_prices(project: ProjectDep, store: StoreDep) -> JSONResponse:
+async def list_prices(project: ReadProject, store: StoreDep) -> JSONResponse:
     return JSONResponse({"prices": await in_read(store, prices.list_prices, project=project)})
 
 
@@ -66,10 +68,10 @@ async def list_prices(project: ProjectDep, store: StoreDep) -> JSONResponse:
     response_model=PriceOut,
     status_code=201,
     tags=["cost"],
-    responses=problems(400, 401, 422),
+    responses=problems(400, 401, 403, 422),
     summary="Set a price override for a model",
 )
-async def set_price(price: PriceIn, project: ProjectDep, store: StoreDep) -> JSONResponse:
+async def set_price(price: PriceIn, project: AdminProject, store: StoreDep) -> JSONResponse:
     """Prices are USD per million tokens, as decimal strings. The override applies to calls at or
     after ``effective_from`` (default: always) and wins over the built-in price list. Calls already
     folded keep their cost until `controlroom rebuild`."""

@@ -1,0 +1,363 @@
+"""People and approvals over HTTP: logging in and out, the approval queue, deciding (people), and
+requesting, waiting for, claiming and reporting approvals (agents, with an API key)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from controlroom.accounts import sessions
+from controlroom.accounts.users import Role
+from controlroom.approvals import requests as ap
+from controlroom.approvals.waiting import Waiters
+from controlroom.events import format_ts
+from controlroom.server.auth import (
+    SESSION_COOKIE,
+    Permission,
+    Principal,
+    check_csrf,
+    open_route,
+    requires,
+    secure_cookie,
+)
+from controlroom.server.deps import SettingsDep, StoreDep, in_read
+from controlroom.server.people_schemas import (
+    ApprovalIdPattern,
+    ApprovalList,
+    ApprovalOut,
+    ApprovalRequestIn,
+    CancelIn,
+    ClaimIn,
+    DecisionIn,
+    LoginIn,
+    Membership,
+    OutcomeIn,
+    SessionOut,
+    Status,
+)
+from controlroom.server.schemas import problems
+
+router = APIRouter(tags=["people"])
+approvals = APIRouter(tags=["approvals"])
+ApprovalId = Annotated[str, Path(pattern=ApprovalIdPattern, description="The request's id (32 hex digits)")]
+MAX_WAIT_SECONDS = 60.0
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+
+def _session_out(
+    store: StoreDep, user_login: str, name: str, roles: dict[int, Role], expires: int | None
+) -> SessionOut:
+    from controlroom.accounts.projects import project_by_id
+
+    with store.read() as conn:
+        projects = [
+            Membership(project=project_by_id(conn, pid).name, role=role.name)
+            for pid, role in sorted(roles.items())
+        ]
+    return SessionOut(login=user_login, name=name, projects=projects, expires_at=format_ts(expires))
+
+
+@router.post(
+    "/v1/session",
+    response_model=SessionOut,
+    responses=problems(400, 401, 403, 422, 429),
+    summary="Log in: a session cookie for the dashboard",
+    openapi_extra={"security": []},
+    dependencies=[open_route()],
+)
+async def login(
+    body: LoginIn, request: Request, response: Response, store: StoreDep, settings: SettingsDep
+) -> SessionOut:
+    """Checks the password (Argon2id) and sets the ``controlroom_session`` cookie (HttpOnly,
+    SameSite=Strict, Secure unless served over plain HTTP on loopback). Like every change made
+    from a browser, it needs the ``X-Controlroom-CSRF: 1`` header. A wrong login and a wrong
+    password answer the same 401; too many failures for the account or from the address, 429."""
+    check_csrf(request, settings)
+    address = request.client.host if request.client else None
+    new = await run_in_threadpool(
+        sessions.login,
+        store,
+        login=body.login,
+        password=body.password,
+        address=address,
+        max_seconds=settings.session_max_seconds,
+    )
+    response.set_cookie(
+        SESSION_COOKIE,
+        new.token,
+        max_age=int(settings.session_max_seconds),
+        httponly=True,
+        samesite="strict",
+        secure=secure_cookie(settings),
+        path="/",
+    )
+    s = new.session
+    return await run_in_threadpool(_session_out, store, s.user.login, s.user.name, s.roles, s.expires_at)
+
+
+@router.get(
+    "/v1/session",
+    response_model=SessionOut,
+    responses=problems(401, 403),
+    summary="Who is logged in, and their role in each project",
+)
+async def whoami(
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, requires(Permission.SESSION)],
+) -> SessionOut:
+    token = request.cookies.get(SESSION_COOKIE, "")
+    s = await run_in_threadpool(
+        sessions.session_for, store, token, idle_seconds=settings.session_idle_seconds
+    )
+    if s is None:  # ended between the two reads
+        from controlroom.errors import Unauthorized
+
+        raise Unauthorized("the session has ended: log in again")
+    return await run_in_threadpool(_session_out, store, s.user.login, s.user.name, s.roles, s.expires_at)
+
+
+@router.delete(
+    "/v1/session",
+    status_code=204,
+    responses=problems(401, 403),
+    summary="Log out: the session ends now",
+)
+async def logout(
+    request: Request,
+    response: Response,
+    store: StoreDep,
+    principal: Annotated[Principal, requires(Permission.SESSION)],
+) -> None:
+    await run_in_threadpool(sessions.logout, store, request.cookies.get(SESSION_COOKIE, ""))
+    response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+# -- approvals -------------------------------------------------------------------------------------
+
+
+def approval_out(a: ap.Approval) -> ApprovalOut:
+    return ApprovalOut(
+        id=a.id,
+        run_id=a.run_id,
+        span_id=a.span_id,
+        agent=a.agent,
+        action=a.action,
+        arguments=a.arguments,
+        arguments_hash=a.arguments_hash,
+        idempotency_key=a.idempotency_key,
+        status=a.status,
+        min_role=a.min_role.name,
+        four_eyes=a.four_eyes,
+        started_by=a.started_by,
+        requested_at=format_ts(a.requested_at) or "",
+        expires_at=format_ts(a.expires_at),
+        decided_at=format_ts(a.decided_at),
+        decided_by=a.decided_by,
+        decided_role=a.decided_role.name if a.decided_role else None,
+        reason=a.reason,
+        claimed_at=format_ts(a.claimed_at),
+        completed_at=format_ts(a.completed_at),
+        error=a.error,
+    )
+
+
+def _waiters(request: Request) -> Waiters:
+    waiters: Waiters = request.app.state.approval_waiters
+    return waiters
+
+
+@approvals.post(
+    "/v1/approvals",
+    response_model=ApprovalOut,
+    status_code=201,
+    responses={
+        200: {"description": "The same binding was asked before: that request", "model": ApprovalOut},
+        **problems(400, 401, 403, 422),
+    },
+    summary="Ask a person to approve an action (agents)",
+)
+async def request_approval(
+    body: ApprovalRequestIn,
+    response: Response,
+    store: StoreDep,
+    principal: Annotated[Principal, requires(Permission.AGENT)],
+) -> ApprovalOut:
+    """Records a pending request bound to the hash of (run, action, arguments). Asking again with
+    the same run, idempotency key and arguments answers the same request (200); changed arguments
+    make a new one. It never runs unless a person approves it and the agent claims it."""
+    a, new = await run_in_threadpool(
+        lambda: ap.request(
+            store,
+            project_id=principal.project.id,
+            run_id=body.run_id,
+            action=body.action,
+            arguments=body.arguments,
+            idempotency_key=body.idempotency_key,
+            agent=body.agent,
+            span_id=body.span_id,
+            started_by=body.started_by,
+            min_role=Role[body.min_role] if body.min_role else None,
+        )
+    )
+    if not new:
+        response.status_code = 200
+    return approval_out(a)
+
+
+@approvals.get(
+    "/v1/approvals",
+    response_model=ApprovalList,
+    responses=problems(400, 401, 403),
+    summary="The approval queue: pending requests oldest first",
+)
+async def list_approvals(
+    store: StoreDep,
+    principal: Annotated[Principal, requires(Permission.READ)],
+    status: Annotated[Status | None, Query(description="Only this status (pending: oldest first)")] = None,
+    run_id: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> ApprovalList:
+    found = await in_read(
+        store, ap.queue, project_id=principal.project.id, status=status, run_id=run_id, limit=limit
+    )
+    return ApprovalList(approvals=[approval_out(a) for a in found])
+
+
+@approvals.get(
+    "/v1/approvals/{approval_id}",
+    response_model=ApprovalOut,
+    responses=problems(400, 401, 403, 404),
+    summary="One request: the action, its full arguments, its run and its decision",
+)
+async def get_approval(
+    approval_id: ApprovalId, store: StoreDep, principal: Annotated[Principal, requires(Permission.READ)]
+) -> ApprovalOut:
+    return approval_out(
+        await in_read(store, ap.get, project_id=principal.project.id, approval_id=approval_id)
+    )
+
+
+@approvals.get(
+    "/v1/approvals/{approval_id}/wait",
+    response_model=ApprovalOut,
+    responses=problems(400, 401, 403, 404),
+    summary="Wait for a decision (a bounded long poll; agents)",
+)
+async def wait_for_decision(
+    approval_id: ApprovalId,
+    request: Request,
+    principal: Annotated[Principal, requires(Permission.AGENT)],
+    timeout: Annotated[float, Query(gt=0, le=MAX_WAIT_SECONDS)] = 30.0,
+) -> ApprovalOut:
+    """Answers as soon as the request is no longer pending, or as it is when ``timeout`` seconds
+    have passed (still pending: it stays pending, and never runs by default). Holds no thread."""
+    a = await _waiters(request).wait(
+        project_id=principal.project.id, approval_id=approval_id, timeout=timeout
+    )
+    return approval_out(a)
+
+
+@approvals.post(
+    "/v1/approvals/{approval_id}/decision",
+    response_model=ApprovalOut,
+    responses=problems(400, 401, 403, 404, 409, 422),
+    summary="Approve or reject (people with the approver role or more)",
+)
+async def decide(
+    approval_id: ApprovalId,
+    body: DecisionIn,
+    request: Request,
+    store: StoreDep,
+    principal: Annotated[Principal, requires(Permission.DECIDE)],
+) -> ApprovalOut:
+    """The first decision wins: a request already decided (or expired) answers 409, as does an
+    ``arguments_hash`` that is not the request's (its arguments changed since you saw them). A
+    request may need more than the approver role (its policy), and with four eyes the person who
+    started the run cannot approve it (403). A rejection needs a reason."""
+    assert principal.user is not None and principal.role is not None
+    decider = ap.Decider(principal.user.id, principal.user.login, principal.role)
+    a = await run_in_threadpool(
+        lambda: ap.decide(
+            store,
+            project_id=principal.project.id,
+            approval_id=approval_id,
+            decision=body.decision,
+            reason=body.reason,
+            arguments_hash=body.arguments_hash,
+            decider=decider,
+        )
+    )
+    _waiters(request).notify(a.id)
+    return approval_out(a)
+
+
+@approvals.post(
+    "/v1/approvals/{approval_id}/claim",
+    response_model=ApprovalOut,
+    responses=problems(400, 401, 403, 404, 409, 422),
+    summary="Take the one-time grant to run an approved action (agents)",
+)
+async def claim(
+    approval_id: ApprovalId,
+    body: ClaimIn,
+    store: StoreDep,
+    principal: Annotated[Principal, requires(Permission.AGENT)],
+) -> ApprovalOut:
+    """Approved and not claimed before, with the hash of exactly the approved arguments: the
+    request becomes ``claimed`` and the action may run, once. Anything else is 409."""
+    a = await run_in_threadpool(
+        lambda: ap.claim(
+            store,
+            project_id=principal.project.id,
+            approval_id=approval_id,
+            arguments_hash=body.arguments_hash,
+        )
+    )
+    return approval_out(a)
+
+
+@approvals.post(
+    "/v1/approvals/{approval_id}/outcome",
+    response_model=ApprovalOut,
+    responses=problems(400, 401, 403, 404, 409, 422),
+    summary="Report that a claimed action ran or failed (agents)",
+)
+async def outcome(
+    approval_id: ApprovalId,
+    body: OutcomeIn,
+    store: StoreDep,
+    principal: Annotated[Principal, requires(Permission.AGENT)],
+) -> ApprovalOut:
+    error = body.error.model_dump() if body.error else None
+    a = await run_in_threadpool(
+        lambda: ap.complete(
+            store, project_id=principal.project.id, approval_id=approval_id, outcome=body.outcome, error=error
+        )
+    )
+    return approval_out(a)
+
+
+@approvals.post(
+    "/v1/approvals/{approval_id}/cancel",
+    response_model=ApprovalOut,
+    responses=problems(400, 401, 403, 404, 409, 422),
+    summary="Withdraw a request not yet decided, or approved and not claimed (agents)",
+)
+async def cancel(
+    approval_id: ApprovalId,
+    body: CancelIn,
+    request: Request,
+    store: StoreDep,
+    principal: Annotated[Principal, requires(Permission.AGENT)],
+) -> ApprovalOut:
+    a = await run_in_threadpool(
+        lambda: ap.cancel(store, project_id=principal.project.id, approval_id=approval_id, reason=body.reason)
+    )
+    _waiters(request).notify(a.id)
+    return approval_out(a)

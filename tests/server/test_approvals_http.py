@@ -1,0 +1,224 @@
+"""Approvals over real HTTP, on both databases: agents ask, wait and claim with their key; people
+log in and decide with their role; sessions, CSRF and roles are enforced on every change."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from typing import Any
+
+import httpx
+import pytest
+from argon2 import PasswordHasher
+
+from conftest import LiveServer
+from controlroom.accounts import passwords
+from controlroom.accounts import projects as pr
+from controlroom.accounts import users as u
+
+PASSWORD = "a long enough password"
+RUN = "4bf92f3577b34da6a3ce929d0e0e4736"
+CSRF = {"X-Controlroom-CSRF": "1"}
+
+
+@pytest.fixture(autouse=True)
+def cheap_hashes() -> Iterator[None]:
+    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    yield
+    passwords.use_hasher(None)
+
+
+@pytest.fixture
+def people(live: LiveServer) -> LiveServer:
+    with live.store.write() as conn:
+        p = pr.get_project(conn, name="acme")
+        assert p is not None
+        for login, role in (
+            ("vic", u.Role.viewer),
+            ("amy", u.Role.approver),
+            ("bob", u.Role.approver),
+            ("ada", u.Role.admin),
+        ):
+            user = u.create_user(conn, login=login, password=PASSWORD)
+            u.set_role(conn, user=user, project=p, role=role)
+    return live
+
+
+def person(live: LiveServer, login: str) -> httpx.Client:
+    """A browser-like client logged in as ``login`` (its cookie, the CSRF header on changes)."""
+    client = httpx.Client(base_url=live.url, timeout=30, headers=CSRF)
+    r = client.post("/v1/session", json={"login": login, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    return client
+
+
+def ask(live: LiveServer, arguments: Any = None, key: str = "call_1", **extra: Any) -> dict[str, Any]:
+    body = {
+        "run_id": RUN,
+        "action": "refund",
+        "arguments": arguments or {"order": "A-1", "usd": 40},
+        "idempotency_key": key,
+        "agent": "bot",
+        **extra,
+    }
+    with live.client() as agent:
+        r = agent.post("/v1/approvals", json=body)
+    assert r.status_code in (200, 201), r.text
+    return dict(r.json())
+
+
+def decide(
+    client: httpx.Client, a: dict[str, Any], decision: str = "approved", **extra: Any
+) -> httpx.Response:
+    body = {"decision": decision, "arguments_hash": a["arguments_hash"], **extra}
+    return client.post(f"/v1/approvals/{a['id']}/decision", json=body)
+
+
+def test_the_agent_asks_a_person_decides_the_agent_claims_once(people: LiveServer) -> None:
+    a = ask(people)
+    assert a["status"] == "pending" and ask(people)["id"] == a["id"]  # asked again: the same request
+    with closing(person(people, "amy")) as amy:
+        queue = amy.get("/v1/approvals", params={"status": "pending"}).json()["approvals"]
+        assert [q["id"] for q in queue] == [a["id"]] and queue[0]["arguments"] == {"order": "A-1", "usd": 40}
+        r = decide(amy, a)
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["decided_by"], r.json()["decided_role"]) == (
+        "approved",
+        "amy",
+        "approver",
+    )
+    assert r.json()["decided_at"] is not None
+    with people.client() as agent:
+        waited = agent.get(f"/v1/approvals/{a['id']}/wait", params={"timeout": 5}).json()
+        assert waited["status"] == "approved"
+        claim = {"arguments_hash": a["arguments_hash"]}
+        assert agent.post(f"/v1/approvals/{a['id']}/claim", json=claim).json()["status"] == "claimed"
+        again = agent.post(f"/v1/approvals/{a['id']}/claim", json=claim)
+        assert again.status_code == 409 and again.json()["code"] == "conflict"
+        done = agent.post(f"/v1/approvals/{a['id']}/outcome", json={"outcome": "executed"})
+        assert done.json()["status"] == "executed"
+
+
+def test_who_may_decide(people: LiveServer) -> None:
+    a = ask(people)
+    with closing(person(people, "vic")) as vic:
+        r = decide(vic, a)
+        assert r.status_code == 403 and "approver role" in r.json()["detail"]
+    with people.client() as agent:
+        r = decide(agent, a)
+        assert r.status_code == 403 and "needs a person" in r.json()["detail"]
+    with people.client(admin=True) as admin_key:
+        assert decide(admin_key, a).status_code == 403  # a key never decides, whatever its scope
+    with closing(person(people, "amy")) as amy:
+        assert amy.get(f"/v1/approvals/{a['id']}").json()["status"] == "pending"  # nothing changed
+        stricter = ask(people, key="call_2", min_role="admin")
+        r = decide(amy, stricter)
+        assert r.status_code == 403 and "needs the admin role" in r.json()["detail"]
+    with closing(person(people, "ada")) as ada:
+        assert decide(ada, stricter).json()["decided_by"] == "ada"
+
+
+def test_two_approvers_race_and_one_decision_lands(people: LiveServer) -> None:
+    a = ask(people)
+    clients = [person(people, "amy"), person(people, "bob")]
+    barrier = threading.Barrier(2)
+    statuses: list[int] = []
+
+    def go(client: httpx.Client, decision: str) -> None:
+        barrier.wait()
+        statuses.append(decide(client, a, decision, reason="no").status_code)
+
+    threads = [
+        threading.Thread(target=go, args=(c, d))
+        for c, d in zip(clients, ("approved", "rejected"), strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200, 409]
+    for c in clients:
+        c.close()
+
+
+def test_never_actioned_stays_pending_and_can_still_be_decided(people: LiveServer) -> None:
+    a = ask(people)
+    with people.client() as agent:
+        waited = agent.get(f"/v1/approvals/{a['id']}/wait", params={"timeout": 0.2}).json()
+        assert waited["status"] == "pending"
+        r = agent.post(f"/v1/approvals/{a['id']}/claim", json={"arguments_hash": a["arguments_hash"]})
+        assert r.status_code == 409  # nothing to run: never by default
+    with closing(person(people, "amy")) as amy:
+        assert decide(amy, a, "rejected", reason="not this one").json()["status"] == "rejected"
+
+
+def test_a_changed_argument_never_runs_under_an_old_approval(people: LiveServer) -> None:
+    a = ask(people)
+    with closing(person(people, "amy")) as amy:
+        decide(amy, a)
+    changed = ask(people, arguments={"order": "A-1", "usd": 4000})
+    assert changed["id"] != a["id"] and changed["status"] == "pending"
+    with people.client() as agent:
+        r = agent.post(f"/v1/approvals/{a['id']}/claim", json={"arguments_hash": changed["arguments_hash"]})
+        assert r.status_code == 409 and "not the ones approved" in r.json()["detail"]
+
+
+def test_sessions_and_csrf(people: LiveServer) -> None:
+    a = ask(people)
+    anonymous = httpx.Client(base_url=people.url, timeout=30, headers=CSRF)
+    assert anonymous.get("/v1/approvals").status_code == 401
+    assert (
+        anonymous.post("/v1/session", json={"login": "amy", "password": "wrong password!"}).status_code == 401
+    )
+    amy = person(people, "amy")
+    cookie = amy.cookies.get("controlroom_session")
+    assert cookie
+    me = amy.get("/v1/session").json()
+    assert me["login"] == "amy" and me["projects"] == [{"project": "acme", "role": "approver"}]
+    body = {"decision": "approved", "arguments_hash": a["arguments_hash"]}
+    path = f"/v1/approvals/{a['id']}/decision"
+    no_header = httpx.Client(base_url=people.url, timeout=30, cookies={"controlroom_session": cookie})
+    r = no_header.post(path, json=body)
+    assert r.status_code == 403 and r.json()["code"] == "csrf_failed"
+    r = no_header.post(path, json=body, headers={**CSRF, "Origin": "https://evil.example"})
+    assert r.status_code == 403 and r.json()["code"] == "csrf_failed"
+    r = no_header.post(path, json=body, headers={**CSRF, "Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403 and r.json()["code"] == "csrf_failed"
+    assert no_header.get(f"/v1/approvals/{a['id']}").json()["status"] == "pending"
+    r = no_header.post(
+        path, json=body, headers={**CSRF, "Origin": people.url, "Sec-Fetch-Site": "same-origin"}
+    )
+    assert r.status_code == 200, r.text
+    # a disabled user's session stops working at once
+    with people.store.write() as conn:
+        u.set_disabled(conn, user=u.user(conn, "amy"), disabled=True)
+    assert amy.get("/v1/approvals").status_code == 401
+    # logging out ends the session
+    bob = person(people, "bob")
+    assert bob.delete("/v1/session").status_code == 204
+    assert bob.get("/v1/approvals").status_code == 401
+    for c in (anonymous, amy, no_header, bob):
+        c.close()
+
+
+def test_another_project_s_requests_are_not_found(people: LiveServer) -> None:
+    a = ask(people)
+    with people.store.write() as conn:
+        other = pr.create_project(conn, name="other")
+        other_key = pr.create_key(conn, project=other).key
+        stranger = u.create_user(conn, login="sam", password=PASSWORD)
+        u.set_role(conn, user=stranger, project=other, role=u.Role.admin)
+    with people.client(other_key) as key:
+        assert key.get(f"/v1/approvals/{a['id']}").status_code == 404
+        assert (
+            key.post(
+                f"/v1/approvals/{a['id']}/claim", json={"arguments_hash": a["arguments_hash"]}
+            ).status_code
+            == 404
+        )
+    with closing(person(people, "sam")) as sam:
+        assert sam.get(f"/v1/approvals/{a['id']}").status_code == 404
+        assert decide(sam, a).status_code == 404
+        r = sam.get("/v1/approvals", headers={"Controlroom-Project": "acme"})
+        assert r.status_code == 403
