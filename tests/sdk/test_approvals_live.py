@@ -27,18 +27,6 @@ from tests_support import wait_for
 ADA = ap.Decider(1, "ada", Role.approver)
 
 
-def _has_the_approvals_api() -> bool:
-    from controlroom.server import routers
-
-    return any("/wait" in f.read_text() for f in Path(routers.__file__).parent.glob("*approv*.py"))
-
-
-# Until main has the approvals HTTP API (built in parallel): then this guard goes.
-pytestmark = pytest.mark.skipif(
-    not _has_the_approvals_api(), reason="the approvals HTTP API is not on this branch yet"
-)
-
-
 @pytest.fixture
 def agent(traced: LiveServer) -> Iterator[LiveServer]:
     """The SDK initialised against the live server, and an approver (ada) in its project."""
