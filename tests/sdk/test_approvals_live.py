@@ -12,41 +12,47 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import orjson
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import select
 
 import controlroom
 from conftest import LiveServer
-from controlroom.accounts.users import Role
+from controlroom.accounts import passwords
+from controlroom.accounts.projects import get_project
+from controlroom.accounts.users import Role, create_user, set_role
 from controlroom.approvals import requests as ap
-from controlroom.store.tables import approvals, events, projects, users
+from controlroom.store.tables import approvals, events
 from tests_support import wait_for
 
-ADA = ap.Decider(1, "ada", Role.approver)
+PASSWORD = "a long enough password"
 
 
 @pytest.fixture
 def agent(traced: LiveServer) -> Iterator[LiveServer]:
-    """The SDK initialised against the live server, and an approver (ada) in its project."""
+    """The SDK initialised against the live server, and an approver (ada) in its project, who
+    decides through the API with a session (cheap password hashes: the tests are not about them)."""
+    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     with traced.store.write() as conn:
-        conn.execute(
-            users.insert().values(
-                id=ADA.user_id,
-                login=ADA.login,
-                name="Ada",
-                password_hash="x",
-                created_at=0,
-                password_changed_at=0,
-            )
-        )
+        ada = create_user(conn, login="ada", password=PASSWORD)
+        set_role(conn, user=ada, project=project_named(conn, "acme"), role=Role.approver)
     yield traced
+    passwords.use_hasher(None)
+
+
+def project_named(conn: Any, name: str) -> Any:
+    p = get_project(conn, name=name)
+    assert p is not None
+    return p
 
 
 def project_id(live: LiveServer) -> int:
     with live.store.read() as conn:
-        return int(conn.execute(select(projects.c.id).where(projects.c.name == "acme")).scalar_one())
+        return int(project_named(conn, "acme").id)
 
 
 def requests_of(live: LiveServer) -> list[ap.Approval]:
@@ -62,16 +68,14 @@ def nth_request(live: LiveServer, n: int = 1) -> ap.Approval:
     return wait_for(found)
 
 
-def decide(live: LiveServer, a: ap.Approval, decision: str, reason: str | None = None) -> ap.Approval:
-    return ap.decide(
-        live.store,
-        project_id=project_id(live),
-        approval_id=a.id,
-        decision=decision,
-        arguments_hash=a.arguments_hash,
-        decider=ADA,
-        reason=reason,
-    )
+def decide(live: LiveServer, a: ap.Approval, decision: str, reason: str | None = None) -> None:
+    """Ada logs in and decides, as the dashboard would (her session, the CSRF header)."""
+    with httpx.Client(base_url=live.url, timeout=30, headers={"X-Controlroom-CSRF": "1"}) as ada:
+        r = ada.post("/v1/session", json={"login": "ada", "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        body = {"decision": decision, "arguments_hash": a.arguments_hash, "reason": reason}
+        r = ada.post(f"/v1/approvals/{a.id}/decision", json=body)
+        assert r.status_code == 200, r.text
 
 
 def decide_when_asked(live: LiveServer, decision: str, reason: str | None = None, n: int = 1) -> None:
