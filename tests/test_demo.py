@@ -34,3 +34,30 @@ def test_demo_history(store: Store, project: Project) -> None:
             research[row["day"]] += float(row["cost_usd"])
     days = sorted(research.values())
     assert days[-1] > 2 * days[len(days) // 2]  # the spike day stands out
+
+
+def test_the_demo_has_a_person_per_role(store: Store, project: Project) -> None:
+    from argon2 import PasswordHasher
+
+    from controlroom.accounts import passwords, sessions
+    from controlroom.accounts import users as u
+    from controlroom.demo import DEMO_PASSWORD, ensure_demo_people
+
+    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    try:
+        assert ensure_demo_people(store, project) == [
+            "admin (admin)",
+            "approver (approver)",
+            "viewer (viewer)",
+        ]
+        ensure_demo_people(store, project)  # a second start keeps them
+        with store.read() as conn:
+            assert [(m.user.login, m.role) for m in u.members(conn, project=project)] == [
+                ("admin", u.Role.admin),
+                ("approver", u.Role.approver),
+                ("viewer", u.Role.viewer),
+            ]
+        s = sessions.login(store, login="approver", password=DEMO_PASSWORD, address=None, max_seconds=60)
+        assert s.session.roles == {project.id: u.Role.approver}
+    finally:
+        passwords.use_hasher(None)

@@ -124,7 +124,7 @@ def demo(db: str | None, host: str | None, port: int | None, project: str, days:
     from sqlalchemy import select
 
     from controlroom.accounts import projects as p
-    from controlroom.demo import LiveFleet, backfill, set_demo_caps
+    from controlroom.demo import DEMO_PASSWORD, LiveFleet, backfill, ensure_demo_people, set_demo_caps
     from controlroom.store.engine import Store
     from controlroom.store.tables import events
 
@@ -134,6 +134,7 @@ def demo(db: str | None, host: str | None, port: int | None, project: str, days:
     with store.write() as conn:
         proj = p.ensure_project(conn, name=project)
         key = p.create_key(conn, project=proj, name="demo").key
+        admin_key = p.create_key(conn, project=proj, name="demo-admin", scope="admin").key
         has_history = conn.execute(
             select(events.c.seq).where(events.c.project_id == proj.id).limit(1)
         ).first()
@@ -146,8 +147,11 @@ def demo(db: str | None, host: str | None, port: int | None, project: str, days:
             click.echo(f"  daily cost caps: {', '.join(caps)} (see GET /v1/budgets)")
     url = f"http://{settings.host}:{settings.port}"
     click.echo(f"controlroom {url}  (database: {settings.database_url})")
+    people = ensure_demo_people(store, proj)
     click.echo(f"API key for project {project!r}: {key}")
     click.echo(f"  export CONTROLROOM_URL={url} CONTROLROOM_API_KEY={key}")
+    click.echo(f"  admin key (budgets, prices, keys): {admin_key}")
+    click.echo(f"  logins (password {DEMO_PASSWORD!r}): {', '.join(people)}")
     click.echo(f"  curl -H 'Authorization: Bearer {key}' {url}/v1/runs?limit=5")
     if not no_live:
         LiveFleet(url, key).start()

@@ -347,6 +347,22 @@ def set_demo_caps(store: Store, project: Project) -> list[str]:
     return [f"${cap} for {agent or 'the project'}" for agent, cap in DEMO_CAPS]
 
 
+DEMO_PASSWORD = "controlroom-demo"
+DEMO_PEOPLE = (("admin", "admin"), ("approver", "approver"), ("viewer", "viewer"))
+
+
+def ensure_demo_people(store: Store, project: Project) -> list[str]:
+    """The demo's people, one per role, created the first time: "login (role)" for the console."""
+    from controlroom.accounts import users as u
+
+    with store.write() as conn:
+        for login, role in DEMO_PEOPLE:
+            if u.get_user(conn, login=login) is None:
+                user = u.create_user(conn, login=login, password=DEMO_PASSWORD, name=f"Demo {role}")
+                u.set_role(conn, user=user, project=project, role=u.Role[role])
+    return [f"{login} ({role})" for login, role in DEMO_PEOPLE]
+
+
 def backfill(store: Store, project_id: int, *, days: int = 30) -> int:
     """Write the history into the run log; returns the number of events written."""
     total = 0

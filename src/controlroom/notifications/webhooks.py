@@ -287,6 +287,16 @@ def claim_due(store: Store, *, now: int, limit: int = 100) -> list[_Claimed]:
     """Take the deliveries that are due for sending: each is leased (not due again for
     :data:`LEASE_SECONDS`) in the transaction that reads it, so it is sent once even if another
     worker looks meanwhile; a sender that dies leaves it to be tried again when the lease ends."""
+    with store.read() as conn:  # nothing due: no write transaction (SQLite's one write lock)
+        if (
+            conn.execute(
+                select(webhook_deliveries.c.id)
+                .where(webhook_deliveries.c.state == "pending", webhook_deliveries.c.next_attempt_at <= now)
+                .limit(1)
+            ).first()
+            is None
+        ):
+            return []
     with store.write() as conn:
         due = conn.execute(
             select(webhook_deliveries)

@@ -350,16 +350,8 @@ def _add(table: Table, columns: tuple[str, ...]) -> Callable[[Any], Any]:
 
 
 def _score_row(e: log.LoggedEvent, body: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "project_id": e.project_id,
-        "event_id": e.event_id,
-        "run_id": e.run_id,
-        "span_id": body.get("span_id"),
-        "name": body["name"],
-        "value": body.get("value"),
-        "label": body.get("label"),
-        "comment": body.get("comment"),
-        "source": body.get("source", "sdk"),
-        "evaluator": body.get("evaluator"),
-        "ts": e.ts,
+    body = ev.with_defaults(ev.SCORE_RECORDED, body)  # the defaults are events.py's
+    fields = ("span_id", "name", "value", "label", "comment", "source", "evaluator")
+    return {"project_id": e.project_id, "event_id": e.event_id, "run_id": e.run_id, "ts": e.ts} | {
+        k: body[k] for k in fields
     }

@@ -44,10 +44,21 @@ def append(store: Store, conn: Connection, rows: Sequence[dict[str, Any]]) -> in
     return int(result.rowcount)
 
 
-def read_after(conn: Connection, position: int, limit: int) -> list[LoggedEvent]:
-    rows = conn.execute(
-        select(events).where(events.c.seq > position).order_by(events.c.seq).limit(limit)
-    ).all()
+def read_after(
+    conn: Connection,
+    position: int,
+    limit: int,
+    *,
+    types: Sequence[str] | None = None,
+    until: int | None = None,
+) -> list[LoggedEvent]:
+    """Events after ``position`` in sequence order: only of ``types`` if given, up to ``until``."""
+    query = select(events).where(events.c.seq > position)
+    if types is not None:
+        query = query.where(events.c.type.in_(types))
+    if until is not None:
+        query = query.where(events.c.seq <= until)
+    rows = conn.execute(query.order_by(events.c.seq).limit(limit)).all()
     return [LoggedEvent(*r) for r in rows]
 
 

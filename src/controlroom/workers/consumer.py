@@ -90,6 +90,9 @@ class DatabaseConsumer(ABC):
         """Write the effects of ``events`` (in seq order) through ``conn``."""
 
     def run_once(self) -> int:
+        with self.store.read() as conn:  # caught up: no write transaction (SQLite's one write lock)
+            if log.head(conn) <= position(conn, self.name):
+                return 0
         with self.store.write() as conn:
             if not self.store.try_lock(conn, lock_name(self.name)):
                 return 0

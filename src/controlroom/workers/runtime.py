@@ -16,12 +16,14 @@ from sqlalchemy import Connection
 
 from controlroom.approvals import requests as approvals
 from controlroom.budget.ledger import expire_holds
+from controlroom.events import APPROVAL_EVENT_TYPES
 from controlroom.notifications import consumer as notifications
 from controlroom.notifications import webhooks
 from controlroom.projections.projector import Projector
+from controlroom.store import log
 from controlroom.store.engine import Store
 from controlroom.store.log import LoggedEvent
-from controlroom.workers.consumer import Consumer, DatabaseConsumer
+from controlroom.workers.consumer import Consumer, DatabaseConsumer, lock_name, position, save_position
 from controlroom.workers.jobs import PeriodicJob
 from controlroom.workers.sweeper import sweep_abandoned
 
@@ -137,13 +139,38 @@ WEBHOOKS_EVERY = 1.0
 
 class Notifications(DatabaseConsumer):
     """Follows the log for approval events and enqueues their webhook deliveries (exactly once:
-    the deliveries and the position are written together)."""
+    the deliveries and the position are written together).
+
+    Approval events are a sliver of the log: it reads only them (by type, in a read transaction),
+    and writes only when it found some, or every :data:`SAVE_EVERY` seconds to move its position
+    past the rest — never a write transaction per poll, which on SQLite would compete with ingest
+    for the one write lock."""
 
     name = notifications.NAME
+    SAVE_EVERY = 5.0
 
-    def __init__(self, store: Store, *, public_url: str) -> None:
-        super().__init__(store)
+    def __init__(self, store: Store, *, public_url: str, batch: int = 500) -> None:
+        super().__init__(store, batch=batch)
         self.public_url = public_url
+        self._next_save = 0.0
 
     def handle(self, conn: Connection, events: list[LoggedEvent]) -> None:
         notifications.handle(self.store, conn, events, public_url=self.public_url)
+
+    def run_once(self) -> int:
+        with self.store.read() as conn:
+            start = position(conn, self.name)
+            head = log.head(conn)
+            if head <= start:
+                return 0
+            found = log.read_after(conn, start, self.batch, types=APPROVAL_EVENT_TYPES, until=head)
+        if not found and time.monotonic() < self._next_save:
+            return 0
+        end = found[-1].seq if len(found) == self.batch else head
+        with self.store.write() as conn:
+            if not self.store.try_lock(conn, lock_name(self.name)) or position(conn, self.name) != start:
+                return 0  # another worker has it, or moved it meanwhile
+            self.handle(conn, found)
+            save_position(conn, self.name, end)
+        self._next_save = time.monotonic() + self.SAVE_EVERY
+        return len(found)

@@ -16,7 +16,6 @@ from controlroom.server.auth import AdminProject, ReadProject
 from controlroom.server.deps import QueryText, StoreDep, in_read
 from controlroom.server.fastpath import FastRoutes
 from controlroom.server.schemas import (
-    BudgetHoldOut,
     BudgetIn,
     BudgetList,
     BudgetStatusOut,
@@ -128,7 +127,7 @@ async def delete_budget(
 )
 def reserve(
     state: Any, project: Project, body: ReservationIn, _: dict[str, str], wait: bool
-) -> ReservationOut:
+) -> dict[str, Any]:
     r = ledger.reserve(
         state.store,
         project=project,
@@ -144,22 +143,17 @@ def reserve(
         wait=wait,
         reservation_id=body.reservation_id,
     )
-    # (model_construct: on the hot path, the models are filled without validating them again)
-    held = [
-        BudgetHoldOut.model_construct(
-            agent=b.agent, day=b.day.isoformat(), resets_at=utc_seconds(b.resets_at_ns)
-        )
-        for b in r.budgets
-    ]
-    if r.expires_at_ns is None:  # nothing held: no expires_at member
-        return ReservationOut.model_construct(
-            reservation_id=None, hold_usd=to_usd(r.hold_nanos), budgets=held
-        )
-    expires_at = format_ts(r.expires_at_ns)
-    assert expires_at is not None
-    return ReservationOut.model_construct(
-        reservation_id=r.reservation_id, hold_usd=to_usd(r.hold_nanos), budgets=held, expires_at=expires_at
-    )
+    out: dict[str, Any] = {
+        "reservation_id": r.reservation_id,
+        "hold_usd": to_usd(r.hold_nanos),
+        "budgets": [
+            {"agent": b.agent, "day": b.day.isoformat(), "resets_at": utc_seconds(b.resets_at_ns)}
+            for b in r.budgets
+        ],
+    }
+    if r.expires_at_ns is not None:  # nothing held: no expires_at member
+        out["expires_at"] = format_ts(r.expires_at_ns)
+    return out  # a ReservationOut
 
 
 @fast.post(
@@ -185,7 +179,9 @@ def reserve(
     tags=["budget"],
     path_params={"reservation_id": Path(description="The reservation's id")},
 )
-def settle(state: Any, project: Project, body: SettleIn, params: dict[str, str], wait: bool) -> SettleOut:
+def settle(
+    state: Any, project: Project, body: SettleIn, params: dict[str, str], wait: bool
+) -> dict[str, Any]:
     s = ledger.settle(
         state.store,
         project=project,
@@ -196,9 +192,9 @@ def settle(state: Any, project: Project, body: SettleIn, params: dict[str, str],
         cost_usd=body.cost_usd,
         wait=wait,
     )
-    return SettleOut.model_construct(
-        reservation_id=s.reservation_id,
-        state=s.state,
-        actual_usd=to_usd(s.actual_nanos),
-        hold_usd=to_usd(s.hold_nanos),
-    )
+    return {  # a SettleOut
+        "reservation_id": s.reservation_id,
+        "state": s.state,
+        "actual_usd": to_usd(s.actual_nanos),
+        "hold_usd": to_usd(s.hold_nanos),
+    }
