@@ -242,6 +242,32 @@ def test_resend_on_a_mock_transport(tmp_path: Path) -> None:
 # -- the HTTP transport's retry rule ---------------------------------------------------------------
 
 
+def _read_request(conn: socket.socket) -> bytes:
+    """One whole HTTP request (headers, then Content-Length bytes of body), however TCP splits it;
+    b"" when the client closed the connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return data
+
+
 class RawServer:
     """A loopback server speaking raw HTTP: ``script`` says, per connection, how many requests it
     answers before closing (keep-alive) and whether it then answers the next one with garbage."""
@@ -266,7 +292,7 @@ class RawServer:
             number += 1
             with conn:
                 for _ in range(self.plan.pop(0)):
-                    data = conn.recv(65536)
+                    data = _read_request(conn)
                     if not data:
                         break
                     self.requests.append((number, data.split(b"\r\n", 1)[0]))
