@@ -91,7 +91,7 @@ class Projector:
                 write(conn)
                 self._save_position(conn, batch[-1].seq)
             return len(batch)
-        with self.store.write() as conn:
+        with self.store.write(derived=True) as conn:
             if not self.store.try_lock(conn, LOCK):
                 return 0
             position = self.position(conn)
