@@ -36,6 +36,10 @@ class Consumer(Protocol):
         process has the consumer's lock)."""
         ...
 
+    def close(self) -> None:
+        """Finish what is under way and let go of any lock (the runtime is stopping)."""
+        ...
+
 
 def lock_name(consumer: str) -> str:
     return f"consumer:{consumer}"
@@ -100,6 +104,10 @@ class DatabaseConsumer(ABC):
             save_position(conn, self.name, events[-1].seq)
             return len(events)
 
+    def close(self) -> None:
+        """Nothing outlives a batch here."""
+        return None
+
 
 class ExternalConsumer(ABC):
     """A consumer whose effects are outside the database: ``deliver`` makes them, then the position
@@ -127,3 +135,7 @@ class ExternalConsumer(ABC):
             with self.store.write() as conn:
                 save_position(conn, self.name, events[-1].seq)
             return len(events)
+
+    def close(self) -> None:
+        """Nothing outlives a batch here."""
+        return None
