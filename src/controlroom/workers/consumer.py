@@ -9,8 +9,9 @@ Delivery semantics:
   a model) makes them, then stores its position: a crash in between makes them again on restart,
   so effects are at least once and must be idempotent (e.g. keyed by the event's seq or id).
 
-On PostgreSQL a consumer's batch runs under the advisory lock named ``consumer:<name>``, so any
-number of worker processes may run it side by side: one folds, the others skip that turn.
+On PostgreSQL a consumer's batch runs under the advisory lock named ``consumer:<name>`` (the
+projector keeps it while batches stream), so any number of worker processes may run it side by
+side: one folds, the others skip that turn.
 """
 
 from __future__ import annotations
