@@ -48,6 +48,9 @@ RUN_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, ev.RUN_ABANDONED)
 SPAN_EVENTS = (ev.SPAN_STARTED, ev.SPAN_ENDED, ev.SPAN_RECORDED)
 # Events that show the agent was still alive (a score may come from an evaluator long after).
 REVIVING_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, *SPAN_EVENTS)
+# Longest a PostgreSQL projector keeps its lock while batches stream: then it lets a waiting
+# rebuild (or another worker) in, even if it is still behind.
+HOLD_LOCK_SECONDS = 2.0
 
 RunKey = tuple[int, str]
 # A batch's runs as folded (each with all its spans by id): the rows the database will hold once
@@ -83,6 +86,7 @@ class Projector:
         self._writer: ThreadPoolExecutor | None = None
         self._inflight: _InFlight | None = None
         self._lock: contextlib.ExitStack | None = None  # the session lock held while batches stream
+        self._lock_until = 0.0  # time.monotonic() at which to let it go
 
     # -- public -----------------------------------------------------------------------------
     def run_once(self, limit: int | None = None) -> int:
@@ -140,7 +144,7 @@ class Projector:
         """Read and fold the batch after the one in flight (over its rows as folded, for runs in
         both), then wait for that one to commit and hand this one to the writer thread. While
         batches follow each other the projector holds its lock for the session (other processes
-        skip; a rebuild waits), and lets it go when caught up."""
+        skip; a rebuild waits), and lets it go when caught up or after HOLD_LOCK_SECONDS."""
         if self._inflight is None and not self._take_lock():
             return 0
         inflight = self._inflight
@@ -151,6 +155,10 @@ class Projector:
         if not self._wait_inflight() or folded is None:
             self._release_lock()
             return 0  # caught up (or the batch before was not written: this fold was over its rows)
+        if time.monotonic() > self._lock_until:  # write this one here, and let the lock go
+            written = self._commit(position, batch[-1].seq, folded.write)
+            self._release_lock()
+            return len(batch) if written else 0
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="controlroom-projector-write")
         done = self._writer.submit(self._commit, position, batch[-1].seq, folded.write)
@@ -163,6 +171,7 @@ class Projector:
             lock.close()
             return False
         self._lock = lock
+        self._lock_until = time.monotonic() + HOLD_LOCK_SECONDS
         return True
 
     def _release_lock(self) -> None:
