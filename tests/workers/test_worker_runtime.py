@@ -12,6 +12,7 @@ from alembic import command
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, create_engine, select, text
 
 from controlroom.accounts.projects import Project
+from controlroom.projections import projector
 from controlroom.projections.projector import Projector
 from controlroom.store import log
 from controlroom.store.engine import Store, _alembic_config
@@ -141,6 +142,7 @@ def test_a_failing_consumer_does_not_stop_the_others(
     notifier.failing = True
     runtime = Runtime(store, [notifier, Projector(store)])
     assert runtime.step() == 2
+    assert runtime.step() == 0  # on PostgreSQL the batch is committed by the time the next pass ends
     assert positions(store) == {"read_model": 2}
     assert "consumer notifier failed" in caplog.text
 
@@ -169,6 +171,7 @@ def test_the_sweepers_events_are_folded_in_the_same_pass(store: Store, project: 
     runtime = standard_runtime(store, abandon_after_seconds=0)
     assert runtime.step() == 1  # run.started (the notifications consumer reads approval events only)
     assert runtime.step() == 1  # the sweeper found it quiet; its run.abandoned is folded at once
+    assert runtime.step() == 0  # (on PostgreSQL committed by the end of the next pass)
     with store.read() as conn:
         assert conn.execute(select(runs.c.status)).scalar_one() == "abandoned"
 
@@ -218,3 +221,29 @@ def _empty_database(db_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_streaming_projector_holds_its_lock_until_caught_up_or_for_a_while(
+    store: Store, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the projector keeps its lock while batches stream (one batch is written while
+    the next is folded), lets it go once caught up, and after HOLD_LOCK_SECONDS even if behind (a
+    rebuild or another worker waits no longer than that)."""
+    send_runs(store, project, 10)  # 20 events
+    streaming = Projector(store, batch=3)
+    assert streaming.run_once() == 3
+    with store.exclusive(projector.LOCK) as free:
+        assert not free  # held: the batch is in flight
+    while streaming.run_once():
+        pass
+    with store.exclusive(projector.LOCK) as free:
+        assert free
+    assert positions(store) == {"read_model": head(store)}
+
+    send_runs(store, project, 2)
+    monkeypatch.setattr(projector, "HOLD_LOCK_SECONDS", 0.0)
+    assert streaming.run_once() == 3  # written at once, and the lock let go, though 1 event is left
+    with store.exclusive(projector.LOCK) as free:
+        assert free
+    assert positions(store) == {"read_model": head(store) - 1}

@@ -1,6 +1,7 @@
-"""Two real `controlroom worker` processes on one PostgreSQL database, while events stream in:
-each event is folded exactly once (the read model's position moves in one unbroken chain, never
-back), and the read model equals a rebuild from zero with every run's counts exact."""
+"""Two real `controlroom worker` processes on one PostgreSQL database, while events stream in and
+the one folding is killed: each event is folded exactly once (the read model's position moves in
+one unbroken chain, never back), and the read model equals a rebuild from zero with every run's
+counts exact."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def audited(store: Store) -> Iterator[Store]:
 def start_worker(url: str, name: str, log_path: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "CONTROLROOM_PROJECTOR_BATCH": "50",  # many small batches: the two take turns
+        "CONTROLROOM_PROJECTOR_BATCH": "50",  # many small batches: one is likely in flight at the kill
         "CONTROLROOM_WORKER_POLL_SECONDS": "0.01",
     }
     cmd = [sys.executable, "-m", "controlroom.cli", "worker", "--db", f"{url}?application_name={name}"]
@@ -80,23 +81,30 @@ def a_run(run_id: str) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_two_workers_fold_every_event_exactly_once(audited: Store, project: Project, tmp_path: Path) -> None:
+    """Both workers run while half the stream arrives; then the one folding is killed (SIGKILL, a
+    batch possibly in flight) and the other takes over for the second half."""
     store = audited
-    workers = [start_worker(store.url, f"worker-{i}", tmp_path / f"worker-{i}.log") for i in (1, 2)]
-    logs = [tmp_path / f"worker-{i}.log" for i in (1, 2)]
+    names = ("worker-1", "worker-2")
+    logs = {n: tmp_path / f"{n}.log" for n in names}
+    workers = {n: start_worker(store.url, n, logs[n]) for n in names}
     try:
-        wait_for(lambda: all(b"running read_model" in p.read_bytes() for p in logs), timeout=60)
-        for _ in range(0, RUNS, RUNS_PER_BATCH):  # a stream of batches while both workers fold
-            batch = [e for _ in range(RUNS_PER_BATCH) for e in a_run(rid())]
-            assert not ingest_events(store, project.id, {"events": batch}, max_events=1000).rejected
-            assert all(w.poll() is None for w in workers), [p.read_text() for p in logs]
+        wait_for(lambda: all(b"running read_model" in p.read_bytes() for p in logs.values()), timeout=60)
+        stream(store, project, RUNS // 2)
+        folding = wait_for(lambda: _last_mover(store), timeout=60)
+        workers[folding].kill()
+        assert workers[folding].wait(30) == -signal.SIGKILL
+        stream(store, project, RUNS - RUNS // 2)
         with store.read() as conn:
             head = log.head(conn)
         wait_for(lambda: _position(store) == head == _position(store, "notifications"), timeout=120)
+        (survivor,) = set(names) - {folding}
+        assert workers[survivor].poll() is None, logs[survivor].read_text()
     finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        codes = [w.wait(30) for w in workers]
-    assert codes == [0, 0], [p.read_text() for p in logs]
+        for w in workers.values():
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        codes = {n: w.wait(30) for n, w in workers.items()}
+    assert codes[survivor] == 0, logs[survivor].read_text()
 
     with store.read() as conn:
         for name in ("read_model", "notifications"):  # each consumer on its own chain
@@ -114,7 +122,7 @@ def test_two_workers_fold_every_event_exactly_once(audited: Store, project: Proj
         read_model_moves = conn.execute(
             text("SELECT worker FROM test_position_moves WHERE name = 'read_model'")
         )
-        assert set(read_model_moves.scalars()) == {"worker-1", "worker-2"}  # both took turns
+        assert set(read_model_moves.scalars()) == set(names)  # both took turns
         # every run complete and counted once
         per_run = conn.execute(
             select(runs.c.status, runs.c.span_count, runs.c.llm_count, runs.c.input_tokens, runs.c.cost_nanos)
@@ -127,6 +135,20 @@ def test_two_workers_fold_every_event_exactly_once(audited: Store, project: Proj
     folded = snapshot(store)
     assert Projector(store).rebuild() == head
     assert snapshot(store) == folded
+
+
+def stream(store: Store, project: Project, n_runs: int) -> None:
+    """Ingest ``n_runs`` runs, a few per batch, as fast as the log takes them."""
+    for _ in range(0, n_runs, RUNS_PER_BATCH):
+        batch = [e for _ in range(RUNS_PER_BATCH) for e in a_run(rid())]
+        assert not ingest_events(store, project.id, {"events": batch}, max_events=1000).rejected
+
+
+def _last_mover(store: Store) -> str | None:
+    with store.read() as conn:
+        return conn.execute(
+            text("SELECT worker FROM test_position_moves WHERE name = 'read_model' ORDER BY id DESC LIMIT 1")
+        ).scalar()
 
 
 def _position(store: Store, name: str = "read_model") -> int:

@@ -9,10 +9,13 @@ yields the same read model as folding incrementally.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -45,6 +48,29 @@ RUN_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, ev.RUN_ABANDONED)
 SPAN_EVENTS = (ev.SPAN_STARTED, ev.SPAN_ENDED, ev.SPAN_RECORDED)
 # Events that show the agent was still alive (a score may come from an evaluator long after).
 REVIVING_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, *SPAN_EVENTS)
+# Longest a PostgreSQL projector keeps its lock while batches stream: then it lets a waiting
+# rebuild (or another worker) in, even if it is still behind.
+HOLD_LOCK_SECONDS = 2.0
+
+RunKey = tuple[int, str]
+# A batch's runs as folded (each with all its spans by id): the rows the database will hold once
+# the batch is written.
+Folded = dict[RunKey, tuple[fold.Row, dict[str, fold.Row]]]
+
+
+@dataclass
+class _Fold:
+    write: Callable[[Connection], None]
+    rows: Folded
+
+
+@dataclass
+class _InFlight:
+    """A batch being written by the writer thread (PostgreSQL)."""
+
+    done: Future[bool]  # True: committed; False: another process folded first, nothing written
+    end: int  # seq of its last event: the position once committed
+    rows: Folded
 
 
 class Projector:
@@ -57,6 +83,10 @@ class Projector:
         self.store = store
         self.batch = batch
         self._pricers = PricerCache()
+        self._writer: ThreadPoolExecutor | None = None
+        self._inflight: _InFlight | None = None
+        self._lock: contextlib.ExitStack | None = None  # the session lock held while batches stream
+        self._lock_until = 0.0  # time.monotonic() at which to let it go
 
     # -- public -----------------------------------------------------------------------------
     def run_once(self, limit: int | None = None) -> int:
@@ -64,11 +94,19 @@ class Projector:
 
         An event that cannot be folded (a bug, or data the database refuses) must not stop the read
         model for everyone: the batch is retried one event at a time, and the event that still
-        fails is set aside in ``projection_errors`` (it stays in the log) and skipped."""
+        fails is set aside in ``projection_errors`` (it stays in the log) and skipped.
+
+        On PostgreSQL a batch is written by a thread of the projector's own while the next one is
+        read and folded (the database and Python work at the same time); a call returns once its
+        batch is folded and the one before it committed, and the call that finds nothing more to
+        fold returns once everything is committed."""
         try:
-            return self._run_batch(limit or self.batch)
+            if self.store.is_sqlite:
+                return self._run_batch(limit or self.batch)
+            return self._run_pipelined(limit or self.batch)
         except Exception:
             logger.exception("projector: a batch failed; folding it one event at a time")
+        self._drop_inflight()
         try:
             return self._run_batch(1)
         except Exception as e:
@@ -84,23 +122,90 @@ class Projector:
                 batch = log.read_after(conn, position, limit)
                 if not batch:
                     return 0
-                write = self._fold(conn, batch)
+                write = self._fold(conn, batch, {}).write
             with self.store.write() as conn:
                 if self.position(conn) != position:
                     return 0
                 write(conn)
                 self._save_position(conn, batch[-1].seq)
             return len(batch)
-        with self.store.write() as conn:
+        with self.store.write(derived=True) as conn:
             if not self.store.try_lock(conn, LOCK):
                 return 0
             position = self.position(conn)
             batch = log.read_after(conn, position, limit)
             if not batch:
                 return 0
-            self._fold(conn, batch)(conn)
+            self._fold(conn, batch, {}).write(conn)
             self._save_position(conn, batch[-1].seq)
             return len(batch)
+
+    def _run_pipelined(self, limit: int) -> int:
+        """Read and fold the batch after the one in flight (over its rows as folded, for runs in
+        both), then wait for that one to commit and hand this one to the writer thread. While
+        batches follow each other the projector holds its lock for the session (other processes
+        skip; a rebuild waits), and lets it go when caught up or after HOLD_LOCK_SECONDS."""
+        if self._inflight is None and not self._take_lock():
+            return 0
+        inflight = self._inflight
+        with self.store.read() as conn:
+            position = inflight.end if inflight else self.position(conn)
+            batch = log.read_after(conn, position, limit)
+            folded = self._fold(conn, batch, inflight.rows if inflight else {}) if batch else None
+        if not self._wait_inflight() or folded is None:
+            self._release_lock()
+            return 0  # caught up (or the batch before was not written: this fold was over its rows)
+        if time.monotonic() > self._lock_until:  # write this one here, and let the lock go
+            written = self._commit(position, batch[-1].seq, folded.write)
+            self._release_lock()
+            return len(batch) if written else 0
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="controlroom-projector-write")
+        done = self._writer.submit(self._commit, position, batch[-1].seq, folded.write)
+        self._inflight = _InFlight(done, batch[-1].seq, folded.rows)
+        return len(batch)
+
+    def _take_lock(self) -> bool:
+        lock = contextlib.ExitStack()
+        if not lock.enter_context(self.store.exclusive(LOCK)):
+            lock.close()
+            return False
+        self._lock = lock
+        self._lock_until = time.monotonic() + HOLD_LOCK_SECONDS
+        return True
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()
+
+    def _commit(self, position: int, end: int, write: Callable[[Connection], None]) -> bool:
+        """Write a batch (in the writer thread, under the lock this projector's session holds)."""
+        with self.store.write(derived=True) as conn:
+            if self.position(conn) != position:  # cannot happen under the lock; never fold twice
+                return False
+            write(conn)
+            self._save_position(conn, end)
+            return True
+
+    def _wait_inflight(self) -> bool:
+        """Wait for the batch in flight (if any) to be written; False if it was not (another
+        process folded first). Its error, if it failed, is raised."""
+        inflight, self._inflight = self._inflight, None
+        return inflight is None or inflight.done.result()
+
+    def close(self) -> None:
+        """Wait for the batch being written, if any, and let the lock go."""
+        self._drop_inflight()
+
+    def _drop_inflight(self) -> None:
+        """Wait for the batch in flight, whatever its outcome, and let the lock go."""
+        try:
+            self._wait_inflight()
+        except Exception:
+            logger.exception("projector: a batch failed; folding it one event at a time")
+        finally:
+            self._release_lock()
 
     def _set_aside(self, error: str) -> int:
         with self.store.write() as conn:
@@ -132,6 +237,7 @@ class Projector:
     def rebuild(self) -> int:
         """Drop the read model and replay the whole log from zero. Only the read model: other
         consumers keep their positions (a rebuild never re-runs their effects)."""
+        self._drop_inflight()
         with self.store.write() as conn:
             self.store.wait_lock(conn, LOCK)  # a running projector finishes its batch first
             for table in READ_MODEL_TABLES:
@@ -150,8 +256,9 @@ class Projector:
         return consumer.position(conn, NAME)
 
     # -- folding ----------------------------------------------------------------------------
-    def _fold(self, conn: Connection, batch: list[log.LoggedEvent]) -> Callable[[Connection], None]:
-        """Fold a batch over the rows it touches (read through ``conn``); returns the writes to make."""
+    def _fold(self, conn: Connection, batch: list[log.LoggedEvent], carried: Folded) -> _Fold:
+        """Fold a batch over the rows it touches (read through ``conn``, or taken from ``carried``:
+        a batch not yet committed); returns the writes to make and the rows as folded."""
         run_keys = sorted({(e.project_id, e.run_id) for e in batch})
         project_ids = sorted({pid for pid, _ in run_keys})
         timezones = dict(
@@ -159,7 +266,10 @@ class Projector:
                 select(projects.c.id, projects.c.timezone).where(projects.c.id.in_(project_ids))
             ).all()
         )
-        old_runs, old_spans = self._load(conn, run_keys)
+        old_runs, old_spans = self._load(conn, [k for k in run_keys if k not in carried])
+        for k in run_keys:
+            if k in carried:
+                old_runs[k], old_spans[k] = carried[k]
         new_runs = {k: dict(v) for k, v in old_runs.items()}
         new_spans: dict[tuple[int, str], dict[str, fold.Row]] = defaultdict(dict)
         for k, by_id in old_spans.items():
@@ -214,7 +324,7 @@ class Projector:
             self._write(conn, old_runs, new_runs, new_spans, touched_spans, new_scores, deltas)
             self._write_spend(conn, spend)
 
-        return write
+        return _Fold(write, {k: (r, new_spans[k]) for k, r in new_runs.items()})
 
     @staticmethod
     def _reserved(

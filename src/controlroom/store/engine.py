@@ -101,13 +101,20 @@ class Store:
         conn.execute(stmt, {"rows": _json_dumps(rows)})
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, derived: bool = False) -> Iterator[Connection]:
         """A write transaction, on disk before it returns. On SQLite it takes the write lock up front
-        (BEGIN IMMEDIATE), so a read-then-write transaction never fails with a stale snapshot."""
+        (BEGIN IMMEDIATE), so a read-then-write transaction never fails with a stale snapshot.
+
+        ``derived``: the transaction writes only data derived from the log together with the
+        position it was derived up to (a consumer's batch). On PostgreSQL its commit does not wait
+        for the disk (``synchronous_commit`` off): a crash of the database server may lose the last
+        such commits, effects and position together, and the consumer derives them again."""
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             with conn.begin():
+                if derived and not self.is_sqlite:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 yield conn
 
     @contextmanager

@@ -9,8 +9,9 @@ Delivery semantics:
   a model) makes them, then stores its position: a crash in between makes them again on restart,
   so effects are at least once and must be idempotent (e.g. keyed by the event's seq or id).
 
-On PostgreSQL a consumer's batch runs under the advisory lock named ``consumer:<name>``, so any
-number of worker processes may run it side by side: one folds, the others skip that turn.
+On PostgreSQL a consumer's batch runs under the advisory lock named ``consumer:<name>`` (the
+projector keeps it while batches stream), so any number of worker processes may run it side by
+side: one folds, the others skip that turn.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Consumer(Protocol):
     def run_once(self) -> int:
         """Handle one batch after the stored position; how many events (0: caught up, or another
         process has the consumer's lock)."""
+        ...
+
+    def close(self) -> None:
+        """Finish what is under way and let go of any lock (the runtime is stopping)."""
         ...
 
 
@@ -103,6 +108,10 @@ class DatabaseConsumer(ABC):
             save_position(conn, self.name, events[-1].seq)
             return len(events)
 
+    def close(self) -> None:
+        """Nothing outlives a batch here."""
+        return None
+
 
 class ExternalConsumer(ABC):
     """A consumer whose effects are outside the database: ``deliver`` makes them, then the position
@@ -130,3 +139,7 @@ class ExternalConsumer(ABC):
             with self.store.write() as conn:
                 save_position(conn, self.name, events[-1].seq)
             return len(events)
+
+    def close(self) -> None:
+        """Nothing outlives a batch here."""
+        return None

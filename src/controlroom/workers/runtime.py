@@ -67,14 +67,25 @@ class Runtime:
             self._thread.join(timeout)
 
     def run_forever(self) -> None:
-        while not self._stop.is_set():
-            self._failed = False
-            done = self.step()
-            if self._failed:
-                self._stop.wait(1.0)  # something is wrong (the database?): retry, but not in a hot loop
-            elif not done:
-                self._wake.wait(self.poll)
-                self._wake.clear()
+        try:
+            while not self._stop.is_set():
+                self._failed = False
+                done = self.step()
+                if self._failed:
+                    self._stop.wait(1.0)  # something is wrong (the database?): retry, not in a hot loop
+                elif not done:
+                    self._wake.wait(self.poll)
+                    self._wake.clear()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Let every consumer finish the batch it has under way."""
+        for consumer in self.consumers.values():
+            try:
+                consumer.close()
+            except Exception:
+                logger.exception("worker: consumer %s failed to finish", consumer.name)
 
     def step(self) -> int:
         """One pass: a batch for every consumer, then every job that is due (a job that waits for
