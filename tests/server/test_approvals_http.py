@@ -222,3 +222,54 @@ def test_another_project_s_requests_are_not_found(people: LiveServer) -> None:
         assert decide(sam, a).status_code == 404
         r = sam.get("/v1/approvals", headers={"Controlroom-Project": "acme"})
         assert r.status_code == 403
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_login_throttling_holds_across_two_server_processes(people: LiveServer) -> None:
+    """The failure counters are rows: failures at one server process count at another."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import free_port
+    from controlroom.accounts import sessions
+    from tests_support import wait_for
+
+    port = free_port()
+    other = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("controlroom")),
+            "serve",
+            "--no-worker",
+            "--db",
+            people.store.url,
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        other_url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{other_url}/v1/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout=60)
+        wrong = {"login": "amy", "password": "not the password!"}
+        servers = [people.url, other_url]
+        for i in range(sessions.ACCOUNT_LIMIT):  # the failures alternate between the two processes
+            r = httpx.post(f"{servers[i % 2]}/v1/session", json=wrong, headers=CSRF, timeout=30)
+            assert r.status_code == 401, r.text
+        for url in servers:
+            r = httpx.post(
+                f"{url}/v1/session", json={"login": "amy", "password": PASSWORD}, headers=CSRF, timeout=30
+            )
+            assert r.status_code == 429 and r.json()["code"] == "too_many_requests", r.text
+            assert int(r.headers["Retry-After"]) > 0
+    finally:
+        other.terminate()
+        other.wait(30)
