@@ -188,9 +188,9 @@ class SpanOut(_Out):
     reported_cost_usd: str | None
     computed_cost_usd: str | None
     rollup: bool = Field(
-        False, description="Its usage and cost sum its descendants' calls: not counted again in totals"
+        description="Its usage and cost sum its descendants' calls: not counted again in totals"
     )
-    orphan: bool = False
+    orphan: bool = Field(description="Its parent never arrived (or names a cycle): shown as a root")
     children: list[SpanOut]
 
 
