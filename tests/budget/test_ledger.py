@@ -348,7 +348,7 @@ def test_the_ledger_connection_leaves_checkpoints_to_a_background_thread(
 ) -> None:
     """A checkpoint copies the WAL into the database file and waits for the disk: not something
     to do on the event loop, so the ledger's own connection never does it on commit; every
-    LEDGER_CHECKPOINT_EVERY commits a thread does. What is in the database file itself (read with
+    CHECKPOINT_EVERY (store.ledger) commits a thread does. What is in the database file itself (read with
     immutable=1, which ignores the WAL) shows when a checkpoint has run."""
     monkeypatch.setattr(store_ledger, "CHECKPOINT_EVERY", 6)
     ran_on: list[str] = []

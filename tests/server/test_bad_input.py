@@ -469,6 +469,13 @@ BUG_CASES = [
         "validation_failed",
         "provider",
     ),
+    bug_case(
+        "price-effective-from-year-9999",  # once a 500: epoch nanoseconds beyond 64 bits
+        _price(model="m", input_per_mtok="1", output_per_mtok="1", effective_from="9999-01-01T00:00:00Z"),
+        422,
+        "validation_failed",
+        "effective_from",
+    ),
     # NUL cannot be stored or compared by PostgreSQL: refused on both backends alike.
     bug_case("agent-with-nul", _get("/v1/runs", agent="planner\x00"), 400, "invalid_query", "agent"),
     bug_case(

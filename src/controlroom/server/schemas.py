@@ -5,6 +5,7 @@ responses against the published document)."""
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from typing import Annotated, Any
 
@@ -40,8 +41,20 @@ RequestSpanId = Annotated[
 
 
 TIMEZONES = sorted(zoneinfo.available_timezones())
-AFTER_2000 = {"type": "string", "format": "date-time", "pattern": "^[2-9][0-9]{3}-"}
-"""An RFC 3339 time from 2000 on (the earliest time the run log knows)."""
+FROM_2001 = "^(200[1-9]|20[1-9][0-9]|2[1-9][0-9]{2}|[3-9][0-9]{3})-"
+AFTER_2000 = {"type": "string", "format": "date-time", "pattern": FROM_2001}
+"""An RFC 3339 time after 2000 (the run log knows no earlier time; a year of 2001 on, so that no
+UTC offset takes it back before 2000)."""
+PRICE_YEARS = "^(200[1-9]|20[1-9][0-9]|21[0-9]{2}|22[0-5][0-9])-"
+"""effective_from: 2001 to 2259 (epoch nanoseconds must fit 64 bits)."""
+
+
+def _price_year(value: str) -> str:
+    """A year out of PRICE_YEARS is refused here; what is not a time at all, by the price's own
+    validation (which names what is wrong with it)."""
+    if re.match(r"[0-9]{4}-", value) and not re.match(PRICE_YEARS, value):
+        raise ValueError(f"effective_from {value!r} must be in the years 2001 to 2259")
+    return value
 
 
 def _whole(value: Any) -> Any:
@@ -190,9 +203,9 @@ class SpanOut(_Out):
     reported_cost_usd: str | None
     computed_cost_usd: str | None
     rollup: bool = Field(
-        False, description="Its usage and cost sum its descendants' calls: not counted again in totals"
+        description="Its usage and cost sum its descendants' calls: not counted again in totals"
     )
-    orphan: bool = False
+    orphan: bool = Field(description="Its parent never arrived (or names a cycle): shown as a root")
     children: list[SpanOut]
 
 
@@ -270,9 +283,14 @@ class PriceIn(_In):
     output_per_mtok: Rate
     cache_read_per_mtok: OptionalRate | None = None
     cache_write_per_mtok: OptionalRate | None = None
-    effective_from: Annotated[Text, WithJsonSchema(AFTER_2000)] | None = Field(
-        None, max_length=64, description="RFC 3339; default: always"
-    )
+    effective_from: (
+        Annotated[
+            Text,
+            AfterValidator(_price_year),
+            WithJsonSchema({"type": "string", "format": "date-time", "pattern": PRICE_YEARS}),
+        ]
+        | None
+    ) = Field(None, max_length=64, description="RFC 3339; default: always")
 
 
 class PriceOut(_Out):
