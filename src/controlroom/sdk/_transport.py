@@ -107,7 +107,7 @@ class HTTPTransport:
         self.timeout = timeout
         self._local = threading.local()
         self._all: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a span ended by the garbage collector may send
 
     def _new_connection(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
@@ -208,11 +208,6 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
             if _pool is None:
                 _pool = concurrent.futures.ThreadPoolExecutor(_POOL_SIZE, thread_name_prefix="controlroom-io")
     return _pool
-
-
-def in_background(fn: Callable[[], object]) -> None:
-    """Run ``fn()`` (blocking) on the SDK's I/O threads, without waiting for it."""
-    _executor().submit(fn)
 
 
 async def in_thread(fn: Callable[[], T], *, abandoned: Callable[[T], None] | None = None) -> T:
