@@ -25,7 +25,7 @@ import pytest
 from fake_provider import FakeProvider, Reply
 
 import controlroom
-from controlroom.sdk._control import RESERVATION_ATTRIBUTE, ControlClient
+from controlroom.sdk._control import RESERVATION_ATTRIBUTE
 from controlroom.sdk.integrations import instrument_anthropic, instrument_openai
 from tests_support import wait_for
 
@@ -199,43 +199,52 @@ def test_the_async_anthropic_integration_awaits_the_reservation_and_the_settleme
     assert sdk.answered_released == [True] * 4
 
 
-def test_a_reservation_cancelled_while_held_is_released(ledger: HeldLedger) -> None:
-    """The task that awaited it is cancelled at once; the answer that comes later is not lost: the
-    hold the server made is released."""
-    control = ControlClient(ledger.url, KEY, timeout=GIVE_UP)
+def test_a_span_cancelled_while_its_reservation_is_out_ends_and_the_hold_is_released(
+    sdk: HeldLedger,
+) -> None:
+    """The task ends at once, its span recorded as ended and no longer current; the server's
+    answer, which comes later, is not lost: the hold it made is released."""
+    seen: list[Any] = []
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         arrived = asyncio.Event()
-        ledger.on_held = lambda: loop.call_soon_threadsafe(arrived.set)
-        reserving = asyncio.create_task(
-            control.areserve(
-                agent="bot", provider="acme", model="acme-1", input_tokens=1, max_output_tokens=1
-            )
-        )
-        await arrived.wait()
-        reserving.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await reserving
-        ledger.on_held = lambda: None
-        ledger.release()  # the server answers the abandoned request
+        sdk.on_held = lambda: loop.call_soon_threadsafe(arrived.set)
 
-    try:
-        asyncio.run(main())
-        ledger.release()  # and the release that follows it
-        wait_for(lambda: len(ledger.answered_released) == 2)
-    finally:
-        control.close()
-    rid = ledger.bodies[0]["reservation_id"]
-    assert ledger.held == [RESERVE, f"{RESERVE}/{rid}/settle"]
-    assert ledger.bodies[1] == {"outcome": "failed_before_generation"}
+        async def agent() -> None:
+            async with controlroom.run("bot"):
+                try:
+                    async with controlroom.llm("acme", "acme-1", input="hi", max_tokens=10):
+                        seen.append("the call was made")
+                except asyncio.CancelledError:
+                    seen.append(controlroom.current_span())
+                    raise
+
+        task = asyncio.create_task(agent())
+        await arrived.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        sdk.on_held = lambda: None
+
+    asyncio.run(main())
+    assert seen == [None]
+    sdk.release()  # the server answers the abandoned reservation
+    sdk.release()  # and the release that follows it
+    wait_for(lambda: len(sdk.answered_released) == 2)
+    rid = sdk.bodies[0]["reservation_id"]
+    assert sdk.held == [RESERVE, f"{RESERVE}/{rid}/settle"]
+    assert sdk.bodies[1] == {"outcome": "failed_before_generation"}
+    assert controlroom.flush(10)
+    ended = [(e["type"], e["body"]["status"]) for e in sdk.events if e["type"].endswith(".ended")]
+    assert ended == [("span.ended", "error"), ("run.ended", "cancelled")]
 
 
 def test_an_async_stream_dropped_unread_settles_off_the_event_loop(
     sdk: HeldLedger, fake: FakeProvider
 ) -> None:
     """The garbage collector may end a dropped stream's span on the event loop's thread: its
-    settlement is sent from the SDK's I/O threads, so the loop is not held by it."""
+    settlement is awaited by a task of that loop, so the loop is not held by it."""
     import gc
 
     fake.script(Reply(text="never read"))

@@ -242,32 +242,6 @@ def test_resend_on_a_mock_transport(tmp_path: Path) -> None:
 # -- the HTTP transport's retry rule ---------------------------------------------------------------
 
 
-def _read_request(conn: socket.socket) -> bytes:
-    """One whole HTTP request (headers, then Content-Length bytes of body), however TCP splits it;
-    b"" when the client closed the connection."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return b""
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        (
-            int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        ),
-        0,
-    )
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return data
-
-
 class RawServer:
     """A loopback server speaking raw HTTP: ``script`` says, per connection, how many requests it
     answers before closing (keep-alive) and whether it then answers the next one with garbage."""
@@ -305,6 +279,31 @@ class RawServer:
         self.sock.close()
 
 
+def _read_request(conn: socket.socket) -> bytes:
+    """One whole request (head and Content-Length body), or b"" when the client closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.lower().split(b"\r\n")
+            if line.startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return b""
+        body += chunk
+    return data
+
+
 def test_a_request_on_a_stale_keep_alive_connection_is_sent_once_more() -> None:
     server = RawServer([1, 1])  # the server closes each connection after one answer
     transport = HTTPTransport(server.url, timeout=5)
@@ -339,16 +338,16 @@ def test_a_request_may_wait_longer_or_shorter_than_the_transport() -> None:
     """A request's own timeout (a long poll's) applies to it alone, on a new or a reused
     connection; the next request waits the transport's again."""
     server = RawServer([3])  # one keep-alive connection, three answers
-    transport = HTTPTransport(server.url, timeout=30)
+    transport = HTTPTransport(server.url, timeout=60)
 
     def socket_timeout() -> float | None:
         return transport._local.conn.sock.gettimeout()  # type: ignore[no-any-return]
 
     try:
-        assert transport.send(Request("POST", "/a", b"{}", timeout=5)).status == 200  # a new connection
-        assert socket_timeout() == 5
+        assert transport.send(Request("POST", "/a", b"{}", timeout=90)).status == 200  # a new connection
+        assert socket_timeout() == 90
         assert transport.send(Request("POST", "/b", b"{}")).status == 200
-        assert socket_timeout() == 30
+        assert socket_timeout() == 60
         assert transport.send(Request("POST", "/c", b"{}", timeout=120)).status == 200  # reused
         assert socket_timeout() == 120
     finally:

@@ -332,11 +332,13 @@ class Span(_Decorates):
         self._token = _current_span.set(self)
         return run
 
-    def _refused(self, client: Client, refused: BudgetExceeded) -> None:
-        """Refused before any request left: record the span as failed (the caller raises)."""
+    def _not_admitted(self, client: Client, stopped: BaseException) -> None:
+        """Refused before any request left (or cancelled while the server decided): record the span
+        as ended with that error and stop being the current span (the caller raises)."""
         self._emit_start(client)
-        self.set_attributes(refused.attributes())
-        self.__exit__(BudgetExceeded, refused, None)
+        if isinstance(stopped, BudgetExceeded):
+            self.set_attributes(stopped.attributes())
+        self.__exit__(type(stopped), stopped, stopped.__traceback__)
 
     def __enter__(self) -> Span:
         run = self._open()
@@ -344,8 +346,8 @@ class Span(_Decorates):
         if client is not None:
             try:
                 self._admit(client, run)
-            except BudgetExceeded as refused:
-                self._refused(client, refused)
+            except BaseException as stopped:
+                self._not_admitted(client, stopped)
                 raise
             self._emit_start(client)
         return self
@@ -356,8 +358,8 @@ class Span(_Decorates):
         if client is not None:
             try:
                 await self._aadmit(client, run)
-            except BudgetExceeded as refused:
-                self._refused(client, refused)
+            except BaseException as stopped:
+                self._not_admitted(client, stopped)
                 raise
             self._emit_start(client)
         return self

@@ -107,7 +107,7 @@ class HTTPTransport:
         self.timeout = timeout
         self._local = threading.local()
         self._all: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a span ended by the garbage collector may send
 
     def _new_connection(self) -> http.client.HTTPConnection:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection

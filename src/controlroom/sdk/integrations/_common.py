@@ -15,6 +15,7 @@ budget, say) must reach the agent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import threading
@@ -28,7 +29,6 @@ from typing import Any, Protocol
 from controlroom.sdk._client import get_client
 from controlroom.sdk._control import input_token_bound
 from controlroom.sdk._tracing import LLMSpan, internal_error
-from controlroom.sdk._transport import in_background
 
 WRAPPED = "__controlroom_instrumented__"
 CLOSED_EARLY = "gen_ai.stream.closed_early"
@@ -383,14 +383,27 @@ async def _aobserved(inner: AsyncIterator[Any], end: _StreamEnd) -> AsyncIterato
         await end.afinish()
 
 
+_ending: set[asyncio.Task[None]] = set()  # spans of dropped async streams being ended
+
+
 def _dropped(end: _StreamEnd, is_async: bool) -> None:
-    """A stream garbage-collected unread: end its span. The collector may run on an event loop's
-    thread, so an async stream's span ends (and settles, a blocking request) on the SDK's I/O
-    threads."""
+    """A stream garbage-collected unread: end its span. This runs inside the collector, anywhere
+    (even inside a lock a thread pool holds), so it takes no lock: an async stream dropped on an
+    event loop's thread has its span ended (and settled, awaited) by a task scheduled on that loop."""
+    loop = None
     if is_async:
-        in_background(functools.partial(end.finish, closed=True))
-    else:
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
+    if loop is None:
         end.finish(closed=True)
+    else:
+        loop.call_soon(_end_later, end)
+
+
+def _end_later(end: _StreamEnd) -> None:
+    task = asyncio.ensure_future(end.afinish(closed=True))
+    _ending.add(task)
+    task.add_done_callback(_ending.discard)
 
 
 def observe_stream(stream: Any, call: LLMCall, state: StreamState, *, is_async: bool) -> None:
