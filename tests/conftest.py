@@ -177,6 +177,19 @@ def traced(live: LiveServer, tmp_path: Path) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
+def cheap_hashes() -> Iterator[None]:
+    """Argon2id with small parameters for the passwords a test makes: the same code path, a
+    fraction of the time (verification follows the parameters stored in each hash)."""
+    from argon2 import PasswordHasher
+
+    from controlroom.accounts import passwords
+
+    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    yield
+    passwords.use_hasher(None)
+
+
+@pytest.fixture
 def fake() -> Iterator[Any]:
     """A fake model provider (OpenAI and Anthropic wire formats) on a free loopback port."""
     from fake_provider import FakeProvider

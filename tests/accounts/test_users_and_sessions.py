@@ -5,10 +5,8 @@ throttling whose counters live in the database."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
-from argon2 import PasswordHasher
 
 from controlroom.accounts import passwords, sessions
 from controlroom.accounts import users as u
@@ -20,13 +18,7 @@ PASSWORD = "correct horse battery"
 IDLE = 3600.0
 MAX = 86_400.0
 
-
-@pytest.fixture(autouse=True)
-def cheap_hashes() -> Iterator[None]:
-    """Argon2id with small parameters: the same code path, a fraction of the time."""
-    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    yield
-    passwords.use_hasher(None)
+pytestmark = pytest.mark.usefixtures("cheap_hashes")
 
 
 def new_user(store: Store, login: str = "Alice@Example.com") -> u.User:

@@ -3,13 +3,9 @@ who proves who they are (password) and needs the request's role."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from argon2 import PasswordHasher
 from click.testing import CliRunner
 
-from controlroom.accounts import passwords
 from controlroom.approvals import requests as ap
 from controlroom.cli import main
 from controlroom.store.engine import Store
@@ -17,12 +13,7 @@ from controlroom.store.engine import Store
 PASSWORD = "a long enough password"
 RUN = "4bf92f3577b34da6a3ce929d0e0e4736"
 
-
-@pytest.fixture(autouse=True)
-def cheap_hashes() -> Iterator[None]:
-    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    yield
-    passwords.use_hasher(None)
+pytestmark = pytest.mark.usefixtures("cheap_hashes")
 
 
 def run(*args: str, stdin: str | None = None, ok: bool = True) -> str:

@@ -3,25 +3,17 @@ end sessions; bad values are named."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from argon2 import PasswordHasher
 from click.testing import CliRunner
 
-from controlroom.accounts import passwords, sessions
+from controlroom.accounts import sessions
 from controlroom.cli import main
 from controlroom.errors import Unauthorized
 from controlroom.store.engine import Store
 
 PASSWORD = "a long enough password"
 
-
-@pytest.fixture(autouse=True)
-def cheap_hashes() -> Iterator[None]:
-    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    yield
-    passwords.use_hasher(None)
+pytestmark = pytest.mark.usefixtures("cheap_hashes")
 
 
 def run(*args: str, stdin: str | None = None, ok: bool = True) -> str:

@@ -17,12 +17,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
 import controlroom
 from conftest import LiveServer
-from controlroom.accounts import passwords
 from controlroom.accounts.projects import get_project
 from controlroom.accounts.users import Role, create_user, set_role
 from controlroom.approvals import requests as ap
@@ -33,15 +31,13 @@ PASSWORD = "a long enough password"
 
 
 @pytest.fixture
-def agent(traced: LiveServer) -> Iterator[LiveServer]:
+def agent(traced: LiveServer, cheap_hashes: None) -> Iterator[LiveServer]:
     """The SDK initialised against the live server, and an approver (ada) in its project, who
     decides through the API with a session (cheap password hashes: the tests are not about them)."""
-    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     with traced.store.write() as conn:
         ada = create_user(conn, login="ada", password=PASSWORD)
         set_role(conn, user=ada, project=project_named(conn, "acme"), role=Role.approver)
     yield traced
-    passwords.use_hasher(None)
 
 
 def project_named(conn: Any, name: str) -> Any:

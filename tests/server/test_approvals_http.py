@@ -4,16 +4,13 @@ log in and decide with their role; sessions, CSRF and roles are enforced on ever
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 
 from conftest import LiveServer
-from controlroom.accounts import passwords
 from controlroom.accounts import projects as pr
 from controlroom.accounts import users as u
 
@@ -21,12 +18,7 @@ PASSWORD = "a long enough password"
 RUN = "4bf92f3577b34da6a3ce929d0e0e4736"
 CSRF = {"X-Controlroom-CSRF": "1"}
 
-
-@pytest.fixture(autouse=True)
-def cheap_hashes() -> Iterator[None]:
-    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-    yield
-    passwords.use_hasher(None)
+pytestmark = pytest.mark.usefixtures("cheap_hashes")
 
 
 @pytest.fixture
