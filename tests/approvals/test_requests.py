@@ -264,3 +264,10 @@ def test_a_pending_request_can_be_cancelled_but_not_after_claiming(store: Store,
     assert ap.cancel(store, project_id=project.id, approval_id=a.id, reason="run ended").status == "cancelled"
     with pytest.raises(Conflict):
         ap.cancel(store, project_id=project.id, approval_id=a.id)
+
+
+@pytest.mark.parametrize("arguments", [0, 5, 1.5, "x", None, [1, "a"], {"n": 2}])
+def test_arguments_read_back_as_the_agent_sent_them(store: Store, project: Project, arguments: Any) -> None:
+    a, _ = ask(store, project, arguments=arguments)
+    with store.read() as conn:
+        assert ap.get(conn, project_id=project.id, approval_id=a.id).arguments == arguments

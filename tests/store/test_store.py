@@ -57,3 +57,38 @@ def test_sequence_numbers_increase_in_append_order(store: Store, project: Projec
     with store.read() as conn:
         got = [row.event_id for row in conn.execute(select(events.c.event_id).order_by(events.c.seq))]
     assert got == ids
+
+
+def test_bare_json_numbers_read_back_as_written(store: Store, project: Project) -> None:
+    """SQLite gives columns declared JSON numeric affinity: a bare number comes back decoded. The
+    store reads it as the number it was (a run whose inputs are 5 used to fail to load)."""
+    import time
+
+    from controlroom.projections.projector import Projector
+    from controlroom.projections.queries import get_run
+
+    run_id, now = "c" * 31 + "1", time.time_ns()
+    events = [
+        {"id": "n1", "type": "run.started", "run_id": run_id, "ts": now, "body": {"agent": "a", "inputs": 5}},
+        {
+            "id": "n2",
+            "type": "span.recorded",
+            "run_id": run_id,
+            "ts": now,
+            "body": {"span_id": "d" * 16, "name": "step", "input": 7, "output": 1.5, "ended_at": now},
+        },
+        {
+            "id": "n3",
+            "type": "run.ended",
+            "run_id": run_id,
+            "ts": now,
+            "body": {"status": "succeeded", "output": 0},
+        },
+    ]
+    assert ingest_events(store, project.id, {"events": events}, max_events=10).accepted == 3
+    Projector(store).catch_up()
+    with store.read() as conn:
+        run = get_run(conn, project.id, run_id)
+    assert (run.inputs, run.output) == (5, 0)
+    (span,) = run.spans
+    assert (span.input, span.output) == (7, 1.5)

@@ -89,7 +89,7 @@ def _approval(row: Row[Any]) -> Approval:
         span_id=m["span_id"],
         agent=m["agent"],
         action=m["action"],
-        arguments=(m["arguments"] or {}).get("value"),
+        arguments=m["arguments"],
         arguments_hash=m["arguments_hash"],
         idempotency_key=m["idempotency_key"],
         started_by=m["started_by"],
@@ -195,8 +195,7 @@ def request(
             span_id=span_id,
             agent=agent,
             action=action,
-            # wrapped: SQLite's JSON columns would turn a bare number or string back into a non-JSON value
-            arguments={"value": arguments},
+            arguments=arguments,
             arguments_hash=digest,
             idempotency_key=idempotency_key,
             started_by=started_by,

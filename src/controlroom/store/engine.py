@@ -50,7 +50,7 @@ class Store:
                 pool_size=pool_size,
                 max_overflow=16,
                 json_serializer=_json_dumps,
-                json_deserializer=orjson.loads,
+                json_deserializer=_sqlite_json_loads,
             )
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
@@ -189,6 +189,12 @@ class Store:
 def lock_key(name: str) -> int:
     """The PostgreSQL advisory-lock key (a signed 64-bit integer) of a lock name."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _sqlite_json_loads(value: Any) -> Any:
+    """A JSON column's value as SQLite returns it. A column declared JSON has numeric affinity: a
+    bare number written as JSON text ("5", "1.5") comes back as an int or a float, already decoded."""
+    return value if isinstance(value, int | float) else orjson.loads(value)
 
 
 def _json_dumps(value: Any) -> str:
