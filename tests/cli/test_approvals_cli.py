@@ -111,6 +111,18 @@ def test_list_show_approve_reject(db_url: str) -> None:
     )
     rejected = run("approvals", "list", "--db", db_url, "--project", "shop", "--status", "rejected")
     assert wipe.id in rejected and refund.id not in rejected
+    resolve = ("approvals", "resolve", *decide, "--user", "amy", "--reason", "the refund is in the bank")
+    assert "is approved, not claimed" in run(
+        *resolve, "--outcome", "executed", refund.id, stdin=PASSWORD + "\n", ok=False
+    )
+    ap.claim(store, project_id=project.id, approval_id=refund.id, arguments_hash=refund.arguments_hash)
+    # the agent died after claiming: a person who checked records what happened
+    assert f"executed: refund ({refund.id}) resolved by amy as approver" in run(
+        *resolve, "--outcome", "executed", refund.id, stdin=PASSWORD + "\n"
+    )
+    assert "is executed, not claimed" in run(
+        *resolve, "--outcome", "failed", refund.id, stdin=PASSWORD + "\n", ok=False
+    )
     assert "no approval request 'nope'" in run(
         "approvals", "show", "--db", db_url, "--project", "shop", "nope", ok=False
     )

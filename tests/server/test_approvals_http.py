@@ -8,11 +8,13 @@ from contextlib import closing
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from conftest import LiveServer
 from controlroom.accounts import projects as pr
 from controlroom.accounts import users as u
+from controlroom.store import log
 
 PASSWORD = "a long enough password"
 RUN = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -90,6 +92,35 @@ def test_the_agent_asks_a_person_decides_the_agent_claims_once(people: LiveServe
         assert again.status_code == 409 and again.json()["code"] == "conflict"
         done = agent.post(f"/v1/approvals/{a['id']}/outcome", json={"outcome": "executed"})
         assert done.json()["status"] == "executed"
+
+
+def test_a_person_resolves_a_claim_whose_agent_never_reported(people: LiveServer) -> None:
+    a = ask(people)
+    with closing(person(people, "amy")) as amy:
+        assert decide(amy, a).status_code == 200
+        body = {"outcome": "failed", "reason": "the payment provider shows no refund"}
+        early = amy.post(f"/v1/approvals/{a['id']}/resolution", json=body)
+        assert early.status_code == 409 and "is approved, not claimed" in early.json()["detail"]
+    with people.client() as agent:
+        claimed = agent.post(f"/v1/approvals/{a['id']}/claim", json={"arguments_hash": a["arguments_hash"]})
+        assert claimed.json()["status"] == "claimed"
+        # the agent's key may report its own outcome, never resolve as a person
+        assert agent.post(f"/v1/approvals/{a['id']}/resolution", json=body).status_code == 403
+    with closing(person(people, "vic")) as vic:
+        assert vic.post(f"/v1/approvals/{a['id']}/resolution", json=body).status_code == 403
+    with closing(person(people, "amy")) as amy:
+        no_reason = amy.post(f"/v1/approvals/{a['id']}/resolution", json={"outcome": "failed"})
+        assert no_reason.status_code == 422
+        r = amy.post(f"/v1/approvals/{a['id']}/resolution", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "failed" and r.json()["error"]["message"] == body["reason"]
+        again = amy.post(f"/v1/approvals/{a['id']}/resolution", json=body)
+        assert again.status_code == 409
+    with people.store.read() as conn:
+        failed = log.read_after(conn, 0, 100, types=["approval.failed"])
+    assert len(failed) == 1
+    recorded = orjson.loads(failed[0].body)
+    assert (recorded["user"], recorded["role"], recorded["reason"]) == ("amy", "approver", body["reason"])
 
 
 def test_who_may_decide(people: LiveServer) -> None:

@@ -188,6 +188,20 @@ def people_and_approvals(api: Checked, live: LiveServer) -> None:
         other = api("POST", "/v1/approvals", 201, json={**asked, "idempotency_key": "k2"}).json()
         api("POST", f"/v1/approvals/{other['id']}/cancel", 200, json={"reason": "run ended"})
         api("POST", f"/v1/approvals/{other['id']}/cancel", 409, json={})
+        third = api("POST", "/v1/approvals", 201, json={**asked, "idempotency_key": "k3"}).json()
+        path = f"/v1/approvals/{third['id']}"
+        api(
+            "POST",
+            f"{path}/decision",
+            200,
+            json={**decision, "arguments_hash": third["arguments_hash"]},
+            headers=person,
+        )
+        api("POST", f"{path}/claim", 200, json={"arguments_hash": third["arguments_hash"]})
+        resolution = {"outcome": "executed", "reason": "the refund is in the bank"}
+        api("POST", f"{path}/resolution", 403, json=resolution)  # a key never resolves as a person
+        api("POST", f"{path}/resolution", 200, json=resolution, headers=person)
+        api("POST", f"{path}/resolution", 409, json=resolution, headers=person)
         api("DELETE", "/v1/session", 204, headers=person)
         api("DELETE", "/v1/session", 401, headers=person)
     finally:

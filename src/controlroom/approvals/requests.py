@@ -348,17 +348,33 @@ def complete(
     outcome: str,
     error: dict[str, str] | None = None,
     by: Decider | None = None,
+    reason: str | None = None,
     now: int | None = None,
 ) -> Approval:
     """The claimed action ran (``executed``) or failed (``failed``): reported by the agent, or by a
-    person resolving a claim whose agent never reported (``by``)."""
+    person resolving a claim whose agent never reported (``by``, with the ``reason``: what they
+    found). A person needs the request's role, as for deciding it."""
     now = time.time_ns() if now is None else now
     if outcome not in ("executed", "failed"):
         raise ValidationFailed(f"outcome {outcome!r} must be executed or failed", field="outcome")
+    reason = (reason or "").strip() or None
+    if by is not None and reason is None:
+        raise ValidationFailed("resolving a claimed action needs a reason: what you found", field="reason")
+    if reason is not None and len(reason) > MAX_REASON:
+        raise ValidationFailed(f"reason has at most {MAX_REASON} characters", field="reason")
     with store.write() as conn:
         a = get(conn, project_id=project_id, approval_id=approval_id)
+        if by is not None and by.role < a.min_role:
+            raise Forbidden(
+                f"resolving {a.action!r} needs the {a.min_role.name} role; you are {by.role.name}",
+                needs_role=a.min_role.name,
+            )
         done = _move(store, conn, a, from_=("claimed",), to=outcome, completed_at=now, error=error)
-        person = {} if by is None else {"user_id": by.user_id, "user": by.login, "role": by.role.name}
+        person = (
+            {}
+            if by is None
+            else {"user_id": by.user_id, "user": by.login, "role": by.role.name, "reason": reason}
+        )
         extra = {"error": error} if outcome == "failed" and error else {}
         _log(
             store,

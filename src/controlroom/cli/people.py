@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -181,15 +182,11 @@ def approvals_show(db: str | None, project: str, approval_id: str) -> None:
     click.echo(orjson.dumps(a.arguments, option=orjson.OPT_INDENT_2).decode())
 
 
-def _decide(
-    db: str | None,
-    project: str,
-    approval_id: str,
-    user: str,
-    decision: str,
-    reason: str | None,
-    password_stdin: bool,
-) -> None:
+def _as_person(
+    db: str | None, project: str, approval_id: str, user: str, password_stdin: bool
+) -> tuple[Any, Any, Any]:
+    """The store, the request and the person (USER, after their password) with their role in the
+    project: the CLI decides as a person, never as the machine it runs on."""
     from controlroom.accounts import sessions
     from controlroom.accounts import users as u
     from controlroom.approvals import requests as ap
@@ -207,16 +204,31 @@ def _decide(
         a = ap.get(conn, project_id=p.id, approval_id=approval_id)
     if role is None:
         raise click.ClickException(f"{person.login!r} has no role in project {project!r}")
+    return store, a, ap.Decider(person.id, person.login, role)
+
+
+def _decide(
+    db: str | None,
+    project: str,
+    approval_id: str,
+    user: str,
+    decision: str,
+    reason: str | None,
+    password_stdin: bool,
+) -> None:
+    from controlroom.approvals import requests as ap
+
+    store, a, decider = _as_person(db, project, approval_id, user, password_stdin)
     done = ap.decide(
         store,
-        project_id=p.id,
+        project_id=a.project_id,
         approval_id=a.id,
         decision=decision,
         reason=reason,
         arguments_hash=a.arguments_hash,
-        decider=ap.Decider(person.id, person.login, role),
+        decider=decider,
     )
-    click.echo(f"{done.status}: {done.action} ({done.id}) by {person.login} as {role.name}")
+    click.echo(f"{done.status}: {done.action} ({done.id}) by {decider.login} as {decider.role.name}")
 
 
 @approvals.command("approve")
@@ -247,3 +259,32 @@ def approvals_reject(
 ) -> None:
     """Reject a request as USER, with a reason."""
     _decide(db, project, approval_id, user, "rejected", reason, password_stdin)
+
+
+@approvals.command("resolve")
+@db_option
+@click.option("--project", required=True)
+@click.option("--user", required=True, help="Who resolves it (their password is asked for).")
+@click.option("--outcome", type=click.Choice(["executed", "failed"]), required=True)
+@click.option("--reason", required=True, help="What you found (required).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input (else: prompt).")
+@click.argument("approval_id")
+@_fail_cleanly
+def approvals_resolve(
+    db: str | None, project: str, user: str, outcome: str, reason: str, password_stdin: bool, approval_id: str
+) -> None:
+    """Record what became of a claimed action whose agent never reported (it died after claiming):
+    it ran (executed) or it did not (failed). Nothing retries it by itself."""
+    from controlroom.approvals import requests as ap
+
+    store, a, person = _as_person(db, project, approval_id, user, password_stdin)
+    done = ap.complete(
+        store,
+        project_id=a.project_id,
+        approval_id=a.id,
+        outcome=outcome,
+        error={"type": "resolved", "message": reason} if outcome == "failed" else None,
+        by=person,
+        reason=reason,
+    )
+    click.echo(f"{done.status}: {done.action} ({done.id}) resolved by {person.login} as {person.role.name}")

@@ -95,6 +95,11 @@ class OutcomeIn(_In):
     error: ErrorIn | None = None
 
 
+class ResolutionIn(_In):
+    outcome: Literal["executed", "failed"] = Field(description="What became of the claimed action")
+    reason: Text = Field(min_length=1, max_length=MAX_REASON, description="What you found, and how")
+
+
 class CancelIn(_In):
     reason: Text | None = Field(None, max_length=MAX_REASON)
 

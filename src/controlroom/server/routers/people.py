@@ -34,6 +34,7 @@ from controlroom.server.people_schemas import (
     LoginIn,
     Membership,
     OutcomeIn,
+    ResolutionIn,
     SessionOut,
     Status,
 )
@@ -338,6 +339,38 @@ async def outcome(
     a = await run_in_threadpool(
         lambda: ap.complete(
             store, project_id=principal.project.id, approval_id=approval_id, outcome=body.outcome, error=error
+        )
+    )
+    return approval_out(a)
+
+
+@approvals.post(
+    "/v1/approvals/{approval_id}/resolution",
+    response_model=ApprovalOut,
+    responses=problems(400, 401, 403, 404, 409, 422),
+    summary="Resolve a claimed action whose agent never reported (people)",
+)
+async def resolve(
+    approval_id: ApprovalId,
+    body: ResolutionIn,
+    store: StoreDep,
+    principal: Annotated[Principal, requires(Permission.DECIDE)],
+) -> ApprovalOut:
+    """An agent that claimed its grant and died before reporting leaves the request ``claimed``:
+    whether the action ran is unknown, and nothing retries it. A person who checked (with the
+    request's role) records it as ``executed`` or ``failed``, with what they found. 409 unless
+    the request is ``claimed``."""
+    assert principal.user is not None and principal.role is not None
+    person = ap.Decider(principal.user.id, principal.user.login, principal.role)
+    a = await run_in_threadpool(
+        lambda: ap.complete(
+            store,
+            project_id=principal.project.id,
+            approval_id=approval_id,
+            outcome=body.outcome,
+            error={"type": "resolved", "message": body.reason} if body.outcome == "failed" else None,
+            by=person,
+            reason=body.reason,
         )
     )
     return approval_out(a)
