@@ -15,6 +15,8 @@ from conftest import LiveServer
 from controlroom.accounts import projects as pr
 from controlroom.accounts import users as u
 from controlroom.store import log
+from factories import run_started
+from tests_support import wait_for
 
 PASSWORD = "a long enough password"
 RUN = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -92,6 +94,12 @@ def test_the_agent_asks_a_person_decides_the_agent_claims_once(people: LiveServe
         assert again.status_code == 409 and again.json()["code"] == "conflict"
         done = agent.post(f"/v1/approvals/{a['id']}/outcome", json={"outcome": "executed"})
         assert done.json()["status"] == "executed"
+        # the run shows its approvals: who decided, with which role, and how it ended
+        assert agent.post("/v1/events", json={"events": [run_started(RUN, agent="bot")]}).status_code == 200
+        run = wait_for(lambda: (r := agent.get(f"/v1/runs/{RUN}")).status_code == 200 and r.json())
+    assert [
+        (x["id"], x["action"], x["status"], x["decided_by"], x["decided_role"]) for x in run["approvals"]
+    ] == [(a["id"], "refund", "executed", "amy", "approver")]
 
 
 def test_a_person_resolves_a_claim_whose_agent_never_reported(people: LiveServer) -> None:

@@ -220,12 +220,31 @@ class ScoreOut(_Out):
     ts: str | None
 
 
+class RunApproval(_Out):
+    """An approval request of the run, in short: the whole request (its full arguments) is at
+    ``GET /v1/approvals/{id}``."""
+
+    id: str
+    span_id: str | None
+    action: str
+    status: str
+    min_role: str
+    arguments_hash: str
+    requested_at: str
+    decided_at: str | None
+    decided_by: str | None
+    decided_role: str | None
+    reason: str | None
+    completed_at: str | None
+
+
 class RunDetail(RunSummary):
     inputs: Any
     output: Any
     metadata: dict[str, Any]
     spans: list[SpanOut]
     scores: list[ScoreOut]
+    approvals: list[RunApproval] = Field(description="The run's approval requests, oldest first")
 
 
 class CostRow(_Out):

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, WithJsonSchema
 
+from controlroom.approvals import requests as ap
 from controlroom.errors import InvalidQuery
 from controlroom.events import RUN_STATUSES, format_ts, parse_ts
 from controlroom.money import Usage, parse_usd, to_usd
@@ -21,6 +22,7 @@ from controlroom.server.schemas import (
     Counts,
     DailyCosts,
     ErrorOut,
+    RunApproval,
     RunDetail,
     RunList,
     RunSummary,
@@ -145,7 +147,24 @@ def span_out(s: queries.SpanNode) -> SpanOut:
     )
 
 
-def detail_out(d: queries.RunDetail) -> RunDetail:
+def run_approval(a: ap.Approval) -> RunApproval:
+    return RunApproval(
+        id=a.id,
+        span_id=a.span_id,
+        action=a.action,
+        status=a.status,
+        min_role=a.min_role.name,
+        arguments_hash=a.arguments_hash,
+        requested_at=format_ts(a.requested_at) or "",
+        decided_at=format_ts(a.decided_at),
+        decided_by=a.decided_by,
+        decided_role=a.decided_role.name if a.decided_role else None,
+        reason=a.reason,
+        completed_at=format_ts(a.completed_at),
+    )
+
+
+def detail_out(d: queries.RunDetail, approvals: list[ap.Approval] | None = None) -> RunDetail:
     return RunDetail(
         **summary_fields(d.summary),
         inputs=d.inputs,
@@ -165,6 +184,7 @@ def detail_out(d: queries.RunDetail) -> RunDetail:
             )
             for s in d.scores
         ],
+        approvals=[run_approval(a) for a in sorted(approvals or (), key=lambda a: (a.requested_at, a.id))],
     )
 
 
@@ -201,8 +221,17 @@ def page_json(page: queries.RunPage) -> dict[str, Any]:
     )
 
 
-def run_json(run: queries.RunDetail) -> dict[str, Any]:
-    return as_json(detail_out(run))
+def run_json(run: queries.RunDetail, approvals: list[ap.Approval] | None = None) -> dict[str, Any]:
+    return as_json(detail_out(run, approvals))
+
+
+MAX_RUN_APPROVALS = 500
+
+
+def run_with_approvals(conn: Any, project_id: int, run_id: str) -> dict[str, Any]:
+    """The run and its approval requests, read in one transaction."""
+    run = queries.get_run(conn, project_id, run_id)
+    return run_json(run, ap.queue(conn, project_id=project_id, run_id=run_id, limit=MAX_RUN_APPROVALS))
 
 
 def costs_json(costs: queries.DailyCosts) -> dict[str, Any]:
@@ -270,7 +299,7 @@ async def list_runs(
     "/v1/runs/{run_id}",
     response_model=RunDetail,
     responses=problems(400, 401, 403, 404, s404="not_found: no such run (or not yet projected)"),
-    summary="One run with its span tree and scores",
+    summary="One run with its span tree, scores and approval requests",
 )
 async def get_run(
     run_id: Annotated[str, Path(description="32 hex digits", json_schema_extra={"pattern": HEX_RUN_ID})],
@@ -280,7 +309,7 @@ async def get_run(
     rid = run_id.lower()
     if len(rid) != 32 or any(c not in "0123456789abcdef" for c in rid):
         raise InvalidQuery(f"run_id {run_id!r} is not 32 hex characters", parameter="run_id")
-    return JSONResponse(run_json(await in_read(store, queries.get_run, project.id, rid)))
+    return JSONResponse(await in_read(store, run_with_approvals, project.id, rid))
 
 
 @router.get(
