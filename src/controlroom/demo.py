@@ -28,6 +28,7 @@ from controlroom.store.tables import budgets
 logger = logging.getLogger(__name__)
 
 DAY_NS = 86_400 * 10**9
+HOUR_NS = 3_600 * 10**9
 MS = 10**6
 
 
@@ -69,6 +70,23 @@ TASKS = [
 ]
 
 
+@dataclass(frozen=True)
+class DemoApproval:
+    """An approval request of the history, and what a person made of it (``decision`` None: nobody
+    has yet; "expired": nobody did in time)."""
+
+    run_id: str
+    span_id: str
+    agent: str
+    action: str
+    arguments: dict[str, Any]
+    requested_at: int
+    decision: str | None
+    decided_at: int
+    by: str
+    reason: str | None
+
+
 @dataclass
 class Recorder:
     """Builds run-log events for one simulated run, on a simulated clock."""
@@ -77,6 +95,7 @@ class Recorder:
     clock: int
     rng: random.Random
     events: list[dict[str, Any]] = field(default_factory=list)
+    approvals: list[DemoApproval] = field(default_factory=list)
 
     def emit(self, type_: str, body: dict[str, Any], ts: int, suffix: str) -> None:
         self.events.append(
@@ -183,7 +202,74 @@ class Recorder:
                 self.advance(500 * attempt)
 
 
-def _run_events(rng: random.Random, agent: str, t0: int, spike: bool) -> list[dict[str, Any]]:
+def _ask_for_refund(rec: Recorder, root: str, order: int, now: int) -> None:
+    """A refund waits for a person (an ``approval`` span, as the SDK records it). Most are approved
+    within minutes, some rejected with a reason, a few expire unanswered; those of the last hours
+    are still waiting. Now and then the customer asks to erase their data: admins only."""
+    rng = rec.rng
+    erase = rng.random() < 0.1
+    action = "erase_customer_data" if erase else "refund"
+    arguments: dict[str, Any] = (
+        {"customer": f"user-{rng.randint(1, 400)}"}
+        if erase
+        else {"order_id": order, "usd": round(rng.uniform(5, 250), 2)}
+    )
+    asked = rec.clock
+    sid = rec.span(action, "approval", root, input=arguments)
+    age = now - rec.clock
+    roll = rng.random()
+    decided_at = asked + int(rng.uniform(1, 40) * 60 * 10**9)
+    if age < 4 * HOUR_NS:
+        decision, reason, by = None, None, ""
+    elif roll < 0.75:
+        decision, reason, by = "approved", None, "admin" if erase else "approver"
+    elif roll < 0.92 or erase or age < 10 * HOUR_NS:
+        decision, by = "rejected", "admin" if erase else "approver"
+        reason = rng.choice(REJECTIONS)
+    else:  # a refund nobody answered: it expired after the policy's 8 hours
+        decision, reason, by = "expired", None, ""
+        decided_at = asked + 8 * HOUR_NS
+    rec.approvals.append(
+        DemoApproval(
+            rec.run_id, sid, "support-bot", action, arguments, asked, decision, decided_at, by, reason
+        )
+    )
+    if decision is None:  # the agent stopped waiting: the request stays pending, nothing runs
+        rec.end(
+            sid,
+            30_000,
+            status="error",
+            error={"type": "ApprovalPending", "message": f"nobody has decided on {action!r} yet"},
+        )
+        return
+    if decision != "approved":
+        status = "rejected" if decision == "rejected" else "expired"
+        rec.end(
+            sid,
+            30_000,
+            status="error",
+            error={"type": f"Approval{status.title()}", "message": reason or f"the request {status}"},
+        )
+        return
+    rec.clock = decided_at
+    rec.end(
+        sid, 5, attributes={"controlroom.approval.status": "claimed", "controlroom.approval.decided_by": by}
+    )
+    tool = rec.span("issue_refund" if not erase else "erase_customer_data", "tool", root, input=arguments)
+    rec.end(tool, rng.uniform(100, 900), output={"ok": True})
+
+
+REJECTIONS = (
+    "the order was delivered: ask for a return first",
+    "over the refund limit for this customer",
+    "duplicate of an earlier refund",
+)
+
+
+def _run_events(
+    rng: random.Random, agent: str, t0: int, spike: bool, now: int | None = None
+) -> tuple[list[dict[str, Any]], list[DemoApproval]]:
+    now = time.time_ns() if now is None else now
     run_id = f"{rng.getrandbits(128) | 1:032x}"
     rec = Recorder(run_id, t0, rng)
     n = rng.randint(1000, 99999)
@@ -240,6 +326,8 @@ def _run_events(rng: random.Random, agent: str, t0: int, spike: bool) -> list[di
                 rng.uniform(20, 200),
                 output={"order_id": n, "state": rng.choice(["shipped", "processing"])},
             )
+            if rng.random() < 0.1:
+                _ask_for_refund(rec, root, n, now)
             rec.llm(
                 root,
                 GPT4O_MINI,
@@ -307,19 +395,23 @@ def _run_events(rng: random.Random, agent: str, t0: int, spike: bool) -> list[di
             rec.advance(1),
             ".score",
         )
-    return rec.events
+    return rec.events, rec.approvals
 
 
 RUNS_PER_DAY = {"support-bot": 90, "research-agent": 20, "coding-agent": 15}
 
 
-def history(*, days: int = 30, seed: int = 7, now_ns: int | None = None) -> Iterator[list[dict[str, Any]]]:
-    """Batches of events for ``days`` of fleet history, ending an hour ago; day ``days - 6`` is the spike."""
+def history(
+    *, days: int = 30, seed: int = 7, now_ns: int | None = None
+) -> Iterator[tuple[list[dict[str, Any]], list[DemoApproval]]]:
+    """Batches of events for ``days`` of fleet history, ending an hour ago, with the approval
+    requests they made; day ``days - 6`` is the spike."""
     rng = random.Random(seed)
     now = now_ns or time.time_ns()
     start = now - days * DAY_NS
     for day in range(days):
         batch: list[dict[str, Any]] = []
+        asked: list[DemoApproval] = []
         weekday_factor = 0.6 if day % 7 in (5, 6) else 1.0
         for agent, per_day in RUNS_PER_DAY.items():
             for _ in range(int(per_day * weekday_factor * rng.uniform(0.8, 1.2))):
@@ -327,8 +419,10 @@ def history(*, days: int = 30, seed: int = 7, now_ns: int | None = None) -> Iter
                 if t0 > now - 3_600 * 10**9:
                     continue
                 spike = agent == "research-agent" and day == days - 6 and rng.random() < 0.7
-                batch.extend(_run_events(rng, agent, t0, spike))
-        yield batch
+                events, approvals = _run_events(rng, agent, t0, spike, now)
+                batch.extend(events)
+                asked.extend(approvals)
+        yield batch, asked
 
 
 # (agent or None for the whole project, USD per day)
@@ -363,26 +457,118 @@ def ensure_demo_people(store: Store, project: Project) -> list[str]:
     return [f"{login} ({role})" for login, role in DEMO_PEOPLE]
 
 
-def backfill(store: Store, project_id: int, *, days: int = 30) -> int:
-    """Write the history into the run log; returns the number of events written."""
+# Approval policies of a new demo project: refunds need an approver and expire after 8 hours
+# unanswered; erasing a customer's data needs an admin, and not the one who started the run.
+DEMO_POLICIES = (("refund", "approver", False, 8 * 3_600.0), ("erase_customer_data", "admin", True, None))
+
+
+def set_demo_policies(store: Store, project: Project) -> list[str]:
+    from controlroom.accounts.users import Role
+    from controlroom.approvals import policies
+
+    with store.write() as conn:
+        if policies.list_policies(conn, project_id=project.id):
+            return []
+        for action, role, four_eyes, expiry in DEMO_POLICIES:
+            policy = policies.Policy(action, Role[role], four_eyes, expiry)
+            policies.set_policy(store, conn, project_id=project.id, policy=policy)
+    return [
+        f"{action} needs {role}{' (four eyes)' if four_eyes else ''}"
+        for action, role, four_eyes, _ in DEMO_POLICIES
+    ]
+
+
+def backfill(store: Store, project: Project, *, days: int = 30) -> int:
+    """Write the history into the run log, with its approval requests and what people made of
+    them (the demo's approver and admin deciding, as they would have); returns the number of events
+    written. The project's approval policies and people are set first (see :data:`DEMO_POLICIES`,
+    :func:`ensure_demo_people`)."""
+    set_demo_policies(store, project)
+    ensure_demo_people(store, project)
     total = 0
-    for batch in history(days=days):
+    for batch, asked in history(days=days):
         for i in range(0, len(batch), 5000):
-            result = ingest_events(store, project_id, {"events": batch[i : i + 5000]}, max_events=5000)
+            result = ingest_events(store, project.id, {"events": batch[i : i + 5000]}, max_events=5000)
             total += result.accepted
+        for a in sorted(asked, key=lambda a: a.requested_at):
+            _replay_approval(store, project.id, a)
     return total
 
 
-class LiveFleet:
-    """Runs the three agents now, through the real SDK, every few seconds, until stopped."""
+def _replay_approval(store: Store, project_id: int, a: DemoApproval) -> None:
+    from controlroom.accounts import users as u
+    from controlroom.approvals import requests as ap
 
-    def __init__(self, url: str, api_key: str, *, every_seconds: float = 3.0) -> None:
+    request, _ = ap.request(
+        store,
+        project_id=project_id,
+        run_id=a.run_id,
+        action=a.action,
+        arguments=a.arguments,
+        idempotency_key=f"{a.action}#1",
+        agent=a.agent,
+        span_id=a.span_id,
+        now=a.requested_at,
+    )
+    if a.decision == "expired":
+        # the requests due by then: this one (those asked earlier were replayed before it, the
+        # ones still waiting were asked in the last hours and are not due)
+        ap.expire_due(store, now=a.decided_at)
+    elif a.decision is not None:
+        with store.read() as conn:
+            person = u.user(conn, a.by)
+            role = u.role_in(conn, user_id=person.id, project_id=project_id)
+        assert role is not None, f"the demo's {a.by} has no role in the project"
+        decider = ap.Decider(person.id, person.login, role)
+        ap.decide(
+            store,
+            project_id=project_id,
+            approval_id=request.id,
+            decision=a.decision,
+            arguments_hash=request.arguments_hash,
+            decider=decider,
+            reason=a.reason,
+            now=a.decided_at,
+        )
+        if a.decision == "approved":
+            claimed_at = a.decided_at + 50 * MS
+            ap.claim(
+                store,
+                project_id=project_id,
+                approval_id=request.id,
+                arguments_hash=request.arguments_hash,
+                now=claimed_at,
+            )
+            ap.complete(
+                store,
+                project_id=project_id,
+                approval_id=request.id,
+                outcome="executed",
+                now=claimed_at + 500 * MS,
+            )
+
+
+class LiveFleet:
+    """Runs the three agents now, through the real SDK, every few seconds, until stopped. Now and
+    then the support bot asks to refund an order and waits (a thread of its own, up to two minutes)
+    for a person; with ``store``, the demo's approver decides the smaller refunds after a little
+    while (:class:`DemoApprover`), and the larger ones wait for a real person in the queue."""
+
+    MAX_WAITING = 3  # support bots waiting for a decision at once
+
+    def __init__(
+        self, url: str, api_key: str, *, every_seconds: float = 3.0, approver: DemoApprover | None = None
+    ) -> None:
         self.url, self.api_key, self.every = url, api_key, every_seconds
+        self.approver = approver
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="controlroom-demo-fleet", daemon=True)
+        self._waiting = threading.BoundedSemaphore(self.MAX_WAITING)
 
     def start(self) -> None:
         self._thread.start()
+        if self.approver is not None:
+            self.approver.start(self._stop)
 
     def stop(self) -> None:
         self._stop.set()
@@ -394,9 +580,36 @@ class LiveFleet:
         rng = random.Random()
         while not self._stop.wait(self.every * rng.uniform(0.5, 1.5)):
             try:
+                if rng.random() < 0.06 and self._waiting.acquire(blocking=False):
+                    threading.Thread(
+                        target=self._refund_run, args=(controlroom, rng.randint(1000, 99999)), daemon=True
+                    ).start()
+                    continue
                 self._one_run(controlroom, rng)
             except Exception:
                 logger.exception("demo fleet run failed")
+
+    def _refund_run(self, cr: Any, order: int) -> None:
+        """A customer wants their money back: the refund runs only once a person approved it."""
+        rng = random.Random(order)
+        usd = round(rng.uniform(5, 300), 2)
+        try:
+            with cr.run("support-bot", inputs={"question": f"refund order #{order}"}, tags=["live"]) as run:
+                try:
+                    with (
+                        cr.approval("refund", {"order_id": order, "usd": usd}, wait=120),
+                        cr.tool("issue_refund", input={"order_id": order, "usd": usd}) as tool,
+                    ):
+                        tool.set_output({"refund_id": f"re_{order}", "usd": usd})
+                    run.set_output({"refund": "issued"})
+                except cr.ApprovalRejected as e:
+                    run.set_output({"refund": "declined", "reason": e.reason})
+                except cr.ApprovalPending:
+                    run.set_output({"refund": "waiting for a person"})
+        except Exception:
+            logger.exception("demo refund run failed")
+        finally:
+            self._waiting.release()
 
     @staticmethod
     def _one_run(cr: Any, rng: random.Random, agent: str | None = None) -> None:
@@ -422,3 +635,64 @@ class LiveFleet:
                         raise RuntimeError("order service returned 503")
         except (RuntimeError, cr.BudgetExceeded):
             pass  # recorded as a failed run (a refused call fails it too); the demo goes on
+
+
+class DemoApprover:
+    """The demo's approver at work on the live fleet's refunds: each one of at most
+    :data:`LIMIT_USD` is decided 15 to 60 seconds after it was asked (most approved, a few
+    rejected with a reason), as the ``approver`` user; larger ones are left for a real person."""
+
+    LIMIT_USD = 200
+
+    def __init__(self, store: Store, project: Project) -> None:
+        self.store, self.project = store, project
+        self._later: dict[str, float] = {}
+
+    def start(self, stop: threading.Event) -> None:
+        threading.Thread(
+            target=self._loop, args=(stop,), name="controlroom-demo-approver", daemon=True
+        ).start()
+
+    def _loop(self, stop: threading.Event) -> None:
+        rng = random.Random()
+        while not stop.wait(2.0):
+            try:
+                self.decide_due(rng, time.monotonic())
+            except Exception:
+                logger.exception("demo approver failed")
+
+    def decide_due(self, rng: random.Random, now: float) -> int:
+        from controlroom.accounts import users as u
+        from controlroom.approvals import requests as ap
+        from controlroom.errors import Conflict
+
+        with self.store.read() as conn:
+            pending = ap.queue(conn, project_id=self.project.id, status="pending", limit=100)
+            person = u.get_user(conn, login="approver")
+            role = None if person is None else u.role_in(conn, user_id=person.id, project_id=self.project.id)
+        if person is None or role is None:
+            return 0
+        decided = 0
+        for a in pending:
+            usd = a.arguments.get("usd") if isinstance(a.arguments, dict) else None
+            if a.action != "refund" or not isinstance(usd, int | float) or usd > self.LIMIT_USD:
+                continue
+            due = self._later.setdefault(a.id, now + rng.uniform(15, 60))
+            if due > now:
+                continue
+            reject = rng.random() < 0.15
+            try:
+                ap.decide(
+                    self.store,
+                    project_id=self.project.id,
+                    approval_id=a.id,
+                    decision="rejected" if reject else "approved",
+                    arguments_hash=a.arguments_hash,
+                    decider=ap.Decider(person.id, person.login, role),
+                    reason=rng.choice(REJECTIONS) if reject else None,
+                )
+                decided += 1
+            except Conflict:  # a real person decided first
+                pass
+            self._later.pop(a.id, None)
+        return decided

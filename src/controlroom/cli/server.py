@@ -59,7 +59,14 @@ def demo(db: str | None, host: str | None, port: int | None, project: str, days:
     from sqlalchemy import select
 
     from controlroom.accounts import projects as p
-    from controlroom.demo import DEMO_PASSWORD, LiveFleet, backfill, ensure_demo_people, set_demo_caps
+    from controlroom.demo import (
+        DEMO_PASSWORD,
+        DemoApprover,
+        LiveFleet,
+        backfill,
+        ensure_demo_people,
+        set_demo_caps,
+    )
     from controlroom.store.engine import Store
     from controlroom.store.tables import events
 
@@ -73,23 +80,27 @@ def demo(db: str | None, host: str | None, port: int | None, project: str, days:
         has_history = conn.execute(
             select(events.c.seq).where(events.c.project_id == proj.id).limit(1)
         ).first()
+    people = ensure_demo_people(store, proj)  # the history's decisions are theirs
     if not has_history:
         click.echo(f"writing {days} days of history for project {project!r}...")
-        n = backfill(store, proj.id, days=days)
+        n = backfill(store, proj, days=days)
         click.echo(f"  {n} events in the run log; the projector folds them as the server starts")
         caps = set_demo_caps(store, proj)
         if caps:
             click.echo(f"  daily cost caps: {', '.join(caps)} (see GET /v1/budgets)")
     url = f"http://{settings.host}:{settings.port}"
     click.echo(f"controlroom {url}  (database: {settings.database_url})")
-    people = ensure_demo_people(store, proj)
     click.echo(f"API key for project {project!r}: {key}")
     click.echo(f"  export CONTROLROOM_URL={url} CONTROLROOM_API_KEY={key}")
     click.echo(f"  admin key (budgets, prices, keys): {admin_key}")
     click.echo(f"  logins (password {DEMO_PASSWORD!r}): {', '.join(people)}")
+    click.echo(
+        f"  approvals waiting for a person: controlroom approvals list --project {project}"
+        f"{'' if db is None else ' --db ' + db}"
+    )
     click.echo(f"  curl -H 'Authorization: Bearer {key}' {url}/v1/runs?limit=5")
     if not no_live:
-        LiveFleet(url, key).start()
+        LiveFleet(url, key, approver=DemoApprover(store, proj)).start()
     _run_server(settings, store, worker=True)
 
 
