@@ -219,7 +219,7 @@ def _ask_for_refund(rec: Recorder, root: str, order: int, now: int) -> None:
     age = now - rec.clock
     roll = rng.random()
     decided_at = asked + int(rng.uniform(1, 40) * 60 * 10**9)
-    if age < 4 * HOUR_NS:
+    if age < 6 * HOUR_NS:  # still waiting (the refund policy expires them after 8 hours)
         decision, reason, by = None, None, ""
     elif roll < 0.75:
         decision, reason, by = "approved", None, "admin" if erase else "approver"
@@ -326,7 +326,7 @@ def _run_events(
                 rng.uniform(20, 200),
                 output={"order_id": n, "state": rng.choice(["shipped", "processing"])},
             )
-            if rng.random() < 0.1:
+            if rng.random() < 0.15:
                 _ask_for_refund(rec, root, n, now)
             rec.llm(
                 root,
