@@ -247,6 +247,11 @@ class ScoreRecordedBody(_Body):
     span_id: SpanId | None = None
     source: Literal["sdk", "human", "evaluator"] = "sdk"
     evaluator: ShortText | None = None
+    evaluator_version: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    kind: Literal["boolean", "numeric", "categorical"] | None = None
+    # the value on 0..1 with 1 the best (evaluators' scores: their range and direction applied)
+    normalised: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    author: Annotated[str, Field(min_length=1, max_length=128)] | None = None  # a person's score: who
 
 
 class RunAbandonedBody(_Body):

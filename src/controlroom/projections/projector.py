@@ -461,7 +461,19 @@ def _add(table: Table, columns: tuple[str, ...]) -> Callable[[Any], Any]:
 
 def _score_row(e: log.LoggedEvent, body: dict[str, Any]) -> dict[str, Any]:
     body = ev.with_defaults(ev.SCORE_RECORDED, body)  # the defaults are events.py's
-    fields = ("span_id", "name", "value", "label", "comment", "source", "evaluator")
+    fields = (
+        "span_id",
+        "name",
+        "value",
+        "label",
+        "comment",
+        "source",
+        "evaluator",
+        "evaluator_version",
+        "kind",
+        "normalised",
+        "author",
+    )
     return {"project_id": e.project_id, "event_id": e.event_id, "run_id": e.run_id, "ts": e.ts} | {
         k: body[k] for k in fields
     }

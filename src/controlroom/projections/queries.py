@@ -97,6 +97,10 @@ class Score:
     source: str
     evaluator: str | None
     ts_ns: int | None
+    evaluator_version: str | None = None
+    kind: str | None = None
+    normalised: float | None = None
+    author: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +300,10 @@ def get_run(conn: Connection, project_id: int, run_id: str) -> RunDetail:
                 source=s["source"],
                 evaluator=s["evaluator"],
                 ts_ns=s["ts"],
+                evaluator_version=s["evaluator_version"],
+                kind=s["kind"],
+                normalised=s["normalised"],
+                author=s["author"],
             )
             for s in score_rows
         ],

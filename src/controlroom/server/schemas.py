@@ -218,6 +218,10 @@ class ScoreOut(_Out):
     source: str
     evaluator: str | None
     ts: str | None
+    evaluator_version: str | None
+    kind: str | None = Field(description="boolean, numeric or categorical; null when the sender did not say")
+    normalised: float | None = Field(description="The value on 0..1, 1 the best (evaluators' scores)")
+    author: str | None = Field(description="The person who gave a human score")
 
 
 class RunApproval(_Out):

@@ -343,8 +343,117 @@ scores = Table(
     Column("source", String(16), nullable=False),
     Column("evaluator", String(256)),
     Column("ts", BigInteger, nullable=False),
+    Column("evaluator_version", String(64)),
+    Column("kind", String(16)),  # boolean / numeric / categorical; NULL: not said (sdk, before evals)
+    Column("normalised", Float),  # the value on 0..1, higher is better (evaluators' scores)
+    Column("author", String(128)),  # the person who gave a human score
     Index("ix_scores_run", "project_id", "run_id"),
     Index("ix_scores_name", "project_id", "name", "ts"),
+    Index("ix_scores_series", "project_id", "evaluator", "evaluator_version", "name", "ts"),
+)
+
+# Evals: configurations (which evaluator over which runs, when), jobs (a batch over a window of
+# runs, or the rolling post-run job of a configuration), items (one per evaluator version and run:
+# the unique key that keeps a run from being judged twice), the post-run queue, and regressions.
+eval_configs = Table(
+    "eval_configs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("evaluator", String(512), nullable=False),  # a built-in's name, or module:attribute
+    Column("params", Json, nullable=False),
+    Column("selector", Json, nullable=False),  # agents, environments, tags, sample_rate
+    Column("trigger", String(16), nullable=False),  # post_run / schedule / manual
+    Column("schedule", String(128)),  # cron (5 fields), in ``timezone``
+    Column("timezone", String(64), nullable=False),
+    Column("window_seconds", Float),  # a scheduled job's window of past runs
+    Column("grace_seconds", Float, nullable=False),  # post-run: wait this long after the end
+    Column("next_run_at", BigInteger),  # the schedule's next time
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("paused_at", BigInteger),
+    UniqueConstraint("project_id", "name"),
+)
+
+eval_jobs = Table(
+    "eval_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("config_id", Integer, ForeignKey("eval_configs.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # post_run / scheduled / backfill
+    Column("state", String(16), nullable=False),  # queued / running / done / failed / cancelled
+    Column("since_ns", BigInteger),  # the window of runs (started at), batch jobs
+    Column("until_ns", BigInteger),
+    Column("cursor", String(64)),  # where a batch job is in its window (keyset), to resume
+    Column("total", Integer),  # runs in the window (batch jobs, when known)
+    Column("processed", Integer, nullable=False, server_default="0"),
+    Column("scored", Integer, nullable=False, server_default="0"),
+    Column("not_applicable", Integer, nullable=False, server_default="0"),
+    Column("errors", Integer, nullable=False, server_default="0"),
+    Column("skipped", Integer, nullable=False, server_default="0"),
+    Column("note", Text),  # why runs were skipped, or why the job failed
+    Column("created_at", BigInteger, nullable=False),
+    Column("started_at", BigInteger),
+    Column("finished_at", BigInteger),
+    Column("lease_until", BigInteger),  # a running batch job's worker holds it until then
+    Index("ix_eval_jobs_state", "state", "created_at"),
+    Index("ix_eval_jobs_project", "project_id", "id"),
+)
+
+eval_items = Table(
+    "eval_items",
+    metadata,
+    Column("project_id", Integer, primary_key=True),
+    Column("evaluator", String(256), primary_key=True),
+    Column("evaluator_version", String(64), primary_key=True),
+    Column("run_id", String(32), primary_key=True),
+    Column("job_id", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # claimed / scored / not_applicable / error
+    Column("claimed_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger),
+    Column("error_type", String(256)),
+    Column("error_message", Text),
+    Index("ix_eval_items_job", "job_id", "state"),
+)
+
+eval_postrun = Table(
+    "eval_postrun",
+    metadata,
+    Column("config_id", Integer, primary_key=True),
+    Column("run_id", String(32), primary_key=True),
+    Column("project_id", Integer, nullable=False),
+    Column("due_at", BigInteger, nullable=False),
+    Index("ix_eval_postrun_due", "due_at"),
+)
+
+eval_regressions = Table(
+    "eval_regressions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id"), nullable=False),
+    Column("agent", String(256), nullable=False),
+    Column("evaluator", String(256), nullable=False),
+    Column("evaluator_version", String(64), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("state", String(16), nullable=False),  # open / resolved
+    Column("opened_at", BigInteger, nullable=False),
+    Column("resolved_at", BigInteger),
+    Column("checked_at", BigInteger, nullable=False),
+    Column("clean_windows", Integer, nullable=False, server_default="0"),
+    Column("clean_since", BigInteger),  # the end of the last window counted clean
+    Column("evidence", Text, nullable=False),
+    Column("details", Json, nullable=False),  # the test: sides, change, CI, p, q, worst runs
+    Index("ix_eval_regressions_open", "project_id", "state", "opened_at"),
+)
+
+eval_settings = Table(  # a project's regression detection settings (absent: the defaults)
+    "eval_settings",
+    metadata,
+    Column("project_id", Integer, ForeignKey("projects.id"), primary_key=True),
+    Column("settings", Json, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
 )
 
 price_overrides = Table(

@@ -181,6 +181,10 @@ def detail_out(d: queries.RunDetail, approvals: list[ap.Approval] | None = None)
                 source=s.source,
                 evaluator=s.evaluator,
                 ts=format_ts(s.ts_ns),
+                evaluator_version=s.evaluator_version,
+                kind=s.kind,
+                normalised=s.normalised,
+                author=s.author,
             )
             for s in d.scores
         ],
