@@ -192,13 +192,15 @@ def detect(
     Numeric series are tested with ``permutations`` permutations, seeded from ``seed`` and a
     stable hash of the series' key: a series draws the same permutations wherever it sits in the
     input.
+
     A permutation p cannot go below 1 / (B + 1), while BH needs p <= q / m to flag a lone
     regression among m series: with 2,000 permutations and 100 series that is out of reach. So a
     numeric series whose first p is at most ``q`` is tested again, with fresh permutations, enough
     for a floor ten times below q / m (at most ``max_permutations``), and that second p is its
     p. (Re-testing only the series whose first p is small keeps the p valid: for any level a,
     "final p <= a" implies "first p <= a" when a >= q, and "second p <= a" when a < q.)
-    A drop counts as reaching the margin within 1e-9, so that 0.92 -> 0.87 is a drop of 0.05.
+    A drop counts as reaching the margin within 1e-9: 0.85 -> 0.80 is a drop of 0.05, though
+    it is 0.04999999999999993 in floating point.
     """
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin}")

@@ -21,7 +21,7 @@ import numpy.typing as npt
 PERMUTATIONS = 2000
 """Default permutations per test. The p-value's Monte Carlo standard error is at most
 ``sqrt(p (1 - p) / B)``: about 0.005 at p = 0.05, so a series near the usual threshold is called
-the same way from one seed to the next, and a numeric series of 2,500 scores costs ~40 ms. Its
+the same way from one seed to the next, and a numeric series of 2,500 scores costs ~30 ms. Its
 floor, 1 / 2001 = 0.0005, is too coarse once many series are corrected together (BH needs
 p <= q / m for a lone regression): :func:`controlroom.evals.regressions.detect` re-tests with
 more permutations exactly where that matters."""
