@@ -25,12 +25,13 @@ from generate import GenConfig, build
 from ingest import IngestConfig, run_ingest
 from queries import TARGET_P95_MS, QueryConfig, run_queries
 
-PARTS = ("ingest", "generate", "queries", "otlp", "sdk", "budget")
+PARTS = ("ingest", "generate", "queries", "otlp", "sdk", "budget", "regressions")
 # Benchmarks with their own scripts; each prints JSON lines (or one JSON document) on stdout.
 SCRIPTS: dict[str, list[list[str]]] = {
     "otlp": [["otlp.py"]],
     "sdk": [["sdk_overhead.py"], ["sdk_throughput.py"]],
     "budget": [["budget.py", "--backend", "sqlite"], ["budget.py", "--backend", "postgresql"]],
+    "regressions": [["regressions.py"]],
 }
 # (shape, projector in a separate `controlroom worker` process)
 INGEST_VARIANTS = (("started_ended", False), ("started_ended", True), ("recorded", False))
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         sections.append("## Read API latency, sequential requests\n\n" + _queries_table(queried, backends))
     for part, docs in others.items():
         sections.append(f"## {part}\n\n```\n" + "\n".join(json.dumps(d) for d in docs) + "\n```")
-    verdicts = _verdicts(ingest, queried, others.get("budget", []))
+    verdicts = _verdicts(ingest, queried, others.get("budget", []), others.get("regressions", []))
     sections.append("## Targets\n\n" + "\n".join(f"- {v}" for v in verdicts))
     report = "\n\n".join(sections) + "\n"
     print("\n" + report)
@@ -229,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _verdicts(
-    ingest: dict[str, dict[str, Any]], queried: dict[str, dict[str, Any]], budget: list[dict[str, Any]]
+    ingest: dict[str, dict[str, Any]],
+    queried: dict[str, dict[str, Any]],
+    budget: list[dict[str, Any]],
+    regressions: list[dict[str, Any]],
 ) -> list[str]:
     out = []
     r = ingest.get("sqlite-started_ended")
@@ -258,6 +262,12 @@ def _verdicts(
                 f"({p99:.2f} ms), >= {BUDGET_TARGET_RATE:,} admissions/s "
                 f"{'MET' if rate >= BUDGET_TARGET_RATE else 'MISSED'} ({rate:,.0f}/s)"
             )
+    for r in regressions:
+        out.append(
+            f"eval regressions over {r['series']} series of {r['scores_per_series']:,} scores < "
+            f"{r['target_s']:.0f} s: {'MET' if r['meets_target'] else 'MISSED'} ({r['seconds_best']:.2f} s; "
+            f"{r['flagged']} flagged of {r['degraded']} degraded, check {'ok' if r['check']['ok'] else 'FAILED'})"
+        )
     return out or ["(no target measured in this run)"]
 
 
