@@ -46,7 +46,9 @@ class Selector:
     def __post_init__(self) -> None:
         rate = self.sample_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
-            raise ValidationFailed(f"sample_rate {rate!r} must be more than 0 and at most 1", field="sample_rate")
+            raise ValidationFailed(
+                f"sample_rate {rate!r} must be more than 0 and at most 1", field="sample_rate"
+            )
         for name in ("agents", "environments", "tags"):
             values = getattr(self, name)
             if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
@@ -199,7 +201,8 @@ def _check(
         raise ValidationFailed(f"schedule is only for trigger 'schedule', not {trigger!r}", field="schedule")
     if window_seconds is not None and not 0 < window_seconds <= MAX_WINDOW_SECONDS:
         raise ValidationFailed(
-            f"window_seconds {window_seconds!r} must be more than 0 and at most a year", field="window_seconds"
+            f"window_seconds {window_seconds!r} must be more than 0 and at most a year",
+            field="window_seconds",
         )
 
 
@@ -317,7 +320,9 @@ def list_configs(
     return [_config(r) for r in conn.execute(q)]
 
 
-def set_paused(conn: Connection, *, project_id: int, name: str, paused: bool, now: int | None = None) -> EvalConfig:
+def set_paused(
+    conn: Connection, *, project_id: int, name: str, paused: bool, now: int | None = None
+) -> EvalConfig:
     """Pause (nothing new is judged: post-run runs ending meanwhile are not queued, the schedule
     skips) or resume (a schedule resumes from now: missed times are not made up)."""
     now = time.time_ns() if now is None else now

@@ -182,7 +182,8 @@ def _chosen(rows: Sequence[Any], selector: cf.Selector) -> list[str]:
     return [
         r.run_id
         for r in rows
-        if selector.sampled(r.run_id) and (not selector.tags or selector.matches(r.agent, r.environment, r.tags))
+        if selector.sampled(r.run_id)
+        and (not selector.tags or selector.matches(r.agent, r.environment, r.tags))
     ]
 
 
@@ -206,7 +207,11 @@ def preview(conn: Connection, config: cf.EvalConfig, *, since: int | None, until
 
 
 def _page(
-    conn: Connection, config: cf.EvalConfig, since: int | None, until: int | None, cursor: tuple[int, str] | None
+    conn: Connection,
+    config: cf.EvalConfig,
+    since: int | None,
+    until: int | None,
+    cursor: tuple[int, str] | None,
 ) -> list[Any]:
     q = _window_query(config.project_id, config.selector, since, until)
     if cursor is not None:
@@ -265,7 +270,9 @@ def cancel_job(conn: Connection, *, project_id: int, job_id: int, now: int | Non
     ).rowcount
     job = get_job(conn, project_id=project_id, job_id=job_id)
     if n != 1:
-        raise Conflict(f"eval job {job_id} is {job.state}: only a queued or running batch job can be cancelled")
+        raise Conflict(
+            f"eval job {job_id} is {job.state}: only a queued or running batch job can be cancelled"
+        )
     return job
 
 
@@ -307,7 +314,12 @@ def _score_rows(
             "kind": s.kind,
         }
         norm = normalised(e, s)
-        for key, value in (("value", s.value), ("label", s.label), ("comment", s.comment), ("normalised", norm)):
+        for key, value in (
+            ("value", s.value),
+            ("label", s.label),
+            ("comment", s.comment),
+            ("normalised", norm),
+        ):
             if value is not None:
                 body[key] = value
         event_id = score_event_id(e.name, e.version, run_id, name)
@@ -344,7 +356,9 @@ def _score_rows(
     return events, rows
 
 
-def claim(store: Store, *, project_id: int, e: Evaluator[..., Any], job_id: int, run_ids: Sequence[str], now: int) -> list[str]:
+def claim(
+    store: Store, *, project_id: int, e: Evaluator[..., Any], job_id: int, run_ids: Sequence[str], now: int
+) -> list[str]:
     """Claim ``run_ids`` for judging by ``e``: the ones no one judged or is judging (or whose claim
     went stale). The unique key decides; returns the runs this caller may judge."""
     if not run_ids:
@@ -362,12 +376,16 @@ def claim(store: Store, *, project_id: int, e: Evaluator[..., Any], job_id: int,
             }
             for r in run_ids
         ]
-        fresh = {
-            row.run_id
-            for row in conn.execute(
-                store.insert(eval_items).on_conflict_do_nothing().returning(eval_items.c.run_id), rows
-            )
-        } if store.is_sqlite else _claim_pg(store, conn, rows)
+        fresh = (
+            {
+                row.run_id
+                for row in conn.execute(
+                    store.insert(eval_items).on_conflict_do_nothing().returning(eval_items.c.run_id), rows
+                )
+            }
+            if store.is_sqlite
+            else _claim_pg(store, conn, rows)
+        )
         stale = conn.execute(
             update(eval_items)
             .where(
@@ -568,7 +586,9 @@ def _finish(store: Store, job: Job, state: str, *, note: str | None = None) -> J
         values: dict[str, Any] = {"state": state, "finished_at": now, "lease_until": None}
         if note is not None:
             values["note"] = note
-        conn.execute(update(eval_jobs).where(eval_jobs.c.id == job.id, eval_jobs.c.state == "running").values(**values))
+        conn.execute(
+            update(eval_jobs).where(eval_jobs.c.id == job.id, eval_jobs.c.state == "running").values(**values)
+        )
         return get_job(conn, project_id=job.project_id, job_id=job.id)
 
 

@@ -16,6 +16,8 @@ from sqlalchemy import Connection
 
 from controlroom.approvals import requests as approvals
 from controlroom.budget.ledger import expire_holds
+from controlroom.evals import jobs as eval_jobs
+from controlroom.evals import monitor, postrun, schedule
 from controlroom.events import APPROVAL_EVENT_TYPES
 from controlroom.notifications import consumer as notifications
 from controlroom.notifications import webhooks
@@ -124,10 +126,14 @@ def standard_runtime(
     poll_seconds: float = 0.5,
     sweep_every_seconds: float = 10.0,
     public_url: str = "http://127.0.0.1:8750",
+    regressions_every_seconds: float = 300.0,
 ) -> Runtime:
-    """controlroom's consumers and jobs: the read model's projector and the notifications consumer
-    (webhook deliveries for approval events); the abandoned-run sweeper and budget hold expiry, each
-    looked for at least twice per its timeout; approval expiry; sending webhook deliveries."""
+    """controlroom's consumers and jobs: the read model's projector, the notifications consumer
+    (webhook deliveries for approval events) and the post-run evals consumer; the abandoned-run
+    sweeper and budget hold expiry, each looked for at least twice per its timeout; approval
+    expiry; sending webhook deliveries; judging post-run evals that are due, queueing scheduled
+    eval jobs and working batch eval jobs (on a thread of their own); looking for eval
+    regressions every ``regressions_every_seconds``."""
 
     def sweep() -> int:
         return sweep_abandoned(store, quiet_seconds=abandon_after_seconds)
@@ -139,34 +145,37 @@ def standard_runtime(
         ),
         PeriodicJob("expire_approvals", APPROVAL_EXPIRY_EVERY, lambda: approvals.expire_due(store)),
         PeriodicJob("send_webhooks", WEBHOOKS_EVERY, webhooks.Sender(store)),
+        PeriodicJob("evals_postrun", EVALS_EVERY, lambda: postrun.judge_due(store)),
+        PeriodicJob("evals_schedule", EVALS_EVERY, lambda: schedule.queue_due(store)),
+        PeriodicJob("evals_batch", EVALS_EVERY, eval_jobs.BatchRunner(store)),
+        PeriodicJob("evals_regressions", regressions_every_seconds, lambda: monitor.check_all(store)),
     ]
-    consumers: list[Consumer] = [Projector(store, batch=batch), Notifications(store, public_url=public_url)]
+    consumers: list[Consumer] = [
+        Projector(store, batch=batch),
+        Notifications(store, public_url=public_url),
+        PostRunEvals(store),
+    ]
     return Runtime(store, consumers, jobs, poll_seconds=poll_seconds)
 
 
 APPROVAL_EXPIRY_EVERY = 1.0
+EVALS_EVERY = 1.0
 WEBHOOKS_EVERY = 1.0
 
 
-class Notifications(DatabaseConsumer):
-    """Follows the log for approval events and enqueues their webhook deliveries (exactly once:
-    the deliveries and the position are written together).
+class TypedConsumer(DatabaseConsumer):
+    """A database consumer of a few event types, a sliver of the log: it reads only those (by
+    type, in a read transaction), and writes only when it found some, or every
+    :data:`SAVE_EVERY` seconds to move its position past the rest — never a write transaction per
+    poll, which on SQLite would compete with ingest for the one write lock. Its effects and its
+    position are written together: exactly once."""
 
-    Approval events are a sliver of the log: it reads only them (by type, in a read transaction),
-    and writes only when it found some, or every :data:`SAVE_EVERY` seconds to move its position
-    past the rest — never a write transaction per poll, which on SQLite would compete with ingest
-    for the one write lock."""
-
-    name = notifications.NAME
+    types: tuple[str, ...] = ()
     SAVE_EVERY = 5.0
 
-    def __init__(self, store: Store, *, public_url: str, batch: int = 500) -> None:
+    def __init__(self, store: Store, *, batch: int = 500) -> None:
         super().__init__(store, batch=batch)
-        self.public_url = public_url
         self._next_save = 0.0
-
-    def handle(self, conn: Connection, events: list[LoggedEvent]) -> None:
-        notifications.handle(self.store, conn, events, public_url=self.public_url)
 
     def run_once(self) -> int:
         with self.store.read() as conn:
@@ -174,7 +183,7 @@ class Notifications(DatabaseConsumer):
             head = log.head(conn)
             if head <= start:
                 return 0
-            found = log.read_after(conn, start, self.batch, types=APPROVAL_EVENT_TYPES, until=head)
+            found = log.read_after(conn, start, self.batch, types=self.types, until=head)
         if not found and time.monotonic() < self._next_save:
             return 0
         end = found[-1].seq if len(found) == self.batch else head
@@ -185,3 +194,28 @@ class Notifications(DatabaseConsumer):
             save_position(conn, self.name, end)
         self._next_save = time.monotonic() + self.SAVE_EVERY
         return len(found)
+
+
+class Notifications(TypedConsumer):
+    """Follows the log for approval events and enqueues their webhook deliveries."""
+
+    name = notifications.NAME
+    types = APPROVAL_EVENT_TYPES
+
+    def __init__(self, store: Store, *, public_url: str, batch: int = 500) -> None:
+        super().__init__(store, batch=batch)
+        self.public_url = public_url
+
+    def handle(self, conn: Connection, events: list[LoggedEvent]) -> None:
+        notifications.handle(self.store, conn, events, public_url=self.public_url)
+
+
+class PostRunEvals(TypedConsumer):
+    """Follows the log for runs that end and queues them for the post-run eval configurations
+    (with a position of its own: a rebuild of the read model never re-runs evals)."""
+
+    name = postrun.NAME
+    types = postrun.ENDINGS
+
+    def handle(self, conn: Connection, events: list[LoggedEvent]) -> None:
+        postrun.handle(self.store, conn, events)
