@@ -219,7 +219,7 @@ def cost_within(*, max_usd: str | float | int | Decimal, name: str | None = None
     try:
         limit = parse_usd(max_usd, "max_usd")
     except ValueError as e:
-        raise _bad("cost_within", "max_usd", str(e)) from None
+        raise _bad("cost_within", "max_usd", str(e).removeprefix("max_usd ")) from None
 
     def judge(run: Run) -> bool | Score | None:
         if run.cost_nanos > limit:

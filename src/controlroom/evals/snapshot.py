@@ -548,12 +548,11 @@ def _validated(events: Iterable[Mapping[str, Any]]) -> list[ev.AnyEvent]:
             else:
                 e = ev.validate_event(dict(raw) if isinstance(raw, Mapping) else raw)
         except ValueError as exc:
-            raise ValueError(
-                f"event {i} ({raw.get('id') if isinstance(raw, Mapping) else raw!r}): {exc}"
-            ) from None
+            which = f"id {raw.get('id')!r}" if isinstance(raw, Mapping) else repr(raw)[:80]
+            raise ValueError(f"event {i} ({which}): {exc}") from None
         if out and e.run_id != out[0].run_id:
             raise ValueError(
-                f"event {i} ({e.id}) is of run {e.run_id}, the events before it of run {out[0].run_id}"
+                f"event {i} (id {e.id!r}) is of run {e.run_id}, the events before it of run {out[0].run_id}"
             )
         if e.id not in seen:  # a re-sent event is a no-op, as in the log
             seen.add(e.id)
