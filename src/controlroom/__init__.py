@@ -13,6 +13,9 @@ The SDK in a few lines::
             call.record(output=text, input_tokens=812, output_tokens=96)
         return text
 
+An evaluator is a plain function over a recorded run (``controlroom.evaluator``, ``controlroom.Score``;
+see ``controlroom.evals``).
+
 Importing this package is cheap: the server, store and CLI live in submodules that the SDK never imports.
 """
 
@@ -22,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
 from controlroom.errors import ConfigError
+from controlroom.evals.evaluator import Score, evaluator
 from controlroom.sdk._approval_gate import ApprovalGate, ApprovedTool, KeyFunction
 from controlroom.sdk._approval_gate import requires_approval as _requires_approval
 from controlroom.sdk._approvals import ApprovalError, ApprovalPending, ApprovalRejected, Grant
@@ -51,6 +55,7 @@ __all__ = [
     "Grant",
     "LLMSpan",
     "Run",
+    "Score",
     "Span",
     "ToolSpan",
     "__version__",
@@ -58,6 +63,7 @@ __all__ = [
     "call_with_fallback",
     "current_run",
     "current_span",
+    "evaluator",
     "flush",
     "init",
     "llm",

@@ -1,0 +1,651 @@
+"""A recorded run as an evaluator sees it: a typed, read-only snapshot of the read model.
+
+Two ways to get one, giving equal snapshots of the same events:
+
+- :func:`load_runs` reads many runs from the read model in three queries per chunk of ids (runs,
+  spans, scores), the batch path of eval jobs;
+- :meth:`Run.from_events` folds a list of events in memory with the projector's own fold, so an
+  evaluator is unit-tested without a server or a database.
+
+Read-only: the dataclasses are frozen, sequences are tuples, and every JSON value (inputs, output,
+span input / output / attributes, metadata, reference) is kept as the JSON text it was stored as
+and decoded on each access, so what an evaluator gets is its own copy: changing it changes nothing
+another evaluator (or the next access) sees. Decoding on access also makes loading cheap: a value
+nobody reads is never decoded.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select
+
+from controlroom import events as ev
+from controlroom.cost import Pricer
+from controlroom.money import Usage
+from controlroom.projections import fold
+from controlroom.projections.queries import _acyclic_parents
+from controlroom.store.json_text import decode, json_text
+from controlroom.store.tables import runs, scores, spans
+
+__all__ = ["Error", "LlmCall", "RecordedScore", "Run", "Span", "ToolCall", "load_runs", "to_messages"]
+
+CHUNK = 500
+"""Run ids per query: `run_id IN (...)` on the primary key, well under SQLite's variable limit."""
+NANOS_PER_USD = Decimal(10**9)
+TOOL_NAME_PREFIX = "execute_tool "  # OpenTelemetry GenAI names a tool span "execute_tool {tool}"
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """What failed: the exception's type and message, and the span it came from."""
+
+    type: str
+    message: str | None
+    span_id: str | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Span:
+    """One span of a run. ``input``, ``output`` and ``attributes`` decode on each access (a copy)."""
+
+    id: str
+    parent_id: str | None
+    kind: str | None
+    name: str | None
+    status: str  # running / ok / error
+    started_at_ns: int | None
+    ended_at_ns: int | None
+    error: Error | None
+    provider: str | None
+    model: str | None
+    attempt: int | None
+    retry_of: str | None
+    fallback_from: str | None
+    usage: Usage | None  # None: the span reported no token usage
+    cost_nanos: int | None  # None: no cost (not a call, or a call of a model with no known price)
+    cost_source: str | None  # reported / computed / unknown; None for spans without usage
+    _input: Any = field(default=None, repr=False)
+    _output: Any = field(default=None, repr=False)
+    _attributes: Any = field(default=None, repr=False)
+
+    @property
+    def input(self) -> Any:
+        return decode(self._input)
+
+    @property
+    def output(self) -> Any:
+        return decode(self._output)
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return decode(self._attributes) or {}
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at_ns is None or self.ended_at_ns is None:
+            return None
+        return (self.ended_at_ns - self.started_at_ns) / 1e9
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        return None if self.cost_nanos is None else Decimal(self.cost_nanos) / NANOS_PER_USD
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedScore:
+    """A score already attached to the run (by the SDK, a person or an evaluator)."""
+
+    name: str
+    value: float | None
+    label: str | None
+    comment: str | None
+    span_id: str | None
+    source: str  # sdk / human / evaluator
+    evaluator: str | None
+    ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool span as a call: its values are decoded copies, the caller's own."""
+
+    name: str
+    arguments: Any
+    result: Any
+    error: Error | None
+    span_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LlmCall:
+    """A model call: ``input`` as recorded, ``messages`` the same as ``{role, content}`` messages
+    (see :func:`to_messages`), ``output`` the reply as recorded."""
+
+    span_id: str
+    name: str | None
+    provider: str | None
+    model: str | None
+    input: Any
+    messages: list[dict[str, Any]]
+    output: Any
+    usage: Usage | None
+    cost_nanos: int | None
+    error: Error | None
+    attempt: int | None
+    retry_of: str | None
+    fallback_from: str | None
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        return None if self.cost_nanos is None else Decimal(self.cost_nanos) / NANOS_PER_USD
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Run:
+    """A recorded run, read-only. Times are epoch nanoseconds (UTC), money nano-dollars (exact;
+    ``cost_usd`` is the same as a Decimal). ``spans`` are in start order; ``reference`` is the
+    expected answer when the run is a dataset case (None otherwise)."""
+
+    id: str
+    agent: str | None
+    status: str  # running / succeeded / failed / cancelled / abandoned
+    model: str | None
+    agent_version: str | None
+    environment: str | None
+    session_id: str | None
+    user_id: str | None
+    started_at_ns: int | None
+    ended_at_ns: int | None
+    error: Error | None  # for a failed run: its error and failing span
+    usage: Usage  # the run's model calls, each counted once
+    cost_nanos: int  # of the calls with a known price
+    unpriced_calls: int  # calls whose cost is unknown (not in cost_nanos)
+    spans: tuple[Span, ...]
+    scores: tuple[RecordedScore, ...]
+    _inputs: Any = field(default=None, repr=False)
+    _output: Any = field(default=None, repr=False)
+    _tags: Any = field(default=None, repr=False)
+    _metadata: Any = field(default=None, repr=False)
+    _reference: Any = field(default=None, repr=False)
+
+    # -- values ----------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> Any:
+        return decode(self._inputs)
+
+    @property
+    def output(self) -> Any:
+        return decode(self._output)
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(decode(self._tags) or ())
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return decode(self._metadata) or {}
+
+    @property
+    def reference(self) -> Any:
+        return decode(self._reference)
+
+    @property
+    def has_reference(self) -> bool:
+        return self._reference is not None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end; None while the run has not ended."""
+        if self.started_at_ns is None or self.ended_at_ns is None:
+            return None
+        return (self.ended_at_ns - self.started_at_ns) / 1e9
+
+    @property
+    def total_tokens(self) -> int:
+        return self.usage.input_tokens + self.usage.output_tokens
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return Decimal(self.cost_nanos) / NANOS_PER_USD
+
+    @property
+    def failing_span(self) -> Span | None:
+        return self.span(self.error.span_id) if self.error and self.error.span_id else None
+
+    def with_reference(self, reference: Any) -> Run:
+        """The same run with ``reference`` as its expected answer (a JSON value; None: no reference)."""
+        return replace(self, _reference=None if reference is None else _dumps(reference))
+
+    # -- the span tree ---------------------------------------------------------------------------
+    def span(self, span_id: str) -> Span | None:
+        return next((s for s in self.spans if s.id == span_id), None)
+
+    def roots(self) -> tuple[Span, ...]:
+        """The top of the tree: spans without a parent, or whose parent never arrived (a chain of
+        spans naming each other as parents is cut at its earliest span, as the run detail shows it)."""
+        parents = self._parents()
+        return tuple(s for s in self.spans if parents[s.id] is None)
+
+    def children(self, span: Span | str) -> tuple[Span, ...]:
+        """A span's children, in start order."""
+        span_id = span if isinstance(span, str) else span.id
+        parents = self._parents()
+        return tuple(s for s in self.spans if parents[s.id] == span_id)
+
+    def _parents(self) -> dict[str, str | None]:
+        order = {s.id: i for i, s in enumerate(self.spans)}
+        return _acyclic_parents({s.id: s.parent_id for s in self.spans}, order)
+
+    # -- calls -----------------------------------------------------------------------------------
+    def tool_spans(self) -> list[Span]:
+        """The spans of :meth:`tool_calls`, without decoding anything (cheap: for counting)."""
+        return [s for s in self.spans if s.kind == "tool"]
+
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool spans, in start order. A span named ``execute_tool X`` (OpenTelemetry) is the
+        call of X; arguments are the span's input, else its ``gen_ai.tool.call.arguments``
+        attribute; the result is its output, else ``gen_ai.tool.call.result``."""
+        return [_tool_call(s) for s in self.spans if s.kind == "tool"]
+
+    def llm_calls(self) -> list[LlmCall]:
+        """The model calls (``llm`` spans), in start order, each counted once: a span wrapping
+        another call that reported usage (a framework's span around the provider's) is left out,
+        as it is from the run's cost."""
+        return [_llm_call(s) for s in self.llm_spans()]
+
+    def llm_spans(self) -> list[Span]:
+        """The spans of :meth:`llm_calls`, without decoding anything (cheap: for counting)."""
+        llm = [s for s in self.spans if s.kind == "llm"]
+        if not llm:
+            return []
+        rows = [
+            {"span_id": s.id, "parent_span_id": s.parent_id, "cost_source": s.cost_source} for s in self.spans
+        ]
+        skip = fold.rollups(rows)
+        return [s for s in llm if s.id not in skip]
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The conversation as ``{role, content}`` messages.
+
+        Chat APIs send the whole conversation with each call, so it is the input of the model call
+        with the most input messages (the latest of equals: the main thread, not a side call such
+        as a short classifier prompt), then that call's reply, then the run's output as a final
+        assistant message unless it equals that reply's content. A run without model calls: its
+        inputs as a user message and its output as an assistant message. Content is text where the
+        recording has text (text parts joined by newlines), else the value as recorded."""
+        best: LlmCall | None = None
+        for call in self.llm_calls():
+            if best is None or len(call.messages) >= len(best.messages):
+                best = call
+        out: list[dict[str, Any]] = []
+        if best is None:
+            inputs = self.inputs
+            if inputs is not None:
+                out.append({"role": "user", "content": inputs})
+        else:
+            out.extend(best.messages)
+            out.extend(_reply_messages(best.output))
+        output = self.output
+        if output is not None and (not out or out[-1]["role"] != "assistant" or out[-1]["content"] != output):
+            out.append({"role": "assistant", "content": output})
+        return out
+
+    # -- from events -----------------------------------------------------------------------------
+    @classmethod
+    def from_events(
+        cls, events: Iterable[Mapping[str, Any]], *, reference: Any = None, pricer: Pricer | None = None
+    ) -> Run:
+        """The run these events (wire format, as the SDK sends them: ``{id, type, run_id, ts,
+        body}``) make once folded, as :func:`load_runs` would load it after the server took them:
+        validated like ingest does (ValueError naming the event), a re-sent id ignored, folded in
+        list order with the projector's fold, calls priced by ``pricer`` (default: the bundled
+        price data, no project overrides)."""
+        validated = _validated(events)
+        run_id = validated[0].run_id
+        row = fold.new_run(0, run_id, 1, validated[0].ts, validated[0].ts)
+        span_rows: dict[str, fold.Row] = {}
+        score_rows: list[RecordedScore] = []
+        for seq, e in enumerate(validated, start=1):
+            body = e.body.model_dump(mode="json", exclude_defaults=True)  # as the log stores it
+            if row["abandoned_at"] is not None and e.type in _REVIVING:
+                row["abandoned_at"] = None
+            if e.type in _RUN_EVENTS:
+                fold.apply_run_event(row, e.type, e.ts, body)
+            elif e.type in _SPAN_EVENTS:
+                span = span_rows.get(body["span_id"])
+                if span is None:
+                    span = span_rows[body["span_id"]] = fold.new_span(0, run_id, body["span_id"], seq)
+                fold.apply_span_event(span, e.type, e.ts, body)
+            elif e.type == ev.SCORE_RECORDED:
+                b = ev.with_defaults(e.type, body)
+                score_rows.append(
+                    RecordedScore(
+                        b["name"],
+                        b["value"],
+                        b["label"],
+                        b["comment"],
+                        b["span_id"],
+                        b["source"],
+                        b["evaluator"],
+                        e.ts,
+                    )
+                )
+        pricer = pricer or _default_pricer()
+        for span in span_rows.values():
+            fold.price_span(span, pricer)
+        fold.summarise_run(row, span_rows.values())
+        span_values = [
+            tuple(_dumps(s[c]) if c in _JSON_SPAN_COLUMNS else s[c] for c in _SPAN_COLUMNS)
+            for s in span_rows.values()
+        ]
+        run_values = tuple(_dumps(row[c]) if c in _JSON_RUN_COLUMNS else row[c] for c in _RUN_COLUMNS)
+        score_rows.sort(key=lambda s: s.ts_ns)
+        built = _run(run_values, span_values, tuple(score_rows))
+        return built.with_reference(reference) if reference is not None else built
+
+
+def load_runs(conn: Connection, project_id: int, run_ids: Iterable[str]) -> dict[str, Run]:
+    """The runs of ``run_ids`` in the read model, by id (ids it does not hold are left out).
+
+    Three queries per chunk of 500 ids, whatever the runs hold; JSON values stay text until read."""
+    wanted = list(dict.fromkeys(run_ids))
+    dialect = conn.dialect.name
+    run_cols = [json_text(runs.c[c], dialect) if c in _JSON_RUN_COLUMNS else runs.c[c] for c in _RUN_COLUMNS]
+    span_cols = [
+        spans.c.run_id,
+        *(json_text(spans.c[c], dialect) if c in _JSON_SPAN_COLUMNS else spans.c[c] for c in _SPAN_COLUMNS),
+    ]
+    score_cols = [scores.c.run_id, *(scores.c[c] for c in _SCORE_COLUMNS)]
+    out: dict[str, Run] = {}
+    for i in range(0, len(wanted), CHUNK):
+        chunk = wanted[i : i + CHUNK]
+        run_rows = conn.execute(
+            select(*run_cols).where(runs.c.project_id == project_id, runs.c.run_id.in_(chunk))
+        ).all()
+        if not run_rows:
+            continue
+        found = [r[0] for r in run_rows]
+        by_run: defaultdict[str, list[Any]] = defaultdict(list)
+        span_rows = conn.execute(
+            select(*span_cols).where(spans.c.project_id == project_id, spans.c.run_id.in_(found))
+        ).all()
+        for s in span_rows:
+            by_run[s[0]].append(s[1:])
+        scored: defaultdict[str, list[RecordedScore]] = defaultdict(list)
+        for sc in conn.execute(
+            select(*score_cols)
+            .where(scores.c.project_id == project_id, scores.c.run_id.in_(found))
+            .order_by(scores.c.ts, scores.c.event_id)
+        ):
+            scored[sc[0]].append(RecordedScore(*sc[1:]))
+        for r in run_rows:
+            out[r[0]] = _run(r, by_run.get(r[0], ()), tuple(scored.get(r[0], ())))
+    return out
+
+
+def to_messages(value: Any) -> list[dict[str, Any]]:
+    """A model call's recorded input as ``{role, content}`` messages: a list of messages (OpenAI,
+    Anthropic, OpenTelemetry GenAI ``parts``, OpenInference ``message.role`` / ``message.content``),
+    a ``{"messages": [...]}`` request (with its ``system``, if any), OpenTelemetry's
+    ``{"system_instructions", "input"}``; anything else (a prompt string, a dict) is one user
+    message."""
+    if value is None:
+        return []
+    if isinstance(value, list) and value and all(_is_message(m) for m in value):
+        return [_message(m) for m in value]
+    if isinstance(value, dict):
+        if _is_message(value):
+            return [_message(value)]
+        if isinstance(value.get("messages"), list):
+            system = value.get("system")
+            rest = to_messages(value["messages"])
+            return rest if system is None else [{"role": "system", "content": _content(system)}, *rest]
+        if "system_instructions" in value and "input" in value:
+            system = {"role": "system", "content": _content(value["system_instructions"])}
+            return [system, *to_messages(value["input"])]
+    return [{"role": "user", "content": value}]
+
+
+# -- internals ------------------------------------------------------------------------------------
+
+_RUN_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, ev.RUN_ABANDONED)
+_SPAN_EVENTS = (ev.SPAN_STARTED, ev.SPAN_ENDED, ev.SPAN_RECORDED)
+_REVIVING = (ev.RUN_STARTED, ev.RUN_ENDED, *_SPAN_EVENTS)  # as the projector's REVIVING_EVENTS
+
+_RUN_COLUMNS = (
+    "run_id",
+    "agent",
+    "status",
+    "model",
+    "agent_version",
+    "environment",
+    "session_id",
+    "user_id",
+    "started_at",
+    "ended_at",
+    "error_type",
+    "error_message",
+    "failing_span_id",
+    *fold.TOKEN_FIELDS,
+    "cost_nanos",
+    "unpriced_calls",
+    "inputs",
+    "output",
+    "tags",
+    "metadata",
+)
+_JSON_RUN_COLUMNS = frozenset(("inputs", "output", "tags", "metadata"))
+_SPAN_COLUMNS = (
+    "span_id",
+    "parent_span_id",
+    "kind",
+    "name",
+    "status",
+    "started_at",
+    "ended_at",
+    "error_type",
+    "error_message",
+    "provider",
+    "model",
+    "attempt",
+    "retry_of",
+    "fallback_from",
+    *fold.TOKEN_FIELDS,
+    "cost_nanos",
+    "cost_source",
+    "first_seq",
+    "input",
+    "output",
+    "attributes",
+)
+_JSON_SPAN_COLUMNS = frozenset(("input", "output", "attributes"))
+_SCORE_COLUMNS = ("name", "value", "label", "comment", "span_id", "source", "evaluator", "ts")
+_pricer: Pricer | None = None
+
+
+def _default_pricer() -> Pricer:
+    global _pricer
+    if _pricer is None:
+        _pricer = Pricer()
+    return _pricer
+
+
+def _dumps(value: Any) -> bytes | None:
+    return None if value is None else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _span(v: Any) -> Span:
+    """A Span from its values in _SPAN_COLUMNS order."""
+    span_id = v[0]
+    return Span(
+        span_id,
+        v[1],
+        v[2],
+        v[3],
+        v[4],
+        v[5],
+        v[6],
+        Error(v[7], v[8], span_id) if v[7] else None,
+        v[9],
+        v[10],
+        v[11],
+        v[12],
+        v[13],
+        None if v[14] is None else Usage(v[14], v[15] or 0, v[16] or 0, v[17] or 0, v[18] or 0),
+        v[19],
+        v[20],
+        v[22],
+        v[23],
+        v[24],
+    )
+
+
+def _order(v: Any) -> tuple[int, int]:
+    return (v[5] or v[6] or 0, v[21])  # started (or ended) at, then arrival (first_seq)
+
+
+def _run(r: Any, span_values: Iterable[Any], run_scores: tuple[RecordedScore, ...]) -> Run:
+    """A Run from its values in _RUN_COLUMNS order, its spans' and its scores."""
+    ordered = sorted(span_values, key=_order)
+    return Run(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        r[8],
+        r[9],
+        Error(r[10], r[11], r[12]) if r[10] else None,
+        Usage(r[13], r[14], r[15], r[16], r[17]),
+        r[18],
+        r[19],
+        tuple(_span(v) for v in ordered),
+        run_scores,
+        r[20],
+        r[21],
+        r[22],
+        r[23],
+    )
+
+
+def _validated(events: Iterable[Mapping[str, Any]]) -> list[ev.AnyEvent]:
+    out: list[ev.AnyEvent] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(events):
+        try:
+            if isinstance(raw, Mapping) and raw.get("type") in ev.SERVER_EVENT_TYPES:
+                envelope: dict[str, Any] = {k: raw.get(k) for k in ("id", "run_id", "ts", "body")}
+                e: ev.AnyEvent = ev.server_event(raw["type"], **envelope)
+            else:
+                e = ev.validate_event(dict(raw) if isinstance(raw, Mapping) else raw)
+        except ValueError as exc:
+            which = f"id {raw.get('id')!r}" if isinstance(raw, Mapping) else repr(raw)[:80]
+            raise ValueError(f"event {i} ({which}): {exc}") from None
+        if out and e.run_id != out[0].run_id:
+            raise ValueError(
+                f"event {i} (id {e.id!r}) is of run {e.run_id}, the events before it of run {out[0].run_id}"
+            )
+        if e.id not in seen:  # a re-sent event is a no-op, as in the log
+            seen.add(e.id)
+            out.append(e)
+    if not out:
+        raise ValueError("Run.from_events needs at least one event")
+    return out
+
+
+def _tool_call(s: Span) -> ToolCall:
+    name = s.name or ""
+    if name.startswith(TOOL_NAME_PREFIX):
+        name = name[len(TOOL_NAME_PREFIX) :]
+    arguments, result = s.input, s.output
+    if arguments is None or result is None or not name:
+        attrs = s.attributes
+        if arguments is None:
+            arguments = _json_or_text(attrs.get("gen_ai.tool.call.arguments"))
+        if result is None:
+            result = _json_or_text(attrs.get("gen_ai.tool.call.result"))
+        name = name or str(attrs.get("gen_ai.tool.name") or "")
+    return ToolCall(name, arguments, result, s.error, s.id)
+
+
+def _llm_call(s: Span) -> LlmCall:
+    recorded = s.input
+    return LlmCall(
+        s.id,
+        s.name,
+        s.provider,
+        s.model,
+        recorded,
+        to_messages(recorded),
+        s.output,
+        s.usage,
+        s.cost_nanos,
+        s.error,
+        s.attempt,
+        s.retry_of,
+        s.fallback_from,
+    )
+
+
+def _json_or_text(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _is_message(m: Any) -> bool:
+    return isinstance(m, dict) and ("role" in m or "message.role" in m)
+
+
+def _message(m: dict[str, Any]) -> dict[str, Any]:
+    role = m.get("role", m.get("message.role"))
+    if "content" in m:
+        content = m["content"]
+    elif "parts" in m:
+        content = m["parts"]
+    else:
+        content = m.get("message.content")
+    return {"role": str(role), "content": _content(content)}
+
+
+def _content(content: Any) -> Any:
+    """Text where the content is text parts (Anthropic blocks, GenAI parts), else as recorded."""
+    if isinstance(content, list) and content:
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict) and part.get("type") == "text":
+                text = part.get("text", part.get("content"))
+                if not isinstance(text, str):
+                    return content
+                texts.append(text)
+            else:
+                return content
+        return "\n".join(texts)
+    return content
+
+
+def _reply_messages(output: Any) -> list[dict[str, Any]]:
+    """A model call's recorded reply as messages: its first choice, as an assistant message."""
+    if output is None:
+        return []
+    if isinstance(output, list) and output:
+        output = output[0]  # several choices: the first
+    if _is_message(output):
+        return [_message(output)]
+    if isinstance(output, dict) and "content" in output:  # the SDK's reply with tool calls
+        return [{"role": "assistant", "content": _content(output["content"])}]
+    return [{"role": "assistant", "content": _content(output)}]
