@@ -120,15 +120,15 @@ class EvalConfig:
 def resolve(spec: str, params: dict[str, Any]) -> Evaluator[..., Any]:
     """A built-in by name (made with ``params``), or ``module:attribute``: an evaluator (no
     params), or a function that makes one from ``params``. ValidationFailed says what is wrong."""
-    from controlroom.evals import builtins
+    from controlroom.evals.builtins import BUILTINS, builtin
 
-    if spec in builtins.BUILTINS:
+    if spec in BUILTINS:
         try:
-            return builtins.builtin(spec, **params)
+            return builtin(spec, **params)
         except (TypeError, ValueError) as e:
             raise ValidationFailed(str(e), field="params") from None
     if ":" not in spec:
-        known = ", ".join(sorted(builtins.BUILTINS))
+        known = ", ".join(sorted(BUILTINS))
         raise ValidationFailed(
             f"evaluator {spec!r} is neither a built-in ({known}) nor module:attribute", field="evaluator"
         )
