@@ -51,6 +51,7 @@ __all__ = [
     "Outcome",
     "Score",
     "ScoreOutOfRange",
+    "Skip",
     "aevaluate",
     "evaluate",
     "evaluator",
@@ -59,12 +60,17 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 Kind = Literal["boolean", "numeric", "categorical"]
-Status = Literal["scored", "not_applicable", "error"]
+Status = Literal["scored", "not_applicable", "error", "skipped"]
 KINDS: tuple[Kind, ...] = ("boolean", "numeric", "categorical")
 MAX_NAME = 256  # the score.recorded event's limits
 MAX_LABEL = 256
 MAX_COMMENT = 8192
 MAX_TRACEBACK = 4000
+
+
+class Skip(Exception):
+    """Raised by an evaluator that leaves a run alone for now, saying why (an LLM judge whose
+    budget is spent): not a score and not an error; the run may be judged later."""
 
 
 class InvalidScore(ValueError):
@@ -142,8 +148,8 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one evaluation gave: ``scores`` (status ``scored``), nothing (``not_applicable``), or
-    ``error``."""
+    """What one evaluation gave: ``scores`` (status ``scored``), nothing (``not_applicable``),
+    ``error``, or ``skipped`` (the evaluator raised :class:`Skip`; ``error`` says why)."""
 
     evaluator: str
     version: str
@@ -362,6 +368,9 @@ def _outcome(e: Evaluator[..., Any], result: Any, start: float) -> Outcome:
 
 
 def _error(e: Evaluator[..., Any], exc: Exception, start: float) -> Outcome:
+    if isinstance(exc, Skip):
+        failure = Failure("Skip", str(exc)[:MAX_COMMENT])
+        return Outcome(e.name, e.version, "skipped", error=failure, seconds=time.perf_counter() - start)
     if isinstance(exc, InvalidScore):
         failure = Failure(type(exc).__name__, str(exc))
     else:

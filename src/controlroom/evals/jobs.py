@@ -33,6 +33,7 @@ from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
 
 from controlroom.errors import Conflict, NotFound, ValidationFailed
 from controlroom.evals import configs as cf
+from controlroom.evals.context import EvalContext, evaluating
 from controlroom.evals.evaluator import Evaluator, Outcome, Score, evaluate
 from controlroom.store import log
 from controlroom.store.engine import Store
@@ -414,6 +415,7 @@ def judge_chunk(
     e: Evaluator[..., Any],
     job_id: int,
     run_ids: Sequence[str],
+    config: str | None = None,
     now: int | None = None,
 ) -> Counts:
     """Claim, judge and record the runs of ``run_ids`` (already chosen by the selector). Runs
@@ -429,14 +431,18 @@ def judge_chunk(
     log_rows: list[dict[str, Any]] = []
     score_rows: list[dict[str, Any]] = []
     outcomes: list[dict[str, Any]] = []
-    counts = Counts(processed=len(mine))
     scored = na = errors = 0
-    for run_id in mine:
-        run = loaded.get(run_id)
-        if run is None:  # gone from the read model (a rebuild under way): judged again later
+    notes: list[str] = []
+    with evaluating(EvalContext(store, project_id, config)):
+        judged = [(run_id, evaluate(e, loaded[run_id]) if run_id in loaded else None) for run_id in mine]
+    for run_id, o in judged:
+        if o is None or o.status == "skipped":
+            # gone from the read model (a rebuild under way), or left alone by the evaluator (a
+            # judge's budget is spent): released, to be judged later
             outcomes.append({"r": run_id, "s": "released", "t": None, "m": None})
+            if o is not None and o.error is not None and o.error.message not in notes:
+                notes.append(o.error.message)
             continue
-        o = evaluate(e, run)
         if o.status == "scored":
             ev_rows, rows = _score_rows(project_id, run_id, e, o, now)
             log_rows += ev_rows
@@ -484,8 +490,10 @@ def judge_chunk(
                 )
         if released:
             conn.execute(eval_items.delete().where(*key, eval_items.c.run_id.in_(released)))
-        _count(conn, job_id, counts + Counts(0, scored, na, errors, 0) + Counts(processed=-len(released)))
-    return Counts(len(mine) - len(released), scored, na, errors, 0)
+        skipped = len(released) - sum(1 for _, o in judged if o is None)
+        counts = Counts(len(mine) - len(released), scored, na, errors, skipped)
+        _count(conn, job_id, counts, **({"note": "; ".join(notes)[:MAX_ERROR]} if notes else {}))
+    return counts
 
 
 def _count(conn: Connection, job_id: int, c: Counts, **values: Any) -> None:
@@ -568,7 +576,7 @@ def run_job(store: Store, job: Job, *, stop: threading.Event | None = None) -> J
         if not page:
             return _finish(store, job, "done")
         chosen = _chosen(page, config.selector)
-        judge_chunk(store, project_id=job.project_id, e=e, job_id=job.id, run_ids=chosen)
+        judge_chunk(store, project_id=job.project_id, e=e, job_id=job.id, run_ids=chosen, config=config.name)
         cursor = (page[-1].started_at, page[-1].run_id)
         with store.write() as conn:
             conn.execute(

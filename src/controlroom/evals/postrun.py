@@ -110,7 +110,9 @@ def _judge_config(store: Store, config_id: int, run_ids: list[str], now: int) ->
                     .values(note=f"the evaluator cannot be made: {err.detail}")
                 )
             return
-        jobs.judge_chunk(store, project_id=config.project_id, e=e, job_id=job_id, run_ids=chosen)
+        jobs.judge_chunk(
+            store, project_id=config.project_id, e=e, job_id=job_id, run_ids=chosen, config=config.name
+        )
     with store.write() as conn:
         done = [r for r in run_ids if r not in later]
         if done:
