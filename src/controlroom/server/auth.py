@@ -49,6 +49,7 @@ class Permission(StrEnum):
     RESERVE = "reserve"  # keys: budget reservations
     AGENT = "agent"  # keys: request, wait for, claim approvals and report their outcome
     DECIDE = "decide"  # people with the approver role or more (a request may ask for more)
+    SCORE = "score"  # keys; people with the approver role or more: add a score to a run
     ADMIN = "admin"  # admin keys, and people with the admin role
 
 
@@ -57,9 +58,15 @@ _KEY_SCOPES = {
     Permission.SEND: {"agent", "admin"},
     Permission.RESERVE: {"agent", "admin"},
     Permission.AGENT: {"agent", "admin"},
+    Permission.SCORE: {"agent", "admin"},
     Permission.ADMIN: {"admin"},
 }
-_PERSON_ROLES = {Permission.READ: Role.viewer, Permission.DECIDE: Role.approver, Permission.ADMIN: Role.admin}
+_PERSON_ROLES = {
+    Permission.READ: Role.viewer,
+    Permission.DECIDE: Role.approver,
+    Permission.SCORE: Role.approver,
+    Permission.ADMIN: Role.admin,
+}
 
 
 class CSRFFailed(Forbidden):
@@ -127,6 +134,7 @@ def _refusal(permission: Permission, who: str) -> str:
         Permission.RESERVE: f"budget reservations need an API key, not {who}",
         Permission.AGENT: f"requesting and claiming approvals needs an API key, not {who}",
         Permission.DECIDE: f"deciding approvals needs a person with the approver role; not {who}",
+        Permission.SCORE: f"adding a score needs an API key or the approver role; not {who}",
         Permission.ADMIN: f"this needs an admin (an admin key or a person with the admin role); not {who}",
     }.get(permission, f"not allowed with {who}")
 
