@@ -296,6 +296,34 @@ def test_no_change_leaves_the_project_without_an_active_admin(people: LiveServer
         assert_problem(admin.patch("/v1/users/amy", json={"disabled": True}), 409, "conflict")
 
 
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(people: LiveServer) -> None:
+    """Each change alone would leave an admin; both together would leave none: one is refused."""
+    with people.client(admin=True) as admin:
+        assert admin.patch("/v1/users/amy", json={"role": "admin"}).status_code == 200
+    for attempt in range(5):
+        barrier = threading.Barrier(2)
+        statuses: list[int] = []
+
+        def demote(login: str, barrier: threading.Barrier, statuses: list[int]) -> None:
+            with people.client(admin=True) as admin:
+                barrier.wait()
+                statuses.append(admin.patch(f"/v1/users/{login}", json={"role": "viewer"}).status_code)
+
+        threads = [
+            threading.Thread(target=demote, args=(login, barrier, statuses)) for login in ("ada", "amy")
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(statuses) == [200, 409], (attempt, statuses)
+        with people.client(admin=True) as admin:
+            admins = [x["login"] for x in admin.get("/v1/users").json()["users"] if x["role"] == "admin"]
+            assert len(admins) == 1
+            viewer = "amy" if admins == ["ada"] else "ada"
+            assert admin.patch(f"/v1/users/{viewer}", json={"role": "admin"}).status_code == 200
+
+
 def test_users_of_projects_the_caller_does_not_administer_are_left_to_the_cli(people: LiveServer) -> None:
     other, _ = other_project(people)
     with people.store.write() as conn:

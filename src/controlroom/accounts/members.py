@@ -98,13 +98,17 @@ def _user(conn: Connection, login: str) -> User:
 
 def _lock_admin_projects(conn: Connection, user: User) -> list[int]:
     """The projects ``user`` is an active admin of, their rows locked until the transaction ends
-    (PostgreSQL; SQLite ignores FOR UPDATE and has one writer)."""
+    (PostgreSQL: FOR NO KEY UPDATE, which rows referring to the project do not wait for; SQLite
+    has one writer)."""
     if not user.active:
         return []
     ids = [pid for pid, role in roles_of(conn, user_id=user.id).items() if role is Role.admin]
     if ids:
         conn.execute(
-            select(projects.c.id).where(projects.c.id.in_(ids)).order_by(projects.c.id).with_for_update()
+            select(projects.c.id)
+            .where(projects.c.id.in_(ids))
+            .order_by(projects.c.id)
+            .with_for_update(key_share=True)
         )
     return sorted(ids)
 

@@ -19,9 +19,7 @@ KeyScope = Literal["agent", "admin"]
 LOGIN_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"
 """A login as a request writes it (stored lower-case)."""
 Login = Annotated[str, Field(pattern=LOGIN_PATTERN, description="A user name or an email (case-insensitive)")]
-Password = Annotated[
-    str, Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH, description="Never echoed")
-]
+Password = Annotated[str, Field(min_length=MIN_LENGTH, max_length=MAX_LENGTH, description="Never echoed")]
 WebhookId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 ApprovalEventType = Literal[APPROVAL_EVENT_TYPES]  # type: ignore[valid-type]
 DeliveryState = Literal["pending", "delivered", "failed"]
