@@ -98,6 +98,47 @@ def receivers() -> Iterator[list[Receiver]]:
         server.server_close()
 
 
+# -- the published webhook URL pattern is the domain's check -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://127.0.0.1:8080/hook?team=ops", True),
+        ("HTTPS://hooks.slack.com/services/T0/B0/X", True),
+        ("http://receiver_1.internal.", True),
+        ("https://example.com:65535/", True),
+        ("https://example.com:65536/", False),
+        ("http://user:pass@example.com/", False),
+        ("http://a..b/", False),
+        ("http://" + "a" * 64 + ".com/", False),
+        ("http://[::1]/", False),
+        ("http://example.com/a b", False),
+        ("http://example.com/é", False),
+        ("ftp://example.com/", False),
+        ("http:///x", False),
+    ],
+)
+def test_a_webhook_url_the_schema_allows_is_one_the_server_takes(url: str, ok: bool) -> None:
+    from pydantic import ValidationError
+
+    from controlroom.errors import ValidationFailed
+    from controlroom.notifications.webhooks import check_url
+    from controlroom.server.admin_schemas import WebhookIn
+
+    try:
+        WebhookIn.model_validate({"url": url})
+        schema_ok = True
+    except ValidationError:
+        schema_ok = False
+    try:
+        check_url(url)
+        domain_ok = True
+    except ValidationFailed:
+        domain_ok = False
+    assert schema_ok == domain_ok == ok
+
+
 # -- keys ------------------------------------------------------------------------------------------
 
 
