@@ -243,3 +243,43 @@ def test_the_worker_runtime_tells_the_webhook_and_expires_requests(
         runtime.stop()
     with store.read() as conn:
         assert ap.get(conn, project_id=project.id, approval_id=a.id).status == "expired"
+
+
+def test_a_policy_s_notify_decides_which_webhooks_are_told(
+    store: Store, project: Project, receiver: Receiver
+) -> None:
+    from controlroom.approvals.policies import Policy, get_policy, set_policy
+
+    with store.write() as conn:
+        first = webhooks.create_webhook(conn, project_id=project.id, url=receiver.url)
+        second = webhooks.create_webhook(conn, project_id=project.id, url=receiver.url + "&second")
+        set_policy(store, conn, project_id=project.id, policy=Policy("refund", notify=(second.id,)))
+        assert get_policy(conn, project_id=project.id, action="refund").notify == (second.id,)
+    ask(store, project)
+    assert consume(store) == 1
+    with store.read() as conn:
+        assert webhooks.deliveries(conn, project_id=project.id, webhook_id=first.id) == []
+        assert len(webhooks.deliveries(conn, project_id=project.id, webhook_id=second.id)) == 1
+    with store.write() as conn:  # none: a new request is told to nobody
+        set_policy(store, conn, project_id=project.id, policy=Policy("refund", notify=()))
+        assert get_policy(conn, project_id=project.id, action="refund").notify == ()
+    ap.request(store, project_id=project.id, run_id=RUN, action="refund", arguments={}, idempotency_key="k2")
+    assert consume(store) == 0
+    with store.write() as conn, pytest.raises(ValidationFailed, match="no webhook of this project: 99"):
+        set_policy(store, conn, project_id=project.id, policy=Policy("refund", notify=(99,)))
+
+
+def test_disabling_a_webhook_gives_up_its_pending_deliveries(
+    store: Store, project: Project, receiver: Receiver
+) -> None:
+    with store.write() as conn:
+        hook = webhooks.create_webhook(conn, project_id=project.id, url=receiver.url)
+    ask(store, project)
+    consume(store)
+    with store.write() as conn:
+        webhooks.disable_webhook(conn, project_id=project.id, webhook_id=hook.id)
+    assert webhooks.deliver_due(store, now=2**62) == 0
+    with store.read() as conn:
+        (d,) = webhooks.deliveries(conn, project_id=project.id, webhook_id=hook.id)
+    assert (d.state, d.attempts, d.last_error) == ("failed", 0, "the webhook was disabled")
+    assert receiver.received == []

@@ -138,6 +138,7 @@ def test_every_route_answers_as_documented(api: Checked, live: LiveServer) -> No
     api("DELETE", "/v1/budgets", 404)
 
     people_and_approvals(api, live)
+    administration(api, live)
     assert {(m, p) for m, p, _ in api.seen} == api.operations()
 
 
@@ -204,6 +205,68 @@ def people_and_approvals(api: Checked, live: LiveServer) -> None:
         api("POST", f"{path}/resolution", 409, json=resolution, headers=person)
         api("DELETE", "/v1/session", 204, headers=person)
         api("DELETE", "/v1/session", 401, headers=person)
+    finally:
+        passwords.use_hasher(None)
+
+
+def administration(api: Checked, live: LiveServer) -> None:
+    from argon2 import PasswordHasher
+
+    from conftest import free_port
+    from controlroom.accounts import passwords
+    from controlroom.accounts import users as u
+
+    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    try:
+        keys = api("GET", "/v1/keys", 200).json()["keys"]
+        api("GET", "/v1/keys", 401, headers={"Authorization": ""})
+        new = api("POST", "/v1/keys", 201, json={"name": "doc", "scope": "agent"}).json()
+        api("POST", "/v1/keys", 422, json={"scope": "root"})
+        api("DELETE", f"/v1/keys/{new['id']}", 204)
+        api("DELETE", f"/v1/keys/{new['id']}", 404)
+        api("DELETE", f"/v1/keys/{next(k['id'] for k in keys if k['name'] == 'admin')}", 409)
+        api("DELETE", "/v1/keys/0", 400)
+
+        user = {"login": "doc-admin", "password": "a long enough password", "role": "admin"}
+        api("POST", "/v1/users", 201, json=user)
+        api("POST", "/v1/users", 409, json=user)
+        api("POST", "/v1/users", 422, json={**user, "password": "short"})
+        api("GET", "/v1/users", 200)
+        api("PATCH", "/v1/users/doc-approver", 200, json={"role": "viewer"})
+        api("PATCH", "/v1/users/nobody", 404, json={"role": "viewer"})
+        api("PATCH", "/v1/users/doc-admin", 409, json={"disabled": True})  # the last admin
+        api("PATCH", "/v1/users/-x", 400, json={})
+        api("PATCH", "/v1/users/doc-admin", 422, json={"disabled": "yes"})
+        with live.store.write() as conn:  # in a project this key does not administer
+            other = projects.get_project(conn, name="other")
+            assert other is not None
+            u.set_role(conn, user=u.user(conn, "doc-approver"), project=other, role=u.Role.viewer)
+        api("PATCH", "/v1/users/doc-approver", 403, json={"disabled": True})
+        api("DELETE", "/v1/users/doc-approver", 204)
+        api("DELETE", "/v1/users/doc-approver", 404)
+
+        down = {"url": f"http://127.0.0.1:{free_port()}/hook"}
+        hook = api("POST", "/v1/webhooks", 201, json=down).json()
+        api("POST", "/v1/webhooks", 422, json={"url": "ftp://x"})
+        api("GET", "/v1/webhooks", 200)
+        assert api("POST", f"/v1/webhooks/{hook['id']}/test", 200).json()["delivered"] is False
+        api("POST", "/v1/webhooks/999/test", 404)
+        api("GET", f"/v1/webhooks/{hook['id']}/deliveries", 200, params={"limit": 10})
+        api("GET", "/v1/webhooks/999/deliveries", 404)
+        policy = {
+            "min_role": "admin",
+            "four_eyes": True,
+            "expires_after_seconds": 60.5,
+            "notify": [hook["id"]],
+        }
+        api("PUT", "/v1/approval-policies/refund", 200, json=policy)
+        api("PUT", "/v1/approval-policies/refund", 422, json={**policy, "notify": [999]})
+        api("GET", "/v1/approval-policies", 200)
+        api("DELETE", "/v1/approval-policies/refund", 204)
+        api("DELETE", "/v1/approval-policies/refund", 404)
+        api("DELETE", f"/v1/webhooks/{hook['id']}", 204)
+        api("DELETE", f"/v1/webhooks/{hook['id']}", 404)
+        api("POST", f"/v1/webhooks/{hook['id']}/test", 409)
     finally:
         passwords.use_hasher(None)
 

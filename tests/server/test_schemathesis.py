@@ -12,9 +12,16 @@ from typing import Any
 import pytest
 
 # 402 is the cap refusing a call: an answer about the budget's state, not about the request.
+# A policy's notify names webhooks by id, and an id that is no webhook of the project answers 422
+# (which ids exist is the project's state, not something a schema can say).
 CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "3xx", "401", "402", "403", "404", "409", "429", "5xx"]
+
+[[operations]]
+include-path = "/v1/approval-policies/{action}"
+include-method = "PUT"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429", "5xx"]
 """
 # POST /v1/events is checked in a run of its own without positive_data_acceptance: an event's time must
 # lie between 2000 and a day after the server's clock (a range that moves: no schema can state it),

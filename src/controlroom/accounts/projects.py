@@ -86,6 +86,8 @@ one; ``admin``: also manage the project (keys, users, budgets, prices, policies)
 def create_key(conn: Connection, *, project: Project, name: str = "default", scope: str = "agent") -> NewKey:
     if scope not in KEY_SCOPES:
         raise ValidationFailed(f"unknown key scope {scope!r}: agent or admin", field="scope")
+    if not 1 <= len(name) <= 128 or "\x00" in name:
+        raise ValidationFailed(f"key name {name!r} must be 1 to 128 characters (no NUL)", field="name")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = conn.execute(
         insert(api_keys)
@@ -118,14 +120,23 @@ def list_keys(conn: Connection, *, project: Project) -> list[dict[str, object]]:
     return [dict(r) for r in rows]
 
 
-def revoke_key(conn: Connection, *, key_id: int) -> None:
-    n = conn.execute(
-        update(api_keys)
-        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-        .values(revoked_at=time.time_ns())
-    ).rowcount
-    if n == 0:
+def revoke_key(
+    conn: Connection, *, key_id: int, project: Project | None = None, caller: str | None = None
+) -> str:
+    """Revoke an active key (of ``project`` when given: another project's key is not found), and
+    return its hash so that caches can forget it. ``caller``, the key asking, may not revoke itself:
+    whatever runs with it would be locked out mid-task (revoke it with another admin key, as an
+    admin person or from the CLI)."""
+    query = select(api_keys.c.key_hash).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+    if project is not None:
+        query = query.where(api_keys.c.project_id == project.id)
+    found = conn.execute(query).scalar()
+    if found is None:
         raise NotFound(f"no active API key with id {key_id}")
+    if caller is not None and hash_key(caller) == found:
+        raise Conflict(f"key {key_id} is the key making this request: a key cannot revoke itself")
+    conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=time.time_ns()))
+    return str(found)
 
 
 @dataclass(frozen=True, slots=True)

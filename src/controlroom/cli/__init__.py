@@ -1,7 +1,7 @@
 """The `controlroom` command: the group, the helpers its commands share, and its subcommands
 (``server``: serve, demo, worker, resend, migrate, rebuild; ``project``: keys, projects, prices,
-budgets; ``people``: users, approvals). Server packages are imported inside the commands, so the
-light install (the SDK and ``resend``) can run this module."""
+budgets; ``people``: users, approvals; ``admin``: policies, webhooks). Server packages are
+imported inside the commands, so the light install (the SDK and ``resend``) can run this module."""
 
 from __future__ import annotations
 
@@ -95,4 +95,4 @@ def _project(conn: Any, name: str) -> Any:
 
 
 # the subcommands register themselves on `main`
-from controlroom.cli import people, project, server  # noqa: E402, F401
+from controlroom.cli import admin, people, project, server  # noqa: E402, F401

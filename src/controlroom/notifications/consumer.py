@@ -1,5 +1,7 @@
 """The notifications log consumer: for each approval event in the run log, a delivery to every
-webhook of the project that asked for it (once per webhook and event, so a replay adds nothing)."""
+webhook of the project that asked for it and that the action's policy notifies (once per webhook
+and event, so a replay adds nothing). The policy is read when the event is handled, moments after
+it happened."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from sqlalchemy import Connection, select
 
 from controlroom import events as ev
 from controlroom.approvals import requests as ap
+from controlroom.approvals.policies import get_policy
 from controlroom.errors import NotFound
 from controlroom.notifications import webhooks
 from controlroom.store.engine import Store
@@ -47,5 +50,6 @@ def handle(store: Store, conn: Connection, batch: Sequence[LoggedEvent], *, publ
             event_id=e.event_id,
             document=document,
             now=e.received_at,
+            only=get_policy(conn, project_id=e.project_id, action=approval.action).notify,
         )
     return added

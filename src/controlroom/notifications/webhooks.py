@@ -6,15 +6,22 @@ with a link to the request in the dashboard. Deliveries are enqueued once per (w
 from the run log, then sent by the worker: a 2xx answer delivers; anything else (an error status,
 a refused connection, a timeout) is retried after 10 s, 30 s, 2 min, 10 min, 30 min and then
 hourly, up to :data:`MAX_ATTEMPTS` attempts. Every attempt's outcome is kept on the delivery row.
+Which webhooks hear of an action's events is the action's approval policy's (``notify``).
+
+An admin can also send a webhook one test delivery (``webhook.test``) at once, to see that the
+receiver gets it and verifies its signature; it is logged like the others and never retried.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import re
 import secrets
 import threading
 import time
+import uuid
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +32,7 @@ from sqlalchemy import Connection, select, update
 
 from controlroom import events as ev
 from controlroom.approvals.requests import Approval
-from controlroom.errors import NotFound, ValidationFailed
+from controlroom.errors import Conflict, NotFound, ValidationFailed
 from controlroom.events import format_ts
 from controlroom.notifications import signing
 from controlroom.store.engine import Store
@@ -36,8 +43,17 @@ DEFAULT_EVENTS = (ev.APPROVAL_REQUESTED, ev.APPROVAL_DECIDED, ev.APPROVAL_EXPIRE
 BACKOFF_SECONDS = (10, 30, 120, 600, 1800, 3600, 3600, 3600)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
 TIMEOUT_SECONDS = 10.0
+TEST_EVENT = "webhook.test"
+TEST_TIMEOUT_SECONDS = 5.0  # a test delivery is sent while an admin waits for the answer
 MAX_ERROR = 1000
 logger = logging.getLogger(__name__)
+
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_PORT = r"[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]"
+URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_LABEL}(?:\.{_LABEL})*\.?(?::(?:{_PORT}))?(?:[/?#][!-~]*)?$"
+"""A webhook's URL: http(s), a host name or IPv4 address, an optional port, then printable ASCII
+(what an HTTP request line can carry as it is)."""
+MAX_URL = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +64,7 @@ class Webhook:
     format: str
     secret: str
     event_types: tuple[str, ...]
+    created_at: int
     disabled_at: int | None
 
 
@@ -67,7 +84,27 @@ class Delivery:
 
 
 def _webhook(r: Any) -> Webhook:
-    return Webhook(r.id, r.project_id, r.url, r.format, r.secret, tuple(r.event_types), r.disabled_at)
+    return Webhook(
+        r.id, r.project_id, r.url, r.format, r.secret, tuple(r.event_types), r.created_at, r.disabled_at
+    )
+
+
+def check_url(url: str) -> str:
+    if len(url) > MAX_URL or re.fullmatch(URL_PATTERN, url) is None:
+        raise ValidationFailed(
+            f"webhook url {url!r} must be an http:// or https:// URL with a host name or IPv4 address, "
+            f"printable ASCII, at most {MAX_URL} characters",
+            field="url",
+        )
+    return url
+
+
+def redacted_url(url: str) -> str:
+    """The URL without what follows the host: a Slack incoming-webhook URL's path is a credential,
+    so only admins see it whole."""
+    parts = urlsplit(url)
+    rest = url[len(f"{parts.scheme}://{parts.netloc}") :]
+    return url if rest in ("", "/") else f"{parts.scheme}://{parts.netloc}/…"
 
 
 def create_webhook(
@@ -78,9 +115,7 @@ def create_webhook(
     format: str = "json",
     event_types: tuple[str, ...] = DEFAULT_EVENTS,
 ) -> Webhook:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationFailed(f"webhook url {url!r} must be an http:// or https:// URL", field="url")
+    check_url(url)
     if format not in FORMATS:
         raise ValidationFailed(f"webhook format {format!r} must be json or slack", field="format")
     unknown = [t for t in event_types if t not in ev.APPROVAL_EVENT_TYPES]
@@ -89,7 +124,9 @@ def create_webhook(
             f"event_types must be approval events ({', '.join(ev.APPROVAL_EVENT_TYPES)}); not {unknown}",
             field="event_types",
         )
+    event_types = tuple(dict.fromkeys(event_types))
     secret = "whsec_" + secrets.token_urlsafe(32)
+    now = time.time_ns()
     wid = conn.execute(
         webhooks.insert()
         .values(
@@ -98,11 +135,11 @@ def create_webhook(
             format=format,
             secret=secret,
             event_types=list(event_types),
-            created_at=time.time_ns(),
+            created_at=now,
         )
         .returning(webhooks.c.id)
     ).scalar_one()
-    return Webhook(wid, project_id, url, format, secret, tuple(event_types), None)
+    return Webhook(wid, project_id, url, format, secret, event_types, now, None)
 
 
 def list_webhooks(conn: Connection, *, project_id: int) -> list[Webhook]:
@@ -110,7 +147,18 @@ def list_webhooks(conn: Connection, *, project_id: int) -> list[Webhook]:
     return [_webhook(r) for r in rows]
 
 
+def get_webhook(conn: Connection, *, project_id: int, webhook_id: int) -> Webhook:
+    row = conn.execute(
+        select(webhooks).where(webhooks.c.id == webhook_id, webhooks.c.project_id == project_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"no webhook {webhook_id} in this project")
+    return _webhook(row)
+
+
 def disable_webhook(conn: Connection, *, project_id: int, webhook_id: int) -> None:
+    """Disable a webhook: it gets no new deliveries, and those still pending are given up (a
+    receiver taken away should stop hearing at once)."""
     n = conn.execute(
         update(webhooks)
         .where(
@@ -120,6 +168,11 @@ def disable_webhook(conn: Connection, *, project_id: int, webhook_id: int) -> No
     ).rowcount
     if n == 0:
         raise NotFound(f"no active webhook {webhook_id}")
+    conn.execute(
+        update(webhook_deliveries)
+        .where(webhook_deliveries.c.webhook_id == webhook_id, webhook_deliveries.c.state == "pending")
+        .values(state="failed", last_error="the webhook was disabled")
+    )
 
 
 def deliveries(conn: Connection, *, project_id: int, webhook_id: int, limit: int = 100) -> list[Delivery]:
@@ -218,12 +271,16 @@ def enqueue(
     event_id: str,
     document: dict[str, Any],
     now: int,
+    only: Collection[int] | None = None,
 ) -> int:
-    """One pending delivery per active webhook of the project that wants ``event_type``; an event
-    enqueued again (a replay) adds nothing. Returns how many were added."""
+    """One pending delivery per active webhook of the project that wants ``event_type`` (and is
+    one of ``only``, when given: the action's policy's ``notify``); an event enqueued again (a
+    replay) adds nothing. Returns how many were added."""
     added = 0
     for hook in list_webhooks(conn, project_id=project_id):
         if hook.disabled_at is not None or event_type not in hook.event_types:
+            continue
+        if only is not None and hook.id not in only:
             continue
         body = slack_message(document) if hook.format == "slack" else document
         stmt = store.insert(webhook_deliveries).values(
@@ -269,7 +326,7 @@ def _attempt(hook: Webhook, d: Any, timeout: float) -> tuple[int | None, str | N
     }
     try:
         status = _post(hook.url, body, headers, timeout)
-    except (OSError, http.client.HTTPException) as e:
+    except (OSError, http.client.HTTPException, ValueError) as e:  # ValueError: a host IDNA refuses
         return None, f"{type(e).__name__}: {e}"[:MAX_ERROR]
     return status, None if 200 <= status < 300 else f"HTTP {status}"
 
@@ -391,3 +448,79 @@ class Sender:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# -- a test delivery -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrialDelivery:
+    """What a test delivery's one attempt came to."""
+
+    delivery_id: int
+    delivered: bool
+    status: int | None
+    error: str | None
+
+
+def _test_body(hook: Webhook, *, event_id: str, now: int, project: str, public_url: str) -> dict[str, Any]:
+    text = f"[{project}] a test delivery from controlroom: this webhook works"
+    if hook.format == "slack":
+        return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
+    return {
+        "type": TEST_EVENT,
+        "event_id": event_id,
+        "occurred_at": format_ts(now),
+        "project": project,
+        "webhook_id": hook.id,
+        "url": public_url,
+    }
+
+
+def send_test(
+    store: Store,
+    *,
+    project_id: int,
+    project: str,
+    webhook_id: int,
+    public_url: str,
+    timeout: float = TEST_TIMEOUT_SECONDS,
+) -> TrialDelivery:
+    """Send an active webhook one signed ``webhook.test`` delivery now, in its format, and log it:
+    delivered, or failed (never retried). The row is leased while the attempt runs, so the worker
+    leaves it alone (and tries it once more only if this process dies meanwhile)."""
+    now = time.time_ns()
+    event_id = f"test-{uuid.uuid4().hex}"
+    with store.write() as conn:
+        hook = get_webhook(conn, project_id=project_id, webhook_id=webhook_id)
+        if hook.disabled_at is not None:
+            raise Conflict(f"webhook {webhook_id} is disabled")
+        row = conn.execute(
+            webhook_deliveries.insert()
+            .values(
+                webhook_id=hook.id,
+                event_id=event_id,
+                event_type=TEST_EVENT,
+                payload=_test_body(hook, event_id=event_id, now=now, project=project, public_url=public_url),
+                state="pending",
+                attempts=0,
+                next_attempt_at=now + LEASE_SECONDS * 10**9,
+                created_at=now,
+            )
+            .returning(webhook_deliveries)
+        ).one()
+    status, error = _attempt(hook, row, timeout)
+    done = time.time_ns()
+    with store.write() as conn:
+        conn.execute(
+            update(webhook_deliveries)
+            .where(webhook_deliveries.c.id == row.id)
+            .values(
+                attempts=1,
+                last_status=status,
+                last_error=error,
+                state="delivered" if error is None else "failed",
+                delivered_at=done if error is None else None,
+            )
+        )
+    return TrialDelivery(row.id, error is None, status, error)

@@ -22,7 +22,7 @@ from controlroom.cost.overrides import PricerCache
 from controlroom.errors import ControlroomError, internal_error
 from controlroom.server.deps import KeyCache, no_nul_in_query
 from controlroom.server.responses import JSONResponse, problem_response, request_problem
-from controlroom.server.routers import budget, evals, ingest, otlp, people, runs, system
+from controlroom.server.routers import admin, budget, evals, ingest, otlp, people, runs, system
 from controlroom.server.schemas import EventBatch, Problem
 from controlroom.store.engine import Store
 from controlroom.workers.runtime import standard_runtime
@@ -37,6 +37,7 @@ ROUTERS = (
     budget.fast.document(),
     people.router,
     people.approvals,
+    admin.router,
     evals.router,
     system.router,
 )

@@ -52,6 +52,11 @@ class KeyCache:
             return True, hit[1]
         return False, None
 
+    def forget(self, key_hash: str) -> None:
+        """Drop a key this process may have cached (it was just revoked here)."""
+        with self._lock:
+            self._cache.pop(key_hash, None)
+
     def lookup(self, key: str) -> KeyInfo | None:
         h = hash_key(key)
         now = time.monotonic()

@@ -136,6 +136,8 @@ approval_policies = Table(
     Column("four_eyes", Boolean, nullable=False),
     Column("expires_after_seconds", Float),
     Column("updated_at", BigInteger, nullable=False),
+    # the webhooks told of the action's approval events: NULL every webhook of the project, [] none
+    Column("notify_webhooks", Json),
 )
 
 # Outgoing webhooks (approval notifications) and the log of their deliveries.

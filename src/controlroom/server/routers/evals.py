@@ -59,8 +59,8 @@ def job_out(j: jobs.Job) -> JobOut:
     return JobOut(
         id=j.id,
         config=j.config,
-        kind=j.kind,  # type: ignore[arg-type]
-        state=j.state,  # type: ignore[arg-type]
+        kind=j.kind,
+        state=j.state,
         since=format_ts(j.since_ns),
         until=format_ts(j.until_ns),
         total=j.total,
@@ -85,7 +85,7 @@ def config_out(conn: Connection, c: cf.EvalConfig) -> ConfigOut:
         evaluator_version=e.version,
         params=c.params,
         selector=SelectorOut(**c.selector.as_json()),
-        trigger=c.trigger,  # type: ignore[arg-type]
+        trigger=c.trigger,
         schedule=c.schedule,
         timezone=c.timezone,
         window_seconds=c.window_seconds,
@@ -305,7 +305,7 @@ def regression_out(r: monitor.Regression) -> RegressionOut:
         evaluator=r.evaluator,
         evaluator_version=r.evaluator_version,
         name=r.name,
-        state=r.state,  # type: ignore[arg-type]
+        state=r.state,
         opened_at=format_ts(r.opened_at) or "",
         resolved_at=format_ts(r.resolved_at),
         checked_at=format_ts(r.checked_at) or "",
