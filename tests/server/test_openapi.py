@@ -139,6 +139,7 @@ def test_every_route_answers_as_documented(api: Checked, live: LiveServer) -> No
 
     people_and_approvals(api, live)
     administration(api, live)
+    evals(api, run_id)
     assert {(m, p) for m, p, _ in api.seen} == api.operations()
 
 
@@ -286,3 +287,44 @@ def test_a_gzip_reservation_body_is_read_like_any_other(api: Checked) -> None:
         "POST", f"{RESERVE}/{held['reservation_id']}/settle", 200, content=settle, headers=headers
     ).json()
     assert out["state"] == "released"
+
+
+def evals(api: Checked, run_id: str) -> None:
+    config = {"name": "doc-succeeded", "evaluator": "run_succeeded", "trigger": "manual"}
+    api("POST", "/v1/evals/configs", 201, json=config)
+    api("POST", "/v1/evals/configs", 409, json=config)
+    api("POST", "/v1/evals/configs", 422, json={**config, "name": "doc-2", "evaluator": "no_such_thing"})
+    api("POST", "/v1/evals/configs", 422, json={**config, "name": "bad name"})
+    api("GET", "/v1/evals/configs", 200)
+    api("GET", "/v1/evals/configs/doc-succeeded", 200)
+    api("GET", "/v1/evals/configs/nothing-here", 404)
+    api("PATCH", "/v1/evals/configs/doc-succeeded", 200, json={"paused": False})
+    api("PATCH", "/v1/evals/configs/doc-succeeded", 422, json={"paused": "maybe"})
+    api("PATCH", "/v1/evals/configs/nothing-here", 404, json={"paused": True})
+    path = "/v1/evals/configs/doc-succeeded/jobs"
+    preview = api("POST", path, 200, json={"since": "2001-01-01T00:00:00Z", "dry_run": True}).json()
+    assert preview["runs"] >= 1
+    job = api("POST", path, 201, json={"since": "2001-01-01T00:00:00Z"}).json()
+    api("POST", path, 422, json={"since": "2030-01-01T00:00:00Z", "until": "2029-01-01T00:00:00Z"})
+    api("POST", "/v1/evals/configs/nothing-here/jobs", 404, json={})
+    api("GET", "/v1/evals/jobs", 200, params={"config": "doc-succeeded"})
+    api("GET", "/v1/evals/jobs", 404, params={"config": "nothing-here"})
+    api("GET", f"/v1/evals/jobs/{job['id']}", 200)
+    api("GET", "/v1/evals/jobs/999999", 404)
+    api("GET", "/v1/evals/jobs/0", 400)
+    queued = api("POST", path, 201, json={"since": "2001-01-01T00:00:00Z"}).json()
+    cancel = api.http.post(f"/v1/evals/jobs/{queued['id']}/cancel")  # unless a worker finished it first
+    assert cancel.status_code in (200, 409)
+    api("POST", f"/v1/evals/jobs/{queued['id']}/cancel", 409)
+    api("POST", "/v1/evals/jobs/999999/cancel", 404)
+    api("GET", "/v1/evals/regressions", 200, params={"state": "all"})
+    api("GET", "/v1/evals/regressions", 400, params={"state": "maybe"})
+    api("POST", "/v1/evals/regressions/check", 200)
+    api("GET", "/v1/evals/settings", 200)
+    api("PUT", "/v1/evals/settings", 200, json={"recent_days": 2, "compare": "agent_version"})
+    api("PUT", "/v1/evals/settings", 422, json={"margin": 2})
+    api("POST", "/v1/scores", 201, json={"run_id": run_id, "name": "by-hand", "value": 0.5})
+    api("POST", "/v1/scores", 404, json={"run_id": new_run_id(), "name": "by-hand", "value": 0.5})
+    api("POST", "/v1/scores", 422, json={"run_id": run_id, "name": "by-hand"})
+    api("GET", "/v1/scores/daily", 200, params={"since": "2001-01-01"})
+    api("GET", "/v1/scores/daily", 400, params={"since": "yesterday"})

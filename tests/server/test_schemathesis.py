@@ -13,14 +13,16 @@ import pytest
 
 # 402 is the cap refusing a call: an answer about the budget's state, not about the request.
 # A policy's notify names webhooks by id, and an id that is no webhook of the project answers 422
-# (which ids exist is the project's state, not something a schema can say).
+# (which ids exist is the project's state, not something a schema can say). Likewise an eval
+# configuration's evaluator must be a built-in or importable by the server, with parameters it
+# accepts (the installed code, not a schema, says which), and a backfill's window must start
+# before it ends (until defaults to now: a moving clock).
 CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "3xx", "401", "402", "403", "404", "409", "429", "5xx"]
 
 [[operations]]
-include-path = "/v1/approval-policies/{action}"
-include-method = "PUT"
+include-path-regex = '^/v1/approval-policies/[{]action[}]$|^/v1/evals/configs$|^/v1/evals/configs/[{]name[}]/jobs$'
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429", "5xx"]
 """
 # POST /v1/events is checked in a run of its own without positive_data_acceptance: an event's time must

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from controlroom.server.people_schemas import StoredJson
-from controlroom.server.schemas import AFTER_2000, RequestRunId, RequestSpanId, Text, _In, _Out
+from controlroom.server.schemas import AFTER_2000, RequestRunId, RequestSpanId, Text, _In, _Out, _whole
 
 ConfigName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 Time = Annotated[str, Field(max_length=64, json_schema_extra=AFTER_2000)]
@@ -162,7 +162,9 @@ class EvalSettings(_In):
     baseline_days: float = Field(7.0, gt=0, le=365)
     margin: float = Field(0.05, ge=0, lt=1, description="The least drop (0..1 scale) that is flagged")
     q: float = Field(0.05, gt=0, le=0.5, description="Benjamini-Hochberg false discovery rate")
-    min_scores: int = Field(20, ge=2, le=100_000, description="Scores needed on each side")
+    min_scores: Annotated[int, BeforeValidator(_whole)] = Field(
+        20, ge=2, le=100_000, description="Scores needed on each side"
+    )
     compare: Literal["window", "agent_version"] = "window"
 
 
@@ -176,6 +178,17 @@ class EvalSettingsOut(_Out):
 
 
 class ScoreIn(_In):
+    """A value, a label, or both."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["value"], "properties": {"value": {"type": "number"}}},
+                {"required": ["label"], "properties": {"label": {"type": "string"}}},
+            ]
+        }
+    )
+
     run_id: RequestRunId
     name: Text = Field(min_length=1, max_length=256)
     value: float | None = Field(None, allow_inf_nan=False)

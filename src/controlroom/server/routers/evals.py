@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import Connection, select
 from starlette.concurrency import run_in_threadpool
 
@@ -44,6 +44,7 @@ from controlroom.server.eval_schemas import (
     SelectorOut,
     Side,
 )
+from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import problems
 from controlroom.store import log
 from controlroom.store.tables import runs, scores
@@ -208,9 +209,7 @@ async def patch_config(
     },
     summary="Run a configuration now over a window of past runs (a backfill)",
 )
-async def run_config(
-    name: ConfigName, body: RunJobIn, response: Response, project: AdminProject, store: StoreDep
-) -> Any:
+async def run_config(name: ConfigName, body: RunJobIn, project: AdminProject, store: StoreDep) -> Any:
     """Queues a batch job over the runs that started in [``since``, ``until``) that the
     configuration's selector chooses; a worker judges them and the job reports its progress.
     Runs this evaluator version judged before are not judged again. With ``dry_run``, nothing is
@@ -224,9 +223,9 @@ async def run_config(
         with store.read() as conn:
             c = cf.get_config(conn, project_id=project.id, name=name)
             preview = jobs.preview(conn, c, since=since, until=until)
-        if body.dry_run:
-            response.status_code = 200
-            return PreviewOut(runs=preview.runs, estimated_cost_usd=preview.estimated_cost_usd)
+        if body.dry_run:  # the 200 answer's own model (the route's is the 201's)
+            out = PreviewOut(runs=preview.runs, estimated_cost_usd=preview.estimated_cost_usd)
+            return JSONResponse(out.model_dump(), status_code=200)
         with store.write() as conn:
             job_id = jobs.start_job(conn, c, kind="backfill", since=since, until=until, total=preview.runs)
             return job_out(jobs.get_job(conn, project_id=project.id, job_id=job_id))
@@ -240,7 +239,7 @@ async def run_config(
 @router.get(
     "/v1/evals/jobs",
     response_model=JobList,
-    responses=problems(400, 401, 403),
+    responses=problems(400, 401, 403, 404),
     summary="Eval jobs, newest first",
 )
 async def list_jobs(
