@@ -266,6 +266,26 @@ REJECTIONS = (
 )
 
 
+# Agent versions over the history: the support bot's 1.5.0 went out four days ago and made it
+# worse (more failed order lookups, less helpful answers): a regression its evals flag. The
+# research agent's 2.2.0, five days ago, changed nothing its evals see.
+SUPPORT_BOT_BAD_VERSION = "1.5.0"
+VERSIONS = {
+    "support-bot": (("1.4.0", None), (SUPPORT_BOT_BAD_VERSION, 4 * DAY_NS)),
+    "research-agent": (("2.1.0", None), ("2.2.0", 5 * DAY_NS)),
+    "coding-agent": (("0.9.0", None),),
+}
+
+
+def _version(agent: str, age_ns: int) -> str:
+    """The agent's version for a run started ``age_ns`` ago."""
+    current = VERSIONS[agent][0][0]
+    for version, since in VERSIONS[agent][1:]:
+        if since is not None and age_ns < since:
+            current = version
+    return current
+
+
 def _run_events(
     rng: random.Random, agent: str, t0: int, spike: bool, now: int | None = None
 ) -> tuple[list[dict[str, Any]], list[DemoApproval]]:
@@ -273,7 +293,8 @@ def _run_events(
     run_id = f"{rng.getrandbits(128) | 1:032x}"
     rec = Recorder(run_id, t0, rng)
     n = rng.randint(1000, 99999)
-    version = rng.choice(["1.4.0", "1.4.0", "1.5.0"])
+    version = _version(agent, now - t0)
+    degraded = version == SUPPORT_BOT_BAD_VERSION
     if agent == "support-bot":
         inputs: Any = {
             "question": rng.choice(QUESTIONS).format(n=n),
@@ -309,7 +330,7 @@ def _run_events(
             tokens_out=rng.randint(60, 400),
         )
         tool = rec.span("lookup_order", "tool", root, input={"order_id": n})
-        if rng.random() < 0.05:
+        if rng.random() < (0.16 if degraded else 0.05):  # the bad release drops order ids now and then
             rec.end(
                 tool,
                 rng.uniform(50, 400),
@@ -384,13 +405,17 @@ def _run_events(
     else:
         rec.end(root, 5)
         rec.emit("run.ended", {"status": "succeeded", "output": {"ok": True}}, rec.advance(2), ".end")
+        helpful = round(rng.betavariate(5, 3) if degraded else rng.betavariate(8, 2), 3)
         rec.emit(
             "score.recorded",
             {
                 "name": "helpfulness",
-                "value": round(rng.betavariate(8, 2), 3),
+                "value": helpful,
+                "normalised": helpful,
                 "source": "evaluator",
                 "evaluator": "demo-judge",
+                "evaluator_version": "1",
+                "kind": "numeric",
             },
             rec.advance(1),
             ".score",
@@ -459,6 +484,58 @@ def ensure_demo_people(store: Store, project: Project) -> list[str]:
 
 # Approval policies of a new demo project: refunds need an approver and expire after 8 hours
 # unanswered; erasing a customer's data needs an admin, and not the one who started the run.
+# The demo's evals: every run judged on whether it succeeded (post-run, and over the history at
+# once), a nightly check of step counts; regressions compared by agent version.
+DEMO_EVALS: tuple[dict[str, Any], ...] = (
+    {"name": "succeeded", "evaluator": "run_succeeded", "trigger": "post_run", "grace_seconds": 5.0},
+    {
+        "name": "steps",
+        "evaluator": "step_count",
+        "params": {"max": 40},
+        "trigger": "schedule",
+        "schedule": "0 3 * * *",
+        "window_seconds": 86_400.0,
+    },
+)
+
+
+def set_demo_evals(store: Store, project: Project) -> list[str]:
+    """The demo's eval configurations and regression settings, for a project that has none."""
+    from controlroom.evals import configs as cf
+    from controlroom.evals import monitor
+
+    with store.write() as conn:
+        if cf.list_configs(conn, project_id=project.id):
+            return []
+        for c in DEMO_EVALS:
+            cf.create_config(store, conn, project_id=project.id, **c)
+        monitor.set_settings(
+            store, conn, project_id=project.id, settings=monitor.Settings(compare="agent_version")
+        )
+    return [str(c["name"]) for c in DEMO_EVALS]
+
+
+def judge_history(store: Store, project: Project) -> tuple[int, int]:
+    """Fold the history into the read model, judge it with the demo's evals (a backfill of each
+    configuration over the 30 days) and look for regressions: the scores and the support bot's
+    regression are there when the server starts. Returns (runs scored, regressions opened)."""
+    from controlroom.evals import configs as cf
+    from controlroom.evals import jobs, monitor
+    from controlroom.projections.projector import Projector
+
+    Projector(store).catch_up()
+    scored = 0
+    with store.read() as conn:
+        configs = cf.list_configs(conn, project_id=project.id)
+    for c in configs:
+        with store.write() as conn:
+            job_id = jobs.start_job(conn, c, kind="backfill", since=None, until=time.time_ns())
+        job = jobs.take_job(store, job_id=job_id)
+        if job is not None:
+            scored += jobs.run_job(store, job).scored
+    return scored, monitor.check(store, project_id=project.id).opened
+
+
 DEMO_POLICIES = (("refund", "approver", False, 8 * 3_600.0), ("erase_customer_data", "admin", True, None))
 
 

@@ -95,4 +95,4 @@ def _project(conn: Any, name: str) -> Any:
 
 
 # the subcommands register themselves on `main`
-from controlroom.cli import admin, people, project, server  # noqa: E402, F401
+from controlroom.cli import admin, evals, people, project, server  # noqa: E402, F401

@@ -65,7 +65,9 @@ def demo(db: str | None, host: str | None, port: int | None, project: str, days:
         LiveFleet,
         backfill,
         ensure_demo_people,
+        judge_history,
         set_demo_caps,
+        set_demo_evals,
     )
     from controlroom.store.engine import Store
     from controlroom.store.tables import events
@@ -84,10 +86,16 @@ def demo(db: str | None, host: str | None, port: int | None, project: str, days:
     if not has_history:
         click.echo(f"writing {days} days of history for project {project!r}...")
         n = backfill(store, proj, days=days)
-        click.echo(f"  {n} events in the run log; the projector folds them as the server starts")
+        click.echo(f"  {n} events in the run log")
         caps = set_demo_caps(store, proj)
         if caps:
             click.echo(f"  daily cost caps: {', '.join(caps)} (see GET /v1/budgets)")
+        if set_demo_evals(store, proj):
+            scored, opened = judge_history(store, proj)
+            click.echo(
+                f"  evals: {scored} runs scored; {opened} regression(s) found"
+                f" (controlroom evals regressions --project {project})"
+            )
     url = f"http://{settings.host}:{settings.port}"
     click.echo(f"controlroom {url}  (database: {settings.database_url})")
     click.echo(f"API key for project {project!r}: {key}")

@@ -514,21 +514,19 @@ def _count(conn: Connection, job_id: int, c: Counts, **values: Any) -> None:
 # -- running batch jobs ----------------------------------------------------------------------------
 
 
-def take_job(store: Store, *, now: int | None = None) -> Job | None:
-    """The oldest queued batch job, or a running one whose worker went quiet, now this caller's
-    (compare-and-set on its state and lease)."""
+def take_job(store: Store, *, job_id: int | None = None, now: int | None = None) -> Job | None:
+    """The oldest queued batch job (or job ``job_id``, if it is one), or a running one whose worker
+    went quiet, now this caller's (compare-and-set on its state and lease)."""
     now = time.time_ns() if now is None else now
     candidates = or_(
         eval_jobs.c.state == "queued",
         and_(eval_jobs.c.state == "running", eval_jobs.c.kind != "post_run", eval_jobs.c.lease_until < now),
     )
+    q = select(eval_jobs.c.id, eval_jobs.c.state, eval_jobs.c.lease_until).where(candidates)
+    if job_id is not None:
+        q = q.where(eval_jobs.c.id == job_id)
     with store.read() as conn:
-        found = conn.execute(
-            select(eval_jobs.c.id, eval_jobs.c.state, eval_jobs.c.lease_until)
-            .where(candidates)
-            .order_by(eval_jobs.c.created_at, eval_jobs.c.id)
-            .limit(1)
-        ).first()
+        found = conn.execute(q.order_by(eval_jobs.c.created_at, eval_jobs.c.id).limit(1)).first()
     if found is None:
         return None
     with store.write() as conn:
