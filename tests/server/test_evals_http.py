@@ -66,6 +66,19 @@ def test_post_run_evals_judge_runs_as_they_end(live: LiveServer) -> None:
             assert score["value"] == (0.0 if i % 3 == 0 else 1.0) and score["evaluator_version"] == "1"
         job = agent.get("/v1/evals/configs/ok").json()["jobs"][0]
         assert (job["processed"], job["scored"], job["errors"]) == (6, 6, 0)
+        # run lists show scores, and filter by them
+        failed = agent.get("/v1/runs", params={"score_name": "run_succeeded", "score_max": 0}).json()["runs"]
+        assert {r["run_id"] for r in failed} == {ids[0], ids[3]}
+        assert all(
+            r["scores"] == [{"name": "run_succeeded", "value": 0.0, "label": None, "source": "evaluator"}]
+            for r in failed
+        )
+        assert (
+            len(agent.get("/v1/runs", params={"score_name": "run_succeeded", "score_min": 1}).json()["runs"])
+            == 4
+        )
+        bad = agent.get("/v1/runs", params={"score_min": 1})
+        assert bad.status_code == 400 and bad.json()["parameter"] == "score_name"
         daily = agent.get("/v1/scores/daily", params={"evaluator": "run_succeeded"}).json()["days"]
         assert sum(d["scores"] for d in daily) == 6 and sum(d["passed"] for d in daily) == 4
 

@@ -416,15 +416,20 @@ def judge_chunk(
     job_id: int,
     run_ids: Sequence[str],
     config: str | None = None,
+    job_values: dict[str, Any] | None = None,
     now: int | None = None,
 ) -> Counts:
     """Claim, judge and record the runs of ``run_ids`` (already chosen by the selector). Runs
-    another worker claimed, or judged before, are not counted."""
+    another worker claimed, or judged before, are not counted. ``job_values`` (a batch job's
+    cursor and lease) are saved on the job with the chunk's outcome."""
     from controlroom.evals.snapshot import load_runs
 
     now = time.time_ns() if now is None else now
     mine = claim(store, project_id=project_id, e=e, job_id=job_id, run_ids=run_ids, now=now)
     if not mine:
+        if job_values:
+            with store.write() as conn:
+                conn.execute(update(eval_jobs).where(eval_jobs.c.id == job_id).values(**job_values))
         return Counts()
     with store.read() as conn:
         loaded = load_runs(conn, project_id, mine)
@@ -492,7 +497,8 @@ def judge_chunk(
             conn.execute(eval_items.delete().where(*key, eval_items.c.run_id.in_(released)))
         skipped = len(released) - sum(1 for _, o in judged if o is None)
         counts = Counts(len(mine) - len(released), scored, na, errors, skipped)
-        _count(conn, job_id, counts, **({"note": "; ".join(notes)[:MAX_ERROR]} if notes else {}))
+        values = dict(job_values or {}) | ({"note": "; ".join(notes)[:MAX_ERROR]} if notes else {})
+        _count(conn, job_id, counts, **values)
     return counts
 
 
@@ -574,14 +580,16 @@ def run_job(store: Store, job: Job, *, stop: threading.Event | None = None) -> J
         if not page:
             return _finish(store, job, "done")
         chosen = _chosen(page, config.selector)
-        judge_chunk(store, project_id=job.project_id, e=e, job_id=job.id, run_ids=chosen, config=config.name)
         cursor = (page[-1].started_at, page[-1].run_id)
-        with store.write() as conn:
-            conn.execute(
-                update(eval_jobs)
-                .where(eval_jobs.c.id == job.id, eval_jobs.c.state == "running")
-                .values(cursor=f"{cursor[0]}:{cursor[1]}", lease_until=time.time_ns() + JOB_LEASE_NS)
-            )
+        judge_chunk(
+            store,
+            project_id=job.project_id,
+            e=e,
+            job_id=job.id,
+            run_ids=chosen,
+            config=config.name,
+            job_values={"cursor": f"{cursor[0]}:{cursor[1]}", "lease_until": time.time_ns() + JOB_LEASE_NS},
+        )
     with store.read() as conn:
         return get_job(conn, project_id=job.project_id, job_id=job.id)
 

@@ -52,9 +52,18 @@ class RunSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class BriefScore:
+    name: str
+    value: float | None
+    label: str | None
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunPage:
     runs: list[RunSummary]
     next_cursor: str | None
+    scores: dict[str, list[BriefScore]] = field(default_factory=dict)  # by run id
 
 
 @dataclass(slots=True)
@@ -145,6 +154,9 @@ class RunFilter:
     until: int | None = None
     min_cost_nanos: int | None = None
     has_error: bool | None = None
+    score_name: str | None = None  # runs with a score of this name (within score_min..score_max)
+    score_min: float | None = None
+    score_max: float | None = None
 
 
 def encode_cursor(started_at: int, run_id: str) -> str:
@@ -191,13 +203,45 @@ def list_runs(
         q = q.where(runs.c.cost_nanos >= f.min_cost_nanos)
     if f.has_error is not None:
         q = q.where(runs.c.has_error == f.has_error)
+    if f.score_name is not None:
+        scored = select(scores.c.run_id).where(
+            scores.c.project_id == runs.c.project_id,
+            scores.c.run_id == runs.c.run_id,
+            scores.c.name == f.score_name,
+        )
+        if f.score_min is not None:
+            scored = scored.where(scores.c.value >= f.score_min)
+        if f.score_max is not None:
+            scored = scored.where(scores.c.value <= f.score_max)
+        q = q.where(scored.exists())
+    elif f.score_min is not None or f.score_max is not None:
+        raise InvalidQuery("score_min and score_max need score_name", parameter="score_name")
     if cursor:
         started_at, run_id = decode_cursor(cursor)
         q = q.where(or_(started < started_at, and_(started == started_at, rid < run_id)))
     rows = conn.execute(q.order_by(started.desc(), rid.desc()).limit(limit + 1)).mappings().all()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1]["started_at"], page[-1]["run_id"]) if len(rows) > limit else None
-    return RunPage([run_summary(r) for r in page], next_cursor)
+    return RunPage(
+        [run_summary(r) for r in page],
+        next_cursor,
+        _brief_scores(conn, project_id, [r["run_id"] for r in page]),
+    )
+
+
+def _brief_scores(conn: Connection, project_id: int, run_ids: list[str]) -> dict[str, list[BriefScore]]:
+    """The scores of a page of runs, by run, in one query."""
+    out: dict[str, list[BriefScore]] = {}
+    if not run_ids:
+        return out
+    rows = conn.execute(
+        select(scores.c.run_id, scores.c.name, scores.c.value, scores.c.label, scores.c.source)
+        .where(scores.c.project_id == project_id, scores.c.run_id.in_(run_ids))
+        .order_by(scores.c.ts)
+    )
+    for r in rows:
+        out.setdefault(r.run_id, []).append(BriefScore(r.name, r.value, r.label, r.source))
+    return out
 
 
 def _error(r: Any) -> RunError | None:

@@ -174,8 +174,21 @@ class RunSummary(_Out):
     counts: Counts
 
 
+class BriefScoreOut(_Out):
+    name: str
+    value: float | None
+    label: str | None
+    source: str
+
+
+class RunListItem(RunSummary):
+    scores: list[BriefScoreOut] = Field(
+        description="The run's scores, oldest first (the run's page has them all)"
+    )
+
+
 class RunList(_Out):
-    runs: list[RunSummary]
+    runs: list[RunListItem]
     next_cursor: str | None
 
 

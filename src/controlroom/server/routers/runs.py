@@ -17,6 +17,7 @@ from controlroom.server.schemas import (
     AFTER_2000,
     HEX_RUN_ID,
     USD_PATTERN,
+    BriefScoreOut,
     CostRow,
     CostTotal,
     Counts,
@@ -25,7 +26,7 @@ from controlroom.server.schemas import (
     RunApproval,
     RunDetail,
     RunList,
-    RunSummary,
+    RunListItem,
     ScoreOut,
     SpanOut,
     UsageOut,
@@ -220,9 +221,17 @@ def as_json(model: BaseModel) -> dict[str, Any]:
 
 
 def page_json(page: queries.RunPage) -> dict[str, Any]:
-    return as_json(
-        RunList(runs=[RunSummary(**summary_fields(r)) for r in page.runs], next_cursor=page.next_cursor)
-    )
+    items = [
+        RunListItem(
+            **summary_fields(r),
+            scores=[
+                BriefScoreOut(name=s.name, value=s.value, label=s.label, source=s.source)
+                for s in page.scores.get(r.run_id, ())
+            ],
+        )
+        for r in page.runs
+    ]
+    return as_json(RunList(runs=items, next_cursor=page.next_cursor))
 
 
 def run_json(run: queries.RunDetail, approvals: list[ap.Approval] | None = None) -> dict[str, Any]:
@@ -276,6 +285,15 @@ async def list_runs(
         Query(description="Runs that failed or had an errored span"),
         WithJsonSchema({"type": "boolean"}),
     ] = None,
+    score_name: Annotated[QueryText, Query(description="Runs with a score of this name")] = None,
+    score_min: Annotated[
+        float | None,
+        Query(description="...whose value is at least this (needs score_name)", allow_inf_nan=False),
+    ] = None,
+    score_max: Annotated[
+        float | None,
+        Query(description="...whose value is at most this (needs score_name)", allow_inf_nan=False),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[
         str | None,
@@ -293,6 +311,9 @@ async def list_runs(
         until=_time(until, "until"),
         min_cost_nanos=min_cost_nanos,
         has_error=has_error,
+        score_name=score_name,
+        score_min=score_min,
+        score_max=score_max,
     )
     return JSONResponse(
         page_json(await in_read(store, queries.list_runs, project.id, f, limit=limit, cursor=cursor))
