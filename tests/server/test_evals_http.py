@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from conftest import LiveServer
+from controlroom import evaluator as controlroom_evaluator
 from controlroom.accounts import projects as pr
 from controlroom.accounts import users as u
 from factories import rid, run_ended, run_started
@@ -39,7 +40,8 @@ def send_runs(live: LiveServer, n: int, *, fail_every: int = 0) -> list[str]:
         status = "failed" if fail_every and i % fail_every == 0 else "succeeded"
         events += [run_started(r, agent="bot"), run_ended(r, status)]
     with live.client() as agent:
-        assert agent.post("/v1/events", json={"events": events}).status_code == 200
+        for i in range(0, len(events), 1000):  # a batch holds at most 1,000 events
+            assert agent.post("/v1/events", json={"events": events[i : i + 1000]}).status_code == 200
     return ids
 
 
@@ -133,3 +135,50 @@ def test_who_may_configure_and_score(live: LiveServer) -> None:
         ("thumbs", "sdk", None),
         ("correct", "human", "amy"),
     }
+
+
+def test_a_batch_job_never_calls_the_agent(traced: LiveServer, fake: Any) -> None:
+    """Evaluators read recorded runs only: while a batch job judges thousands of runs (with an
+    evaluator reading each run's model calls and conversation), the agent is not run and its model
+    provider hears nothing."""
+    import openai
+
+    import controlroom
+    from controlroom.sdk.integrations import instrument_openai
+
+    live, calls = traced, []
+
+    def support_agent(question: str) -> str:
+        calls.append(question)
+        client = instrument_openai(openai.OpenAI(base_url=f"{fake.url}/v1", api_key="test", max_retries=0))
+        with controlroom.run("support-bot", inputs={"question": question}) as run:
+            answer = client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": question}]
+            )
+            run.set_output(answer.choices[0].message.content)
+        return answer.choices[0].message.content or ""
+
+    for i in range(3):
+        support_agent(f"where is order {i}?")
+    controlroom.flush()
+    ids = send_runs(live, 2000)
+    with live.client(admin=True) as admin:
+        wait_for(lambda: admin.get(f"/v1/runs/{ids[-1]}").status_code == 200)
+        config = {"name": "reads-the-conversation", "evaluator": f"{__name__}:conversation_length"}
+        assert admin.post("/v1/evals/configs", json=config).status_code == 201
+        job = admin.post(
+            "/v1/evals/configs/reads-the-conversation/jobs", json={"since": "2001-01-01T00:00:00Z"}
+        )
+        heard, ran = len(fake.requests), len(calls)
+        done = wait_for(
+            lambda: (j := admin.get(f"/v1/evals/jobs/{job.json()['id']}").json())["state"] == "done" and j,
+            timeout=60,
+        )
+    assert done["processed"] == 2003 and done["scored"] == 3 and done["not_applicable"] == 2000
+    assert (len(fake.requests), len(calls)) == (heard, ran) == (3, 3)
+
+
+@controlroom_evaluator(name="conversation_length", range=(0, 1000))
+def conversation_length(run: Any) -> int | None:
+    calls = run.llm_calls()
+    return len(run.messages()) if calls else None
