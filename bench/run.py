@@ -25,12 +25,13 @@ from generate import GenConfig, build
 from ingest import IngestConfig, run_ingest
 from queries import TARGET_P95_MS, QueryConfig, run_queries
 
-PARTS = ("ingest", "generate", "queries", "otlp", "sdk", "budget")
+PARTS = ("ingest", "generate", "queries", "otlp", "sdk", "budget", "evals")
 # Benchmarks with their own scripts; each prints JSON lines (or one JSON document) on stdout.
 SCRIPTS: dict[str, list[list[str]]] = {
     "otlp": [["otlp.py"]],
     "sdk": [["sdk_overhead.py"], ["sdk_throughput.py"]],
     "budget": [["budget.py", "--backend", "sqlite"], ["budget.py", "--backend", "postgresql"]],
+    "evals": [["eval_snapshots.py", "--backend", "sqlite"]],
 }
 # (shape, projector in a separate `controlroom worker` process)
 INGEST_VARIANTS = (("started_ended", False), ("started_ended", True), ("recorded", False))
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         sections.append("## Read API latency, sequential requests\n\n" + _queries_table(queried, backends))
     for part, docs in others.items():
         sections.append(f"## {part}\n\n```\n" + "\n".join(json.dumps(d) for d in docs) + "\n```")
-    verdicts = _verdicts(ingest, queried, others.get("budget", []))
+    verdicts = _verdicts(ingest, queried, others.get("budget", []), others.get("evals", []))
     sections.append("## Targets\n\n" + "\n".join(f"- {v}" for v in verdicts))
     report = "\n\n".join(sections) + "\n"
     print("\n" + report)
@@ -229,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _verdicts(
-    ingest: dict[str, dict[str, Any]], queried: dict[str, dict[str, Any]], budget: list[dict[str, Any]]
+    ingest: dict[str, dict[str, Any]],
+    queried: dict[str, dict[str, Any]],
+    budget: list[dict[str, Any]],
+    evals: list[dict[str, Any]],
 ) -> list[str]:
     out = []
     r = ingest.get("sqlite-started_ended")
@@ -257,6 +261,13 @@ def _verdicts(
                 f"p99 < {BUDGET_TARGET_P99_MS:.0f} ms {'MET' if p99 < BUDGET_TARGET_P99_MS else 'MISSED'} "
                 f"({p99:.2f} ms), >= {BUDGET_TARGET_RATE:,} admissions/s "
                 f"{'MET' if rate >= BUDGET_TARGET_RATE else 'MISSED'} ({rate:,.0f}/s)"
+            )
+    for e in evals:
+        if e["database"] == "sqlite":
+            cheap = e["results"][1]
+            out.append(
+                f"eval snapshots on SQLite, {e['target']}: {'MET' if e['meets_target'] else 'MISSED'} "
+                f"({cheap['runs_per_s']:,} runs/s)"
             )
     return out or ["(no target measured in this run)"]
 
