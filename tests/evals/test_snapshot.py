@@ -15,7 +15,8 @@ from sqlalchemy import event as sa_event
 
 from controlroom.accounts import projects
 from controlroom.accounts.projects import Project
-from controlroom.evals.snapshot import Run, Span, load_runs, to_messages
+from controlroom.evals.messages import to_messages
+from controlroom.evals.snapshot import Run, Span, load_runs
 from controlroom.projections.projector import Projector
 from controlroom.store.engine import Store
 from controlroom.store.ingest import ingest_events

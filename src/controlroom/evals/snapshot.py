@@ -27,13 +27,14 @@ from sqlalchemy import Connection, select
 
 from controlroom import events as ev
 from controlroom.cost import Pricer
+from controlroom.evals.messages import reply_messages, to_messages
 from controlroom.money import Usage
 from controlroom.projections import fold
 from controlroom.projections.queries import _acyclic_parents
 from controlroom.store.json_text import decode, json_text
 from controlroom.store.tables import runs, scores, spans
 
-__all__ = ["Error", "LlmCall", "RecordedScore", "Run", "Span", "ToolCall", "load_runs", "to_messages"]
+__all__ = ["Error", "LlmCall", "RecordedScore", "Run", "Span", "ToolCall", "load_runs"]
 
 CHUNK = 500
 """Run ids per query: `run_id IN (...)` on the primary key, well under SQLite's variable limit."""
@@ -125,7 +126,7 @@ class ToolCall:
 @dataclass(frozen=True, slots=True)
 class LlmCall:
     """A model call: ``input`` as recorded, ``messages`` the same as ``{role, content}`` messages
-    (see :func:`to_messages`), ``output`` the reply as recorded."""
+    (see :func:`controlroom.evals.messages.to_messages`), ``output`` the reply as recorded."""
 
     span_id: str
     name: str | None
@@ -290,7 +291,7 @@ class Run:
                 out.append({"role": "user", "content": inputs})
         else:
             out.extend(best.messages)
-            out.extend(_reply_messages(best.output))
+            out.extend(reply_messages(best.output))
         output = self.output
         if output is not None and (not out or out[-1]["role"] != "assistant" or out[-1]["content"] != output):
             out.append({"role": "assistant", "content": output})
@@ -387,29 +388,6 @@ def load_runs(conn: Connection, project_id: int, run_ids: Iterable[str]) -> dict
         for r in run_rows:
             out[r[0]] = _run(r, by_run.get(r[0], ()), tuple(scored.get(r[0], ())))
     return out
-
-
-def to_messages(value: Any) -> list[dict[str, Any]]:
-    """A model call's recorded input as ``{role, content}`` messages: a list of messages (OpenAI,
-    Anthropic, OpenTelemetry GenAI ``parts``, OpenInference ``message.role`` / ``message.content``),
-    a ``{"messages": [...]}`` request (with its ``system``, if any), OpenTelemetry's
-    ``{"system_instructions", "input"}``; anything else (a prompt string, a dict) is one user
-    message."""
-    if value is None:
-        return []
-    if isinstance(value, list) and value and all(_is_message(m) for m in value):
-        return [_message(m) for m in value]
-    if isinstance(value, dict):
-        if _is_message(value):
-            return [_message(value)]
-        if isinstance(value.get("messages"), list):
-            system = value.get("system")
-            rest = to_messages(value["messages"])
-            return rest if system is None else [{"role": "system", "content": _content(system)}, *rest]
-        if "system_instructions" in value and "input" in value:
-            system = {"role": "system", "content": _content(value["system_instructions"])}
-            return [system, *to_messages(value["input"])]
-    return [{"role": "user", "content": value}]
 
 
 # -- internals ------------------------------------------------------------------------------------
@@ -603,49 +581,3 @@ def _json_or_text(value: Any) -> Any:
         except orjson.JSONDecodeError:
             return value
     return value
-
-
-def _is_message(m: Any) -> bool:
-    return isinstance(m, dict) and ("role" in m or "message.role" in m)
-
-
-def _message(m: dict[str, Any]) -> dict[str, Any]:
-    role = m.get("role", m.get("message.role"))
-    if "content" in m:
-        content = m["content"]
-    elif "parts" in m:
-        content = m["parts"]
-    else:
-        content = m.get("message.content")
-    return {"role": str(role), "content": _content(content)}
-
-
-def _content(content: Any) -> Any:
-    """Text where the content is text parts (Anthropic blocks, GenAI parts), else as recorded."""
-    if isinstance(content, list) and content:
-        texts = []
-        for part in content:
-            if isinstance(part, str):
-                texts.append(part)
-            elif isinstance(part, dict) and part.get("type") == "text":
-                text = part.get("text", part.get("content"))
-                if not isinstance(text, str):
-                    return content
-                texts.append(text)
-            else:
-                return content
-        return "\n".join(texts)
-    return content
-
-
-def _reply_messages(output: Any) -> list[dict[str, Any]]:
-    """A model call's recorded reply as messages: its first choice, as an assistant message."""
-    if output is None:
-        return []
-    if isinstance(output, list) and output:
-        output = output[0]  # several choices: the first
-    if _is_message(output):
-        return [_message(output)]
-    if isinstance(output, dict) and "content" in output:  # the SDK's reply with tool calls
-        return [{"role": "assistant", "content": _content(output["content"])}]
-    return [{"role": "assistant", "content": _content(output)}]
