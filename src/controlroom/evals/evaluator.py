@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import numbers
 import os
 import threading
 import time
@@ -107,7 +108,7 @@ class Score:
             if isinstance(value, bool):
                 kind = kind or "boolean"
                 value = 1.0 if value else 0.0
-            elif isinstance(value, int | float):
+            elif isinstance(value, numbers.Real):
                 value = float(value)
                 if not math.isfinite(value):
                     raise ValueError(f"Score.value must be finite, got {value}")
@@ -293,14 +294,12 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 def _range(value: Any) -> tuple[float, float]:
     try:
         lo, hi = value
-        lo, hi = float(lo), float(hi)
     except (TypeError, ValueError):
         raise ValueError(f"evaluator range must be (low, high), two numbers, got {value!r}") from None
-    if (
-        isinstance(value[0], bool)
-        or isinstance(value[1], bool)
-        or not (math.isfinite(lo) and math.isfinite(hi))
-    ):
+    if any(isinstance(x, bool) or not isinstance(x, numbers.Real) for x in (lo, hi)):
+        raise ValueError(f"evaluator range must be two finite numbers, got {value!r}")
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"evaluator range must be two finite numbers, got {value!r}")
     if lo >= hi:
         raise ValueError(f"evaluator range must have low < high, got {value!r}")
@@ -317,6 +316,8 @@ def _scores(e: Evaluator[..., Any], result: Any) -> tuple[Score, ...]:
             raise InvalidScore(f"returned {result!r}: a numeric score must be finite")
         _check_range(e, value)
         return (Score(e.name, value, None, None, "numeric"),)
+    if isinstance(result, numbers.Real):  # numpy's numbers, Fraction, Decimal
+        return _scores(e, float(result))
     if isinstance(result, str):
         if not result or len(result) > MAX_LABEL:
             raise InvalidScore(f"returned a string of {len(result)} characters: a label has 1 to {MAX_LABEL}")
