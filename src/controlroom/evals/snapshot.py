@@ -311,7 +311,7 @@ class Run:
         run_id = validated[0].run_id
         row = fold.new_run(0, run_id, 1, validated[0].ts, validated[0].ts)
         span_rows: dict[str, fold.Row] = {}
-        score_rows: list[RecordedScore] = []
+        score_rows: list[tuple[int, str, RecordedScore]] = []  # (ts, event id): load_runs' order
         for seq, e in enumerate(validated, start=1):
             body = e.body.model_dump(mode="json", exclude_defaults=True)  # as the log stores it
             if row["abandoned_at"] is not None and e.type in _REVIVING:
@@ -325,18 +325,17 @@ class Run:
                 fold.apply_span_event(span, e.type, e.ts, body)
             elif e.type == ev.SCORE_RECORDED:
                 b = ev.with_defaults(e.type, body)
-                score_rows.append(
-                    RecordedScore(
-                        b["name"],
-                        b["value"],
-                        b["label"],
-                        b["comment"],
-                        b["span_id"],
-                        b["source"],
-                        b["evaluator"],
-                        e.ts,
-                    )
+                score = RecordedScore(
+                    b["name"],
+                    b["value"],
+                    b["label"],
+                    b["comment"],
+                    b["span_id"],
+                    b["source"],
+                    b["evaluator"],
+                    e.ts,
                 )
+                score_rows.append((e.ts, e.id, score))
         pricer = pricer or _default_pricer()
         for span in span_rows.values():
             fold.price_span(span, pricer)
@@ -346,8 +345,8 @@ class Run:
             for s in span_rows.values()
         ]
         run_values = tuple(_dumps(row[c]) if c in _JSON_RUN_COLUMNS else row[c] for c in _RUN_COLUMNS)
-        score_rows.sort(key=lambda s: s.ts_ns)
-        built = _run(run_values, span_values, tuple(score_rows))
+        score_rows.sort(key=lambda s: s[:2])
+        built = _run(run_values, span_values, tuple(s for _, _, s in score_rows))
         return built.with_reference(reference) if reference is not None else built
 
 
