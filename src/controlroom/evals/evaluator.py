@@ -257,7 +257,7 @@ def evaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run) -> Outcom
     start = time.perf_counter()
     try:
         result = e.fn(run)
-        if inspect.isawaitable(result):
+        if not isinstance(result, _PLAIN) and inspect.isawaitable(result):
             result = _run_coroutine(result)
         return _outcome(e, result, start)
     except Exception as exc:
@@ -271,7 +271,7 @@ async def aevaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run) ->
     start = time.perf_counter()
     try:
         result = e.fn(run)
-        if inspect.isawaitable(result):
+        if not isinstance(result, _PLAIN) and inspect.isawaitable(result):
             result = await result
         return _outcome(e, result, start)
     except Exception as exc:
@@ -279,6 +279,9 @@ async def aevaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run) ->
 
 
 # -- internals ------------------------------------------------------------------------------------
+
+_PLAIN = (type(None), bool, int, float, str, Score, list, tuple)  # never awaitable: no check needed
+_SCORE_FIELDS = ("name", "value", "label", "comment", "kind")
 
 
 def _as_evaluator(ev: Evaluator[..., Any] | Callable[[Run], Any]) -> Evaluator[..., Any]:
@@ -309,19 +312,19 @@ def _range(value: Any) -> tuple[float, float]:
 def _scores(e: Evaluator[..., Any], result: Any) -> tuple[Score, ...]:
     """What an evaluator returned, as scores named and checked against its range."""
     if isinstance(result, bool):
-        return (Score(e.name, 1.0 if result else 0.0, None, None, "boolean"),)
+        return (_checked(e.name, 1.0 if result else 0.0, None, "boolean"),)
     if isinstance(result, int | float):
         value = float(result)
         if not math.isfinite(value):
             raise InvalidScore(f"returned {result!r}: a numeric score must be finite")
         _check_range(e, value)
-        return (Score(e.name, value, None, None, "numeric"),)
+        return (_checked(e.name, value, None, "numeric"),)
     if isinstance(result, numbers.Real):  # numpy's numbers, Fraction, Decimal
         return _scores(e, float(result))
     if isinstance(result, str):
         if not result or len(result) > MAX_LABEL:
             raise InvalidScore(f"returned a string of {len(result)} characters: a label has 1 to {MAX_LABEL}")
-        return (Score(e.name, None, result, None, "categorical"),)
+        return (_checked(e.name, None, result, "categorical"),)
     if isinstance(result, Score):
         items: list[Any] = [result]
     elif isinstance(result, list | tuple):
@@ -346,6 +349,14 @@ def _scores(e: Evaluator[..., Any], result: Any) -> tuple[Score, ...]:
             _check_range(e, score.value)
         out.append(score)
     return tuple(out)
+
+
+def _checked(name: str, value: float | None, label: str | None, kind: Kind) -> Score:
+    """A Score whose fields were checked already (the common return values: thousands a second)."""
+    score = object.__new__(Score)
+    for field_name, field_value in zip(_SCORE_FIELDS, (name, value, label, None, kind), strict=True):
+        object.__setattr__(score, field_name, field_value)
+    return score
 
 
 def _check_range(e: Evaluator[..., Any], value: float) -> None:
