@@ -357,9 +357,9 @@ def load_runs(conn: Connection, project_id: int, run_ids: Iterable[str]) -> dict
     wanted = list(dict.fromkeys(run_ids))
     dialect = conn.dialect.name
     run_cols = [json_text(runs.c[c], dialect) if c in _JSON_RUN_COLUMNS else runs.c[c] for c in _RUN_COLUMNS]
-    span_cols = [
-        spans.c.run_id,
+    span_cols = [  # the run id last: a row is a span's values as _span reads them, no copy
         *(json_text(spans.c[c], dialect) if c in _JSON_SPAN_COLUMNS else spans.c[c] for c in _SPAN_COLUMNS),
+        spans.c.run_id,
     ]
     score_cols = [scores.c.run_id, *(scores.c[c] for c in _SCORE_COLUMNS)]
     out: dict[str, Run] = {}
@@ -376,7 +376,7 @@ def load_runs(conn: Connection, project_id: int, run_ids: Iterable[str]) -> dict
             select(*span_cols).where(spans.c.project_id == project_id, spans.c.run_id.in_(found))
         ).all()
         for s in span_rows:
-            by_run[s[0]].append(s[1:])
+            by_run[s[-1]].append(s)
         scored: defaultdict[str, list[RecordedScore]] = defaultdict(list)
         for sc in conn.execute(
             select(*score_cols)
