@@ -6,12 +6,13 @@ bad parameter), so a bad configuration fails when it is saved, not on the first 
 :data:`BUILTINS` maps each name to its factory and :func:`builtin` makes one from a name and
 parameters (what an eval configuration stores).
 
-Score shapes: most built-ins give one boolean score named after the evaluator, with a comment
-saying why when it fails. ``tool_error_rate`` and ``reference_fuzzy`` give a numeric score (0..1)
-and a boolean ``<name>.pass`` beside it. Every built-in returns None (not applicable) when the run
-lacks what it judges: no reference, no output, no tool call, a run still running, a cost that
-unpriced calls leave unknown. Every factory takes ``name=`` (default: the built-in's name) to keep
-two configurations of one built-in apart; the ``.pass`` score follows it.
+Score shapes: most built-ins give one boolean score named after the evaluator, and where a failure
+has more to it than the verdict (which call, how far over) a comment saying so. ``tool_error_rate``
+and ``reference_fuzzy`` give a numeric score (0..1) and a boolean ``<name>.pass`` beside it. Every
+built-in returns None (not applicable) when the run lacks what it judges: no reference, no output,
+no tool call, a run still running, a cost that unpriced calls leave unknown. Every factory takes
+``name=`` (default: the built-in's name) to keep two configurations of one built-in apart; the
+``.pass`` score follows it.
 """
 
 from __future__ import annotations
