@@ -244,7 +244,7 @@ def evaluator(
     return wrap(fn) if fn is not None else wrap
 
 
-def evaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run) -> Outcome:
+def evaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run, /) -> Outcome:
     """Run ``ev`` on ``run``; never raises for what the evaluator does (an exception, a bad return
     value): that is an outcome with ``status="error"``.
 
@@ -264,7 +264,7 @@ def evaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run) -> Outcom
         return _error(e, exc, start)
 
 
-async def aevaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run) -> Outcome:
+async def aevaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run, /) -> Outcome:
     """:func:`evaluate` in async code: an ``async def`` evaluator is awaited on the caller's loop;
     a plain one runs on the caller's thread (keep those fast, or give them ``async def``)."""
     e = _as_evaluator(ev)
