@@ -16,11 +16,12 @@ nobody reads is never decoded.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 from sqlalchemy import Connection, select
@@ -36,6 +37,7 @@ from controlroom.store.tables import runs, scores, spans
 
 __all__ = ["Error", "LlmCall", "RecordedScore", "Run", "Span", "ToolCall", "load_runs"]
 
+T = TypeVar("T")
 CHUNK = 500
 """Run ids per query: `run_id IN (...)` on the primary key, well under SQLite's variable limit."""
 NANOS_PER_USD = Decimal(10**9)
@@ -457,29 +459,48 @@ def _dumps(value: Any) -> bytes | None:
     return None if value is None else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
 
 
+def _builder(cls: type[T]) -> Callable[[tuple[Any, ...]], T]:
+    """Instances of the frozen, slotted dataclass ``cls`` from its fields' values, set straight
+    through its slots. A frozen dataclass's __init__ sets each field with a call of
+    object.__setattr__, about half the cost of building a span; this takes a third of that. For
+    values read from the read model only (no __post_init__ runs, no default is filled in)."""
+    setters = tuple(vars(cls)[f.name].__set__ for f in dataclasses.fields(cast(Any, cls)))
+    new = object.__new__
+
+    def build(values: tuple[Any, ...]) -> T:
+        obj = new(cls)
+        for set_value, value in zip(setters, values, strict=True):
+            set_value(obj, value)
+        return obj
+
+    return build
+
+
 def _span(v: Any) -> Span:
     """A Span from its values in _SPAN_COLUMNS order."""
     span_id = v[0]
-    return Span(
-        span_id,
-        v[1],
-        v[2],
-        v[3],
-        v[4],
-        v[5],
-        v[6],
-        Error(v[7], v[8], span_id) if v[7] else None,
-        v[9],
-        v[10],
-        v[11],
-        v[12],
-        v[13],
-        None if v[14] is None else Usage(v[14], v[15] or 0, v[16] or 0, v[17] or 0, v[18] or 0),
-        v[19],
-        v[20],
-        v[22],
-        v[23],
-        v[24],
+    return _new_span(
+        (
+            span_id,
+            v[1],
+            v[2],
+            v[3],
+            v[4],
+            v[5],
+            v[6],
+            Error(v[7], v[8], span_id) if v[7] else None,
+            v[9],
+            v[10],
+            v[11],
+            v[12],
+            v[13],
+            None if v[14] is None else Usage(v[14], v[15] or 0, v[16] or 0, v[17] or 0, v[18] or 0),
+            v[19],
+            v[20],
+            v[22],
+            v[23],
+            v[24],
+        )
     )
 
 
@@ -490,28 +511,35 @@ def _order(v: Any) -> tuple[int, int]:
 def _run(r: Any, span_values: Iterable[Any], run_scores: tuple[RecordedScore, ...]) -> Run:
     """A Run from its values in _RUN_COLUMNS order, its spans' and its scores."""
     ordered = sorted(span_values, key=_order)
-    return Run(
-        r[0],
-        r[1],
-        r[2],
-        r[3],
-        r[4],
-        r[5],
-        r[6],
-        r[7],
-        r[8],
-        r[9],
-        Error(r[10], r[11], r[12]) if r[10] else None,
-        Usage(r[13], r[14], r[15], r[16], r[17]),
-        r[18],
-        r[19],
-        tuple(_span(v) for v in ordered),
-        run_scores,
-        r[20],
-        r[21],
-        r[22],
-        r[23],
+    return _new_run(
+        (
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            r[9],
+            Error(r[10], r[11], r[12]) if r[10] else None,
+            Usage(r[13], r[14], r[15], r[16], r[17]),
+            r[18],
+            r[19],
+            tuple(_span(v) for v in ordered),
+            run_scores,
+            r[20],
+            r[21],
+            r[22],
+            r[23],
+            None,  # no reference
+        )
     )
+
+
+_new_span = _builder(Span)
+_new_run = _builder(Run)
 
 
 def _validated(events: Iterable[Mapping[str, Any]]) -> list[ev.AnyEvent]:
