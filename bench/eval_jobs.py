@@ -46,8 +46,12 @@ def one_job(source: Path, project: str, evaluator: str, params: dict[str, Any]) 
         store = Store(f"sqlite:///{db}")
         try:
             with store.write() as conn:
-                project_id = conn.execute(select(projects.c.id).where(projects.c.name == project)).scalar_one()
-                c = cf.create_config(store, conn, project_id=project_id, name=evaluator, evaluator=evaluator, params=params)
+                project_id = conn.execute(
+                    select(projects.c.id).where(projects.c.name == project)
+                ).scalar_one()
+                c = cf.create_config(
+                    store, conn, project_id=project_id, name=evaluator, evaluator=evaluator, params=params
+                )
                 job_id = jobs.start_job(conn, c, kind="backfill", since=None, until=time.time_ns())
             t = time.perf_counter()
             job = jobs.take_job(store, job_id=job_id)
@@ -81,7 +85,10 @@ def run_bench(n_runs: int, repeat: int, quiet_wait: float) -> dict[str, Any]:
     busy = wait_until_quiet(quiet_wait)
     results = []
     for evaluator, params in EVALUATORS.items():
-        best = min((one_job(source, built.project, evaluator, params) for _ in range(repeat)), key=lambda r: r["seconds"])
+        best = min(
+            (one_job(source, built.project, evaluator, params) for _ in range(repeat)),
+            key=lambda r: r["seconds"],
+        )
         results.append(best)
         log(f"eval_jobs sqlite: {evaluator}: {best['runs_per_s']:,} runs/s ({best['runs']} runs)")
     slowest = min(r["runs_per_s"] for r in results)

@@ -25,13 +25,14 @@ from generate import GenConfig, build
 from ingest import IngestConfig, run_ingest
 from queries import TARGET_P95_MS, QueryConfig, run_queries
 
-PARTS = ("ingest", "generate", "queries", "otlp", "sdk", "budget", "regressions")
+PARTS = ("ingest", "generate", "queries", "otlp", "sdk", "budget", "regressions", "evals")
 # Benchmarks with their own scripts; each prints JSON lines (or one JSON document) on stdout.
 SCRIPTS: dict[str, list[list[str]]] = {
     "otlp": [["otlp.py"]],
     "sdk": [["sdk_overhead.py"], ["sdk_throughput.py"]],
     "budget": [["budget.py", "--backend", "sqlite"], ["budget.py", "--backend", "postgresql"]],
     "regressions": [["regressions.py"]],
+    "evals": [["eval_snapshots.py", "--backend", "sqlite"], ["eval_jobs.py"]],
 }
 # (shape, projector in a separate `controlroom worker` process)
 INGEST_VARIANTS = (("started_ended", False), ("started_ended", True), ("recorded", False))
@@ -208,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         sections.append("## Read API latency, sequential requests\n\n" + _queries_table(queried, backends))
     for part, docs in others.items():
         sections.append(f"## {part}\n\n```\n" + "\n".join(json.dumps(d) for d in docs) + "\n```")
-    verdicts = _verdicts(ingest, queried, others.get("budget", []), others.get("regressions", []))
+    verdicts = _verdicts(
+        ingest, queried, others.get("budget", []), others.get("regressions", []), others.get("evals", [])
+    )
     sections.append("## Targets\n\n" + "\n".join(f"- {v}" for v in verdicts))
     report = "\n\n".join(sections) + "\n"
     print("\n" + report)
@@ -234,6 +237,7 @@ def _verdicts(
     queried: dict[str, dict[str, Any]],
     budget: list[dict[str, Any]],
     regressions: list[dict[str, Any]],
+    evals: list[dict[str, Any]],
 ) -> list[str]:
     out = []
     r = ingest.get("sqlite-started_ended")
@@ -268,6 +272,19 @@ def _verdicts(
             f"{r['target_s']:.0f} s: {'MET' if r['meets_target'] else 'MISSED'} ({r['seconds_best']:.2f} s; "
             f"{r['flagged']} flagged of {r['degraded']} degraded, check {'ok' if r['check']['ok'] else 'FAILED'})"
         )
+    for e in evals:
+        if e.get("benchmark") == "eval_snapshots" and e["database"] == "sqlite":
+            cheap = e["results"][1]
+            out.append(
+                f"eval snapshots on SQLite, {e['target']}: {'MET' if e['meets_target'] else 'MISSED'} "
+                f"({cheap['runs_per_s']:,} runs/s)"
+            )
+        if e.get("benchmark") == "eval_jobs":
+            slowest = min(r["runs_per_s"] for r in e["results"])
+            out.append(
+                f"eval batch jobs on SQLite, {e['target']}: {'MET' if e['meets_target'] else 'MISSED'} "
+                f"(slowest {slowest:,} runs/s, check {'ok' if e['check']['ok'] else 'FAILED'})"
+            )
     return out or ["(no target measured in this run)"]
 
 

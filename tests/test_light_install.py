@@ -101,6 +101,14 @@ AGENT = textwrap.dedent(
             pass
     assert controlroom.flush(30), "not delivered"
 
+    from types import SimpleNamespace
+    from controlroom.evals.evaluator import evaluate
+
+    @controlroom.evaluator(name="shipped")
+    def shipped(run):  # an evaluator, defined and run where only the SDK is installed
+        return controlroom.Score(value=run.output == "shipped", comment="checked")
+    assert evaluate(shipped, SimpleNamespace(output="shipped")).scores[0].passed
+
     absent = []
     for name in sys.argv[1:]:
         try:

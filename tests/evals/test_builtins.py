@@ -4,7 +4,9 @@ evaluator is made (a ValueError naming the parameter)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -538,3 +540,59 @@ def test_a_built_in_is_a_score_list_or_verdict_of_the_documented_shape() -> None
     scores = judge(b.reference_fuzzy(name="close"), make_run(reference="It shipped.")).scores
     assert [(s.name, s.kind) for s in scores] == [("close", "numeric"), ("close.pass", "boolean")]
     assert isinstance(scores[1], Score)
+
+
+# -- the documentation's examples ---------------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "evals.md"
+
+
+def python_blocks(section: str) -> list[str]:
+    """The ```python blocks of a section of docs/evals.md (up to the next heading of its level)."""
+    level = len(section.split(" ", 1)[0])
+    blocks: list[list[str]] = []
+    inside = fenced = collecting = False
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            collecting = fenced and inside and line == "```python"
+            if collecting:
+                blocks.append([])
+        elif collecting:
+            blocks[-1].append(line)
+        elif not fenced and re.match(r"#+ ", line):
+            if inside and len(line.split(" ", 1)[0]) <= level:
+                break
+            inside = inside or line == section
+    return ["\n".join(b) + "\n" for b in blocks]
+
+
+def test_the_docs_testing_example_runs() -> None:
+    (code,) = python_blocks("### Testing an evaluator")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, str(DOC), "exec"), namespace)
+    tests = [f for name, f in namespace.items() if name.startswith("test_")]
+    assert len(tests) == 2
+    for test in tests:
+        test()
+
+
+def test_the_docs_evaluators_score_as_documented() -> None:
+    blocks = python_blocks("## Writing an evaluator")
+    namespace: dict[str, Any] = {}
+    for code in (block for block in blocks if "@controlroom.evaluator" in block):
+        exec(compile(code, str(DOC), "exec"), namespace)
+    polite, quality = namespace["answered_politely"], namespace["answer_quality"]
+    assert evaluate(polite, make_run(output="Thank you, it shipped.")).scores[0].passed is True
+    assert evaluate(polite, make_run(output=NO_OUTPUT)).status == "not_applicable"
+    scores = evaluate(quality, make_run(output="Dear customer, it shipped.")).scores
+    assert [(s.name, s.value, s.label) for s in scores] == [
+        ("answer_quality", 4.0, None),
+        ("answer_quality.tone", None, "formal"),
+    ]
+    (registry,) = python_blocks("## Built-in evaluators")
+    *made, failing = registry.strip().splitlines()[:-1]
+    exec("\n".join(made), namespace)
+    with pytest.raises(ValueError) as refused:
+        exec(failing, namespace)
+    assert f"# ValueError: {refused.value}" in registry

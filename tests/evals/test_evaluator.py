@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from fractions import Fraction
 from types import SimpleNamespace
 from typing import Any
 
@@ -73,6 +74,7 @@ def test_the_decorator_with_options() -> None:
         ({"range": (0, math.inf)}, "two finite numbers"),
         ({"range": (0, 1, 2)}, "two numbers"),
         ({"range": (False, 1)}, "two finite numbers"),
+        ({"range": ("0", "1")}, "two finite numbers"),
         ({"higher_is_better": "yes"}, "True or False"),
     ],
 )
@@ -109,6 +111,7 @@ def test_only_functions_are_decorated() -> None:
             ],
         ),
         ((Score(value=False),), [Score("judge", 0.0, kind="boolean")]),
+        (Fraction(1, 4), [Score("judge", 0.25, kind="numeric")]),  # any real number (numpy's too)
     ],
 )
 def test_return_values_become_scores(result: Any, scores: list[Score]) -> None:

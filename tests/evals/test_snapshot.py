@@ -15,7 +15,8 @@ from sqlalchemy import event as sa_event
 
 from controlroom.accounts import projects
 from controlroom.accounts.projects import Project
-from controlroom.evals.snapshot import Run, Span, load_runs, to_messages
+from controlroom.evals.messages import to_messages
+from controlroom.evals.snapshot import Run, Span, load_runs
 from controlroom.projections.projector import Projector
 from controlroom.store.engine import Store
 from controlroom.store.ingest import ingest_events
@@ -94,6 +95,9 @@ def agent_run(run_id: str, *, fail: bool = False) -> list[dict[str, Any]]:
         event(
             "score.recorded", run_id, {"name": "tone", "label": "polite", "source": "human"}, ts=t0 + 21 * MS
         ),
+        # two at one time: in the order of their ids, whatever order they came in
+        event("score.recorded", run_id, {"name": "b", "value": 1}, ts=t0 + 22 * MS, id_=f"{run_id}-b"),
+        event("score.recorded", run_id, {"name": "a", "value": 0}, ts=t0 + 22 * MS, id_=f"{run_id}-a"),
     ]
     if fail:
         events.append(
@@ -226,6 +230,8 @@ def test_a_snapshot_shows_what_the_run_recorded() -> None:
     assert [(s.name, s.value, s.label, s.source) for s in run.scores] == [
         ("helpful", 0.75, None, "sdk"),
         ("tone", None, "polite", "human"),
+        ("a", 0.0, None, "sdk"),
+        ("b", 1.0, None, "sdk"),
     ]
     call1 = run.spans[1]
     assert call1.error is not None and (call1.error.type, call1.error.message) == ("Timeout", "slow")

@@ -6,12 +6,13 @@ bad parameter), so a bad configuration fails when it is saved, not on the first 
 :data:`BUILTINS` maps each name to its factory and :func:`builtin` makes one from a name and
 parameters (what an eval configuration stores).
 
-Score shapes: most built-ins give one boolean score named after the evaluator, with a comment
-saying why when it fails. ``tool_error_rate`` and ``reference_fuzzy`` give a numeric score (0..1)
-and a boolean ``<name>.pass`` beside it. Every built-in returns None (not applicable) when the run
-lacks what it judges: no reference, no output, no tool call, a run still running, a cost that
-unpriced calls leave unknown. Every factory takes ``name=`` (default: the built-in's name) to keep
-two configurations of one built-in apart; the ``.pass`` score follows it.
+Score shapes: most built-ins give one boolean score named after the evaluator, and where a failure
+has more to it than the verdict (which call, how far over) a comment saying so. ``tool_error_rate``
+and ``reference_fuzzy`` give a numeric score (0..1) and a boolean ``<name>.pass`` beside it. Every
+built-in returns None (not applicable) when the run lacks what it judges: no reference, no output,
+no tool call, a run still running, a cost that unpriced calls leave unknown. Every factory takes
+``name=`` (default: the built-in's name) to keep two configurations of one built-in apart; the
+``.pass`` score follows it.
 """
 
 from __future__ import annotations
@@ -23,16 +24,30 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from controlroom.evals.evaluator import Evaluator, Score
-from controlroom.evals.snapshot import Run, ToolCall
+from controlroom.evals.snapshot import Run
+from controlroom.evals.trajectory import (
+    ARGUMENTS_MODES,
+    TRAJECTORY_MODES,
+    ArgumentsMode,
+    Trajectory,
+    TrajectoryMode,
+    canonical_json,
+    json_equal,
+    listed,
+    parsed_json,
+    short,
+)
 from controlroom.money import parse_usd, to_usd
 
 __all__ = [
+    "ARGUMENTS_MODES",
     "BUILTINS",
+    "TRAJECTORY_MODES",
     "builtin",
     "cost_within",
     "latency_within",
@@ -52,12 +67,7 @@ __all__ = [
 ]
 
 RunEvaluator = Evaluator[[Run], Any]
-TrajectoryMode = Literal["strict", "unordered", "subset", "superset"]
-ArgumentsMode = Literal["exact", "ignored", "subset"]
-TRAJECTORY_MODES: tuple[TrajectoryMode, ...] = ("strict", "unordered", "subset", "superset")
-ARGUMENTS_MODES: tuple[ArgumentsMode, ...] = ("exact", "ignored", "subset")
 FUZZY_SCORERS = ("ratio", "partial_ratio", "token_sort_ratio", "token_set_ratio", "WRatio")
-MAX_COMMENT_ITEMS = 3
 
 
 # -- the run's outcome --------------------------------------------------------------------------
@@ -96,23 +106,11 @@ def trajectory(
     ``exact`` equal JSON values (1 equals 1.0, not True); ``subset`` the expected arguments are
     part of the call's (nested objects alike); ``ignored`` names only. An expected item without
     ``arguments`` matches any arguments. Each call counts for one expected item at most."""
-    if mode not in TRAJECTORY_MODES:
-        raise _bad("trajectory", "mode", f"must be one of {', '.join(TRAJECTORY_MODES)}, got {mode!r}")
-    if arguments not in ARGUMENTS_MODES:
-        raise _bad(
-            "trajectory", "arguments", f"must be one of {', '.join(ARGUMENTS_MODES)}, got {arguments!r}"
-        )
-    if isinstance(expected, str | bytes) or not isinstance(expected, Sequence):
-        raise _bad("trajectory", "expected", "must be a list of tool names or {name, arguments} objects")
-    wanted: list[_Expected] = []
-    for i, item in enumerate(expected):
-        wanted.append(_expected_item(i, item, arguments))
-    want = tuple(wanted)
-    params = {"expected": [_describe(w) for w in want], "mode": mode, "arguments": arguments}
+    expected_trajectory = Trajectory(expected, mode, arguments)
+    params = {"expected": expected_trajectory.describe(), "mode": mode, "arguments": arguments}
 
     def judge(run: Run) -> bool | Score:
-        calls = run.tool_calls()
-        return _judge_trajectory(want, [_Actual(c) for c in calls], mode)
+        return expected_trajectory.judge(run.tool_calls())
 
     return _make("trajectory", judge, params, f"tool calls match the expected trajectory ({mode})", name)
 
@@ -135,14 +133,12 @@ def tool_arguments_valid(
             return None
         failures = []
         for call in judged:
-            problem = _schema_problem(validators[call.name], _parsed(call.arguments))
+            problem = _schema_problem(validators[call.name], parsed_json(call.arguments))
             if problem is not None:
                 failures.append(f"{call.name} (span {call.span_id}): {problem}")
         if not failures:
             return True
-        return Score(
-            value=False, comment=_listed(failures, f"{len(failures)} of {len(judged)} calls invalid")
-        )
+        return Score(value=False, comment=listed(failures, f"{len(failures)} of {len(judged)} calls invalid"))
 
     params = {"schemas": {k: dict(v) for k, v in schemas.items()}}
     return _make("tool_arguments_valid", judge, params, "tool call arguments match their schemas", name)
@@ -184,11 +180,11 @@ def no_loops(*, k: int = 3, name: str | None = None) -> RunEvaluator:
         calls = run.tool_calls()
         if not calls:
             return None
-        counts = Counter((c.name, _canonical(c.arguments)) for c in calls)
+        counts = Counter((c.name, canonical_json(c.arguments)) for c in calls)
         (tool, args), n = counts.most_common(1)[0]
         if n < k:
             return True
-        return Score(value=False, comment=f"{tool} called {n} times with the same arguments {_short(args)}")
+        return Score(value=False, comment=f"{tool} called {n} times with the same arguments {short(args)}")
 
     return _make("no_loops", judge, {"k": k}, f"no tool called {k} times with the same arguments", name)
 
@@ -293,7 +289,7 @@ def output_matches_schema(*, schema: Mapping[str, Any], name: str | None = None)
         output = run.output
         if output is None:
             return None
-        problem = _schema_problem(validator, _parsed(output))
+        problem = _schema_problem(validator, parsed_json(output))
         return True if problem is None else Score(value=False, comment=problem)
 
     return _make(
@@ -342,7 +338,7 @@ def reference_exact(*, ignore_case: bool = False, name: str | None = None) -> Ru
                 return False
             a, b = output.strip(), reference.strip()
             return a.casefold() == b.casefold() if ignore_case else a == b
-        return _same(_parsed(output), reference)
+        return json_equal(parsed_json(output), reference)
 
     return _make(
         "reference_exact", judge, {"ignore_case": ignore_case}, "the output equals the reference", name
@@ -525,179 +521,3 @@ def _text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _parsed(value: Any) -> Any:
-    """A text holding JSON, parsed; anything else as it is."""
-    if isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
-
-
-def _normal(value: Any) -> Any:
-    """A JSON value with integral floats as ints, so that 1 and 1.0 compare and hash alike."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _normal(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normal(v) for v in value]
-    return value
-
-
-def _canonical(value: Any) -> str:
-    return orjson.dumps(_normal(value), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
-
-
-def _same(a: Any, b: Any) -> bool:
-    """JSON equality: 1 equals 1.0, True does not equal 1."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
-    if isinstance(a, list):
-        return (
-            isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-        )
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    return type(a) is type(b) and a == b
-
-
-def _within(expected: Any, actual: Any) -> bool:
-    """``expected`` is part of ``actual``: its keys present with values alike (nested objects
-    alike, recursively); anything but an object must be equal."""
-    if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(
-            k in actual and _within(v, actual[k]) for k, v in expected.items()
-        )
-    return _same(expected, actual)
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _listed(items: list[str], head: str) -> str:
-    more = len(items) - MAX_COMMENT_ITEMS
-    return f"{head}: " + "; ".join(items[:MAX_COMMENT_ITEMS]) + (f"; and {more} more" if more > 0 else "")
-
-
-# -- trajectories -------------------------------------------------------------------------------
-
-_ANY = object()  # an expected call whose arguments are not given
-
-
-class _Expected:
-    __slots__ = ("arguments", "match", "name")
-
-    def __init__(self, name: str, arguments: Any, mode: ArgumentsMode) -> None:
-        self.name = name
-        self.arguments = arguments
-        if mode == "ignored" or arguments is _ANY:
-            self.match: Callable[[_Actual], bool] = lambda call: call.name == name
-        elif mode == "exact":
-            key = _canonical(arguments)
-            self.match = lambda call: call.name == name and call.key() == key
-        else:
-            self.match = lambda call: call.name == name and _within(arguments, call.arguments)
-
-
-class _Actual:
-    __slots__ = ("_key", "arguments", "name")
-
-    def __init__(self, call: ToolCall) -> None:
-        self.name = call.name
-        self.arguments = _parsed(call.arguments)
-        self._key: str | None = None
-
-    def key(self) -> str:
-        if self._key is None:
-            self._key = _canonical(self.arguments)
-        return self._key
-
-
-def _expected_item(i: int, item: Any, arguments: ArgumentsMode) -> _Expected:
-    where = f"expected[{i}]"
-    if isinstance(item, str):
-        if not item:
-            raise _bad("trajectory", where, "is an empty tool name")
-        return _Expected(item, _ANY, arguments)
-    if not isinstance(item, Mapping):
-        raise _bad("trajectory", where, f"must be a tool name or a {{name, arguments}} object, got {item!r}")
-    extra = set(item) - {"name", "arguments"}
-    if extra:
-        raise _bad("trajectory", where, f"has unknown keys {sorted(extra)}; an item has name and arguments")
-    tool = item.get("name")
-    if not isinstance(tool, str) or not tool:
-        raise _bad("trajectory", where, "needs a name (a non-empty string)")
-    given = item.get("arguments", _ANY)
-    if given is not _ANY:
-        try:
-            given = orjson.loads(orjson.dumps(given))
-        except TypeError as e:
-            raise _bad("trajectory", f"{where}.arguments", f"must be JSON values: {e}") from None
-    return _Expected(tool, given, arguments)
-
-
-def _describe(w: _Expected) -> Any:
-    return w.name if w.arguments is _ANY else {"name": w.name, "arguments": w.arguments}
-
-
-def _label(w: _Expected | _Actual) -> str:
-    if isinstance(w, _Expected) and w.arguments is _ANY:
-        return w.name
-    return f"{w.name}({_short(_canonical(w.arguments), 80)})"
-
-
-def _judge_trajectory(want: tuple[_Expected, ...], got: list[_Actual], mode: TrajectoryMode) -> bool | Score:
-    if mode == "strict":
-        for i, (w, g) in enumerate(zip(want, got, strict=False)):
-            if not w.match(g):
-                return Score(value=False, comment=f"call {i + 1}: expected {_label(w)}, got {_label(g)}")
-        if len(want) != len(got):
-            if len(got) < len(want):
-                missing = [_label(w) for w in want[len(got) :]]
-                return Score(
-                    value=False, comment=_listed(missing, f"{len(got)} calls, {len(want)} expected; missing")
-                )
-            extra = [_label(g) for g in got[len(want) :]]
-            return Score(
-                value=False, comment=_listed(extra, f"{len(got)} calls, {len(want)} expected; extra")
-            )
-        return True
-    pairs = _matching(want, got)
-    missing = [_label(w) for i, w in enumerate(want) if i not in pairs]
-    extra = [_label(g) for j, g in enumerate(got) if j not in pairs.values()]
-    problems = []
-    if missing and mode in ("unordered", "superset"):
-        problems.append(_listed(missing, "missing"))
-    if extra and mode in ("unordered", "subset"):
-        problems.append(_listed(extra, "not expected"))
-    return Score(value=False, comment="; ".join(problems)) if problems else True
-
-
-def _matching(want: tuple[_Expected, ...], got: list[_Actual]) -> dict[int, int]:
-    """A largest pairing of expected items with calls that match them (each used once), by
-    augmenting paths within each tool name (tool calls of a run are tens, not thousands)."""
-    by_name: dict[str, list[int]] = {}
-    for j, g in enumerate(got):
-        by_name.setdefault(g.name, []).append(j)
-    owner: dict[int, int] = {}  # call -> expected item
-
-    def assign(i: int, seen: set[int]) -> bool:
-        for j in by_name.get(want[i].name, ()):
-            if j in seen or not want[i].match(got[j]):
-                continue
-            seen.add(j)
-            if j not in owner or assign(owner[j], seen):
-                owner[j] = i
-                return True
-        return False
-
-    for i in range(len(want)):
-        assign(i, set())
-    return {i: j for j, i in owner.items()}

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import numbers
 import os
 import threading
 import time
@@ -113,7 +114,7 @@ class Score:
             if isinstance(value, bool):
                 kind = kind or "boolean"
                 value = 1.0 if value else 0.0
-            elif isinstance(value, int | float):
+            elif isinstance(value, numbers.Real):
                 value = float(value)
                 if not math.isfinite(value):
                     raise ValueError(f"Score.value must be finite, got {value}")
@@ -249,7 +250,7 @@ def evaluator(
     return wrap(fn) if fn is not None else wrap
 
 
-def evaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run) -> Outcome:
+def evaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run, /) -> Outcome:
     """Run ``ev`` on ``run``; never raises for what the evaluator does (an exception, a bad return
     value): that is an outcome with ``status="error"``.
 
@@ -262,21 +263,21 @@ def evaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run) -> Outcom
     start = time.perf_counter()
     try:
         result = e.fn(run)
-        if inspect.isawaitable(result):
+        if not isinstance(result, _PLAIN) and inspect.isawaitable(result):
             result = _run_coroutine(result)
         return _outcome(e, result, start)
     except Exception as exc:
         return _error(e, exc, start)
 
 
-async def aevaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run) -> Outcome:
+async def aevaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run, /) -> Outcome:
     """:func:`evaluate` in async code: an ``async def`` evaluator is awaited on the caller's loop;
     a plain one runs on the caller's thread (keep those fast, or give them ``async def``)."""
     e = _as_evaluator(ev)
     start = time.perf_counter()
     try:
         result = e.fn(run)
-        if inspect.isawaitable(result):
+        if not isinstance(result, _PLAIN) and inspect.isawaitable(result):
             result = await result
         return _outcome(e, result, start)
     except Exception as exc:
@@ -284,6 +285,9 @@ async def aevaluate(ev: Evaluator[..., Any] | Callable[[Run], Any], run: Run) ->
 
 
 # -- internals ------------------------------------------------------------------------------------
+
+_PLAIN = (type(None), bool, int, float, str, Score, list, tuple)  # never awaitable: no check needed
+_SCORE_FIELDS = ("name", "value", "label", "comment", "kind")
 
 
 def _as_evaluator(ev: Evaluator[..., Any] | Callable[[Run], Any]) -> Evaluator[..., Any]:
@@ -299,14 +303,12 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 def _range(value: Any) -> tuple[float, float]:
     try:
         lo, hi = value
-        lo, hi = float(lo), float(hi)
     except (TypeError, ValueError):
         raise ValueError(f"evaluator range must be (low, high), two numbers, got {value!r}") from None
-    if (
-        isinstance(value[0], bool)
-        or isinstance(value[1], bool)
-        or not (math.isfinite(lo) and math.isfinite(hi))
-    ):
+    if any(isinstance(x, bool) or not isinstance(x, numbers.Real) for x in (lo, hi)):
+        raise ValueError(f"evaluator range must be two finite numbers, got {value!r}")
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"evaluator range must be two finite numbers, got {value!r}")
     if lo >= hi:
         raise ValueError(f"evaluator range must have low < high, got {value!r}")
@@ -316,17 +318,19 @@ def _range(value: Any) -> tuple[float, float]:
 def _scores(e: Evaluator[..., Any], result: Any) -> tuple[Score, ...]:
     """What an evaluator returned, as scores named and checked against its range."""
     if isinstance(result, bool):
-        return (Score(e.name, 1.0 if result else 0.0, None, None, "boolean"),)
+        return (_checked(e.name, 1.0 if result else 0.0, None, "boolean"),)
     if isinstance(result, int | float):
         value = float(result)
         if not math.isfinite(value):
             raise InvalidScore(f"returned {result!r}: a numeric score must be finite")
         _check_range(e, value)
-        return (Score(e.name, value, None, None, "numeric"),)
+        return (_checked(e.name, value, None, "numeric"),)
+    if isinstance(result, numbers.Real):  # numpy's numbers, Fraction, Decimal
+        return _scores(e, float(result))
     if isinstance(result, str):
         if not result or len(result) > MAX_LABEL:
             raise InvalidScore(f"returned a string of {len(result)} characters: a label has 1 to {MAX_LABEL}")
-        return (Score(e.name, None, result, None, "categorical"),)
+        return (_checked(e.name, None, result, "categorical"),)
     if isinstance(result, Score):
         items: list[Any] = [result]
     elif isinstance(result, list | tuple):
@@ -351,6 +355,14 @@ def _scores(e: Evaluator[..., Any], result: Any) -> tuple[Score, ...]:
             _check_range(e, score.value)
         out.append(score)
     return tuple(out)
+
+
+def _checked(name: str, value: float | None, label: str | None, kind: Kind) -> Score:
+    """A Score whose fields were checked already (the common return values: thousands a second)."""
+    score = object.__new__(Score)
+    for field_name, field_value in zip(_SCORE_FIELDS, (name, value, label, None, kind), strict=True):
+        object.__setattr__(score, field_name, field_value)
+    return score
 
 
 def _check_range(e: Evaluator[..., Any], value: float) -> None:
