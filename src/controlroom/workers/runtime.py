@@ -82,12 +82,20 @@ class Runtime:
             self.close()
 
     def close(self) -> None:
-        """Let every consumer finish the batch it has under way."""
+        """Let every consumer finish the batch it has under way, and stop the jobs that work on
+        threads of their own (webhook sending, batch evals) at their next step."""
         for consumer in self.consumers.values():
             try:
                 consumer.close()
             except Exception:
                 logger.exception("worker: consumer %s failed to finish", consumer.name)
+        for job in self.jobs:
+            close = getattr(job.run, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    logger.exception("worker: job %s failed to stop", job.name)
 
     def step(self) -> int:
         """One pass: a batch for every consumer, then every job that is due (a job that waits for
