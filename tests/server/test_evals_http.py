@@ -79,6 +79,14 @@ def test_post_run_evals_judge_runs_as_they_end(live: LiveServer) -> None:
             len(agent.get("/v1/runs", params={"score_name": "run_succeeded", "score_min": 1}).json()["runs"])
             == 4
         )
+        # ...and sort by them, worst first, a page at a time
+        by_score = {"score_name": "run_succeeded", "order": "score_asc", "limit": 4}
+        first = agent.get("/v1/runs", params=by_score).json()
+        rest = agent.get("/v1/runs", params={**by_score, "cursor": first["next_cursor"]}).json()
+        ordered = [r["scores"][0]["value"] for r in first["runs"] + rest["runs"]]
+        assert ordered == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0] and rest["next_cursor"] is None
+        assert {r["run_id"] for r in first["runs"][:2]} == {ids[0], ids[3]}
+        assert agent.get("/v1/runs", params={"order": "score_asc"}).status_code == 400  # needs score_name
         bad = agent.get("/v1/runs", params={"score_min": 1})
         assert bad.status_code == 400 and bad.json()["parameter"] == "score_name"
         daily = agent.get("/v1/scores/daily", params={"evaluator": "run_succeeded"}).json()["days"]

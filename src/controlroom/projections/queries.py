@@ -20,7 +20,10 @@ from controlroom.store.tables import cost_daily, run_tags, runs, scores, spans
 GROUPS = ("agent", "provider", "model")
 COUNTS = ("span", "llm", "tool", "retry", "fallback", "error")
 _CURSOR = re.compile(r"([0-9]{1,18}|[1-8][0-9]{18})_([0-9a-f]{32})")  # started_at < 2**63
-CURSOR_PATTERN = f"^{_CURSOR.pattern}$"
+# ordered by a score: the score (a float's repr) and the run id
+_SCORE_CURSOR = re.compile(r"s(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[-+]?[0-9]+)?)_([0-9a-f]{32})")
+CURSOR_PATTERN = f"^({_CURSOR.pattern}|{_SCORE_CURSOR.pattern})$"
+ORDERS = ("newest", "score_asc", "score_desc")
 """A page cursor: the last run's started_at (epoch ns) and run id."""
 
 
@@ -157,6 +160,7 @@ class RunFilter:
     score_name: str | None = None  # runs with a score of this name (within score_min..score_max)
     score_min: float | None = None
     score_max: float | None = None
+    order: str = "newest"  # or by the score_name score (a run's lowest of that name): score_asc, score_desc
 
 
 def encode_cursor(started_at: int, run_id: str) -> str:
@@ -173,6 +177,10 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 def list_runs(
     conn: Connection, project_id: int, f: RunFilter, *, limit: int = 50, cursor: str | None = None
 ) -> RunPage:
+    if f.order not in ORDERS:
+        raise InvalidQuery(f"order {f.order!r} is not one of {', '.join(ORDERS)}", parameter="order")
+    if f.order != "newest":
+        return _runs_by_score(conn, project_id, f, limit=limit, cursor=cursor)
     for s in f.status:
         if s not in RUN_STATUSES:
             raise InvalidQuery(f"status {s!r} is not one of {', '.join(RUN_STATUSES)}", parameter="status")
@@ -222,6 +230,72 @@ def list_runs(
     rows = conn.execute(q.order_by(started.desc(), rid.desc()).limit(limit + 1)).mappings().all()
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1]["started_at"], page[-1]["run_id"]) if len(rows) > limit else None
+    return RunPage(
+        [run_summary(r) for r in page],
+        next_cursor,
+        _brief_scores(conn, project_id, [r["run_id"] for r in page]),
+    )
+
+
+def _runs_by_score(
+    conn: Connection, project_id: int, f: RunFilter, *, limit: int, cursor: str | None
+) -> RunPage:
+    """The runs with a ``score_name`` score, by that score (a run's lowest of that name), then by
+    run id; keyset-paged on (score, run id)."""
+    if f.score_name is None:
+        raise InvalidQuery(f"order {f.order} needs score_name", parameter="score_name")
+    for st in f.status:
+        if st not in RUN_STATUSES:
+            raise InvalidQuery(f"status {st!r} is not one of {', '.join(RUN_STATUSES)}", parameter="status")
+    agg = (
+        select(scores.c.run_id, func.min(scores.c.value).label("score"))
+        .where(scores.c.project_id == project_id, scores.c.name == f.score_name, scores.c.value.is_not(None))
+        .group_by(scores.c.run_id)
+        .subquery()
+    )
+    score = agg.c.score
+    q = select(runs, score).join(agg, runs.c.run_id == agg.c.run_id).where(runs.c.project_id == project_id)
+    if f.tag is not None:
+        q = q.where(
+            select(run_tags.c.run_id)
+            .where(
+                run_tags.c.project_id == project_id,
+                run_tags.c.tag == f.tag,
+                run_tags.c.run_id == runs.c.run_id,
+            )
+            .exists()
+        )
+    for column, value in ((runs.c.agent, f.agent), (runs.c.environment, f.environment)):
+        if value is not None:
+            q = q.where(column == value)
+    if f.status:
+        q = q.where(runs.c.status.in_(f.status))
+    if f.since is not None:
+        q = q.where(runs.c.started_at >= f.since)
+    if f.until is not None:
+        q = q.where(runs.c.started_at < f.until)
+    if f.min_cost_nanos is not None:
+        q = q.where(runs.c.cost_nanos >= f.min_cost_nanos)
+    if f.has_error is not None:
+        q = q.where(runs.c.has_error == f.has_error)
+    if f.score_min is not None:
+        q = q.where(score >= f.score_min)
+    if f.score_max is not None:
+        q = q.where(score <= f.score_max)
+    ascending = f.order == "score_asc"
+    if cursor:
+        m = _SCORE_CURSOR.fullmatch(cursor)
+        if m is None:
+            raise InvalidQuery(f"cursor {cursor!r} is not a cursor of this order", parameter="cursor")
+        after, rid = float(m.group(1)), m.group(2)
+        if ascending:
+            q = q.where(or_(score > after, and_(score == after, runs.c.run_id > rid)))
+        else:
+            q = q.where(or_(score < after, and_(score == after, runs.c.run_id < rid)))
+    order = (score.asc(), runs.c.run_id.asc()) if ascending else (score.desc(), runs.c.run_id.desc())
+    rows = conn.execute(q.order_by(*order).limit(limit + 1)).mappings().all()
+    page = rows[:limit]
+    next_cursor = f"s{page[-1]['score']!r}_{page[-1]['run_id']}" if len(rows) > limit else None
     return RunPage(
         [run_summary(r) for r in page],
         next_cursor,

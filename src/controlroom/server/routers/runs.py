@@ -294,6 +294,13 @@ async def list_runs(
         float | None,
         Query(description="...whose value is at most this (needs score_name)", allow_inf_nan=False),
     ] = None,
+    order: Annotated[
+        str,
+        Query(
+            description="newest (the default), or by the score_name score: score_asc (worst first), score_desc"
+        ),
+        WithJsonSchema({"type": "string", "enum": list(queries.ORDERS)}),
+    ] = "newest",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[
         str | None,
@@ -314,6 +321,7 @@ async def list_runs(
         score_name=score_name,
         score_min=score_min,
         score_max=score_max,
+        order=order,
     )
     return JSONResponse(
         page_json(await in_read(store, queries.list_runs, project.id, f, limit=limit, cursor=cursor))
