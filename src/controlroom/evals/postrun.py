@@ -111,7 +111,13 @@ def _judge_config(store: Store, config_id: int, run_ids: list[str], now: int) ->
                 )
             return
         jobs.judge_chunk(
-            store, project_id=config.project_id, e=e, job_id=job_id, run_ids=chosen, config=config.name
+            store,
+            project_id=config.project_id,
+            e=e,
+            job_id=job_id,
+            run_ids=chosen,
+            config=config.name,
+            claim_first=config.claim_first,
         )
     with store.write() as conn:
         done = [r for r in run_ids if r not in later]
