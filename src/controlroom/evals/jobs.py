@@ -164,10 +164,13 @@ class Preview:
     estimated_cost_usd: str | None
 
 
-def _window_query(project_id: int, selector: cf.Selector, since: int | None, until: int | None) -> Any:
-    q = select(runs.c.run_id, runs.c.started_at, runs.c.agent, runs.c.environment, runs.c.tags).where(
-        runs.c.project_id == project_id, runs.c.status != "running"
-    )
+def _window_query(
+    project_id: int, selector: cf.Selector, since: int | None, until: int | None, *columns: Any
+) -> Any:
+    wanted = columns or (runs.c.run_id, runs.c.started_at, runs.c.agent, runs.c.environment)
+    if selector.tags and not columns:
+        wanted = (*wanted, runs.c.tags)  # decoded only when a selector needs them
+    q = select(*wanted).where(runs.c.project_id == project_id, runs.c.status != "running")
     if since is not None:
         q = q.where(runs.c.started_at >= since)
     if until is not None:
@@ -180,11 +183,12 @@ def _window_query(project_id: int, selector: cf.Selector, since: int | None, unt
 
 
 def _chosen(rows: Sequence[Any], selector: cf.Selector) -> list[str]:
+    if not selector.tags:
+        return [r.run_id for r in rows if selector.sampled(r.run_id)]
     return [
         r.run_id
         for r in rows
-        if selector.sampled(r.run_id)
-        and (not selector.tags or selector.matches(r.agent, r.environment, r.tags))
+        if selector.sampled(r.run_id) and selector.matches(r.agent, r.environment, r.tags)
     ]
 
 
@@ -192,12 +196,13 @@ def preview(conn: Connection, config: cf.EvalConfig, *, since: int | None, until
     """How many runs a backfill over [since, until) would judge, before it is started."""
     n = 0
     cursor: tuple[int, str] | None = None
-    while True:
-        page = _page(conn, config, since, until, cursor)
-        if not page:
-            break
-        n += len(_chosen(page, config.selector))
-        cursor = (page[-1].started_at, page[-1].run_id)
+    if not config.selector.tags and config.selector.sample_rate >= 1:  # every run of the window
+        q = _window_query(config.project_id, config.selector, since, until, func.count())
+        n = int(conn.execute(q).scalar_one())
+    else:
+        while page := _page(conn, config, since, until, cursor):
+            n += len(_chosen(page, config.selector))
+            cursor = (page[-1].started_at, page[-1].run_id)
     per_run = getattr(config.resolve(), "estimated_cost_per_run_usd", None)
     estimate = None
     if per_run is not None:
