@@ -11,7 +11,9 @@ from sqlalchemy import Connection, delete, select
 
 from controlroom.accounts.users import Role
 from controlroom.errors import NotFound, ValidationFailed
+from controlroom.store import approvals as approval_rows
 from controlroom.store.engine import Store
+from controlroom.store.ledger import LedgerTx
 from controlroom.store.tables import approval_policies
 
 MAX_EXPIRY_SECONDS = 365 * 86_400.0
@@ -25,17 +27,12 @@ class Policy:
     expires_after_seconds: float | None = None
 
 
-def get_policy(conn: Connection, *, project_id: int, action: str) -> Policy:
-    row = conn.execute(
-        select(
-            approval_policies.c.min_role,
-            approval_policies.c.four_eyes,
-            approval_policies.c.expires_after_seconds,
-        ).where(approval_policies.c.project_id == project_id, approval_policies.c.action == action)
-    ).first()
+def get_policy(db: Connection | LedgerTx, *, project_id: int, action: str) -> Policy:
+    """The action's policy (the default one if it has none); in a plain transaction or not."""
+    row = approval_rows.policy(db, project_id=project_id, action=action)
     if row is None:
         return Policy(action)
-    return Policy(action, Role[row.min_role], bool(row.four_eyes), row.expires_after_seconds)
+    return Policy(action, Role[row["min_role"]], bool(row["four_eyes"]), row["expires_after_seconds"])
 
 
 def list_policies(conn: Connection, *, project_id: int) -> list[Policy]:
