@@ -184,7 +184,12 @@ def request(
     is new. The effective minimum role is the stricter of the action's policy and ``min_role``."""
     now = time.time_ns() if now is None else now
     _check_arguments(arguments)
-    digest = arguments_hash(run_id=run_id, action=action, arguments=arguments)
+    try:
+        digest = arguments_hash(run_id=run_id, action=action, arguments=arguments)
+    except ValueError:  # NaN or an infinity, which orjson wrote as null above
+        raise ValidationFailed(
+            "arguments: NaN and infinite numbers are not JSON", field="arguments"
+        ) from None
     with store.plain_write() as tx:
         policy = get_policy(tx, project_id=project_id, action=action)
         role = max(policy.min_role, min_role or Role.viewer)
