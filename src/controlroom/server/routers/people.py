@@ -194,6 +194,7 @@ _AGENT_PROBLEMS = problems(
     413,
     415,
     422,
+    503,
     s413="payload_too_large: the body is larger than the server's limit (CONTROLROOM_MAX_BODY_BYTES)",
 )
 
@@ -289,7 +290,7 @@ async def wait_for_decision(
 @approvals.post(
     "/v1/approvals/{approval_id}/decision",
     response_model=ApprovalOut,
-    responses=problems(400, 401, 403, 404, 409, 422),
+    responses=problems(400, 401, 403, 404, 409, 422, 503),
     summary="Approve or reject (people with the approver role or more)",
 )
 async def decide(
@@ -370,7 +371,7 @@ def outcome(state: Any, project: Project, body: OutcomeIn, params: dict[str, str
 @approvals.post(
     "/v1/approvals/{approval_id}/resolution",
     response_model=ApprovalOut,
-    responses=problems(400, 401, 403, 404, 409, 422),
+    responses=problems(400, 401, 403, 404, 409, 422, 503),
     summary="Resolve a claimed action whose agent never reported (people)",
 )
 async def resolve(
@@ -402,7 +403,7 @@ async def resolve(
 @approvals.post(
     "/v1/approvals/{approval_id}/cancel",
     response_model=ApprovalOut,
-    responses=problems(400, 401, 403, 404, 409, 422),
+    responses=problems(400, 401, 403, 404, 409, 422, 503),
     summary="Withdraw a request not yet decided, or approved and not claimed (agents)",
 )
 async def cancel(
