@@ -120,11 +120,6 @@ class FastRoute:
         """The body, validated with the path parameters as FastAPI validates them for its routes
         (the same parser, the same messages, every error at once): an answer does not depend on
         whether the route is a fast one."""
-        if raw:
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                raise InvalidJSON("the body is not valid JSON") from None
         errors: list[Any] = []
         for name, adapter in self.param_adapters.items():
             try:
@@ -135,6 +130,10 @@ class FastRoute:
         if not raw:
             errors.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
         else:
+            try:
+                value = json.loads(raw)
+            except ValueError:  # whatever the path parameters are
+                raise InvalidJSON("the body is not valid JSON") from None
             try:
                 body = self.adapter.validate_python(value, from_attributes=True)
             except ValidationError as e:
