@@ -40,7 +40,7 @@ from starlette.types import Receive, Scope, Send
 
 from controlroom.accounts.projects import Project
 from controlroom.errors import ControlroomError, InvalidJSON, internal_error
-from controlroom.server.auth import Permission, authorize, requires
+from controlroom.server.auth import Permission, authorize, authorize_key, requires
 from controlroom.server.deps import json_content_type, read_raw_body
 from controlroom.server.responses import problem_response, request_problem
 from controlroom.store.ledger import LedgerBusy
@@ -95,7 +95,11 @@ class FastRoute:
     async def _respond(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         headers = _headers(scope)
         state = scope["app"].state
-        principal = await authorize(Request(scope), self.permission)
+        key = headers.get("authorization")
+        if key:  # what agents send (authorize's first step, without building a Request)
+            principal = await authorize_key(key, state.keys, self.permission)
+        else:  # a person's session, or nothing
+            principal = await authorize(Request(scope), self.permission)
         json_content_type(headers.get("content-type"))
         raw = await read_raw_body(
             receive,
@@ -143,7 +147,7 @@ class FastRoute:
         return body
 
 
-_WANTED = frozenset({b"content-type", b"content-length", b"content-encoding"})
+_WANTED = frozenset({b"authorization", b"content-type", b"content-length", b"content-encoding"})
 
 
 def _headers(scope: Scope) -> dict[str, str]:
