@@ -1,6 +1,7 @@
 """Engines for SQLite (embedded default, WAL) and PostgreSQL, transactions, and migrations.
 
-Dialect-specific SQL lives in this package only (the budget ledger's in ``store.ledger``).
+Dialect-specific SQL lives in this package only (the budget ledger's in ``store.ledger``, the
+approval transitions' in ``store.approvals``).
 """
 
 from __future__ import annotations
