@@ -52,9 +52,7 @@ def get_policy(db: Connection | LedgerTx, *, project_id: int, action: str) -> Po
     if row is None:
         return Policy(action)
     notify = None if row["notify_webhooks"] is None else tuple(row["notify_webhooks"])
-    return Policy(
-        action, Role[row["min_role"]], bool(row["four_eyes"]), row["expires_after_seconds"], notify
-    )
+    return Policy(action, Role[row["min_role"]], bool(row["four_eyes"]), row["expires_after_seconds"], notify)
 
 
 def list_policies(conn: Connection, *, project_id: int) -> list[Policy]:
