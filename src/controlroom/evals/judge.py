@@ -113,7 +113,7 @@ def llm_judge(
     provider: str = "openai",
     api_key_env: str | None = None,
     base_url: str | None = None,
-    temperature: float = 0.0,
+    temperature: float | None = None,
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     sample_rate: float = 1.0,
     budget_usd: str | float | int | Decimal | None = None,
@@ -127,7 +127,8 @@ def llm_judge(
     ``choices``: label -> score, at least two, not all equal; ``provider``: ``openai``,
     ``anthropic``, or the base URL of an OpenAI-compatible server; ``api_key_env``: the environment
     variable holding the key (default ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``; none for a URL
-    provider); ``base_url``: another endpoint for ``openai`` / ``anthropic``; ``sample_rate``: the
+    provider); ``base_url``: another endpoint for ``openai`` / ``anthropic``; ``temperature``: 0 by
+    default (none for ``anthropic``, whose API takes none); ``sample_rate``: the
     share of runs judged, chosen by run id; ``budget_usd``: the judge's own daily cap; ``version``:
     by default a digest of what shapes the answer (template, choices, model, provider, base URL,
     temperature, max_output_tokens), so a changed judge starts a new score series."""
@@ -140,7 +141,14 @@ def llm_judge(
         api_key_env = DEFAULT_KEY_ENV[kind]
     if api_key_env is not None and (not isinstance(api_key_env, str) or not ENV_NAME.match(api_key_env)):
         raise _bad("api_key_env", f"must be the name of an environment variable, got {api_key_env!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+    if kind == "anthropic":
+        if temperature is not None:  # anthropic 2.x's Messages API has no sampling temperature
+            raise _bad("temperature", "is not taken by the anthropic provider (its API has no temperature)")
+    elif temperature is None:
+        temperature = 0.0
+    elif (
+        isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2
+    ):
         raise _bad("temperature", f"must be a number from 0 to 2, got {temperature!r}")
     if isinstance(max_output_tokens, bool) or not isinstance(max_output_tokens, int):
         raise _bad("max_output_tokens", f"must be an integer, got {max_output_tokens!r}")
@@ -164,7 +172,7 @@ def llm_judge(
         "model": model,
         "provider": provider,
         "base_url": base_url,
-        "temperature": float(temperature),
+        "temperature": None if temperature is None else float(temperature),
         "max_output_tokens": max_output_tokens,
     }
     params: dict[str, Any] = {
@@ -182,7 +190,7 @@ def llm_judge(
         kind=kind,
         base_url=base_url if kind != "url" else provider,
         api_key_env=api_key_env,
-        temperature=float(temperature),
+        temperature=None if temperature is None else float(temperature),
         max_output_tokens=max_output_tokens,
         sample_rate=float(sample_rate),
         budget_nanos=budget,
@@ -214,7 +222,7 @@ class Judge:
         kind: str,
         base_url: str | None,
         api_key_env: str | None,
-        temperature: float,
+        temperature: float | None,
         max_output_tokens: int,
         sample_rate: float,
         budget_nanos: int | None,
@@ -344,7 +352,6 @@ class Judge:
                 system=messages[0]["content"],
                 messages=messages[1:],
                 max_tokens=self.max_output_tokens,
-                temperature=self.temperature,
             )
             text = "".join(getattr(b, "text", "") for b in reply.content if getattr(b, "type", "") == "text")
             return text, reply.stop_reason == "max_tokens"
@@ -493,7 +500,8 @@ def refusal_message(e: Any, agent: str) -> str:
     )
     if e.reason == "held_by_in_flight_calls":
         return f"{whose} is held by calls in flight; the run is judged later"
-    return f"{whose} for today is spent (${e.settled_usd} spent; it resets at {e.resets_at})"
+    needs = f", a call holds up to ${e.requested_usd}" if e.requested_usd else ""
+    return f"{whose} for today is spent (${e.settled_usd} spent{needs}; it resets at {e.resets_at})"
 
 
 # -- the cache ----------------------------------------------------------------------------------
