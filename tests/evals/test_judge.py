@@ -24,7 +24,8 @@ from controlroom.evals import configs as cf
 from controlroom.evals import jobs
 from controlroom.evals.builtins import builtin
 from controlroom.evals.evaluator import evaluate
-from controlroom.evals.judge import LLMJudge, parse_answer
+from controlroom.evals.judge import LLMJudge
+from controlroom.evals.judge_prompt import parse_answer
 from controlroom.evals.snapshot import Run, load_runs
 from controlroom.projections.projector import Projector
 from controlroom.store.engine import Store
@@ -538,7 +539,7 @@ def test_a_judge_says_what_it_is(fake: FakeProvider) -> None:
     url = builtin(
         "llm_judge", template=TEMPLATE, choices=CHOICES, model="m", provider="http://10.0.0.7:8000/v1"
     )
-    assert url.params["api_key_env"] is None and url.judge.provider == "10.0.0.7"
+    assert url.params["api_key_env"] is None and url.judge.spec.provider == "10.0.0.7"
 
 
 def test_a_backfill_preview_estimates_the_judges_cost(

@@ -29,12 +29,12 @@ costs nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
 import os
 import re
-import string
 import threading
 import time
 from collections import OrderedDict
@@ -49,45 +49,43 @@ import orjson
 
 from controlroom.evals import context
 from controlroom.evals.context import EvalContext
-from controlroom.evals.evaluator import Evaluator, InvalidScore, Score, Skip
+from controlroom.evals.evaluator import Evaluator, Score, Skip
+from controlroom.evals.judge_prompt import PROMPT_VERSION, Answer, InvalidAnswer, Prompt, bad, parse_answer
 from controlroom.evals.snapshot import Run
 from controlroom.money import parse_usd, to_usd
+from controlroom.sdk._control import BudgetExceeded
 
-__all__ = ["AGENT_PREFIX", "PLACEHOLDERS", "InvalidAnswer", "LLMJudge", "llm_judge"]
+__all__ = ["AGENT_PREFIX", "InvalidAnswer", "Judge", "JudgeSpec", "LLMJudge", "llm_judge"]
 
 AGENT_PREFIX = "judge:"
-PLACEHOLDERS = ("agent", "status", "inputs", "output", "reference", "messages", "tool_calls", "error")
 PROVIDERS = ("openai", "anthropic")
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 DEFAULT_MAX_OUTPUT_TOKENS = 512
-MAX_LABEL = 256
 PAUSE_SECONDS = 30.0  # after a failure the next call would meet too, runs are left alone this long
 REQUEST_TIMEOUT = 60.0
-PROMPT_VERSION = "1"  # part of the default version: a changed prompt shape starts a new score series
 SAMPLING_SALT = b"controlroom.llm_judge\0"
 MEMORY_CACHE_SIZE = 1024
 # rough figures for a backfill's estimate (jobs.preview): what a placeholder adds, what a judge writes
 ESTIMATED_PLACEHOLDER_TOKENS = 500
 ESTIMATED_OUTPUT_TOKENS = 200
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
-
-SYSTEM = (
-    "You are a careful evaluator. You are given a task and a fixed list of choices, and you "
-    "classify into exactly one of them. Reason first, then choose. Answer with one JSON object "
-    'and nothing else: {"reasoning": "<why, in a few sentences>", "choice": "<one of the choices, '
-    'exactly as written>"}, with "reasoning" before "choice".'
-)
-
-
-class InvalidAnswer(InvalidScore):
-    """The judge's model answered something that names no valid choice (an eval error)."""
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    choice: str
-    reasoning: str
+class JudgeSpec:
+    """What a judge is, checked: its prompt, its model and how to reach it, its sampling and budget."""
+
+    name: str
+    prompt: Prompt
+    model: str
+    provider: str  # the provider's name on the judge's spans (what prices its calls)
+    kind: str  # the client: openai, anthropic, or url (an OpenAI-compatible server)
+    base_url: str | None
+    api_key_env: str | None  # None: a server that wants no key
+    temperature: float | None  # None: not sent (anthropic)
+    max_output_tokens: int
+    sample_rate: float
+    budget_nanos: int | None  # the judge's own daily cap; None: none set by the judge
 
 
 class LLMJudge(Evaluator[[Run], Any]):
@@ -121,51 +119,52 @@ def llm_judge(
     version: str | None = None,
 ) -> LLMJudge:
     """An LLM judge (see the module's docstring); every parameter is checked here, a ValueError
-    naming the bad one.
+    naming the bad one, so a configuration fails when it is saved, not on the first run judged.
 
-    ``template``: text with placeholders from :data:`PLACEHOLDERS` (``{{`` and ``}}`` for braces);
-    ``choices``: label -> score, at least two, not all equal; ``provider``: ``openai``,
-    ``anthropic``, or the base URL of an OpenAI-compatible server; ``api_key_env``: the environment
-    variable holding the key (default ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``; none for a URL
-    provider); ``base_url``: another endpoint for ``openai`` / ``anthropic``; ``temperature``: 0 by
-    default (none for ``anthropic``, whose API takes none); ``sample_rate``: the
-    share of runs judged, chosen by run id; ``budget_usd``: the judge's own daily cap; ``version``:
-    by default a digest of what shapes the answer (template, choices, model, provider, base URL,
-    temperature, max_output_tokens), so a changed judge starts a new score series."""
-    pieces = _template(template)
-    labels = _choices(choices)
+    ``template``: text with the placeholders of ``judge_prompt.PLACEHOLDERS`` (``{{`` and ``}}``
+    for braces); ``choices``: label -> score, at least two, not all equal; ``provider``:
+    ``openai``, ``anthropic``, or the base URL of an OpenAI-compatible server; ``api_key_env``: the
+    environment variable holding the key, read when the judge calls (default ``OPENAI_API_KEY`` /
+    ``ANTHROPIC_API_KEY``; none for a URL provider); ``base_url``: another endpoint for ``openai``
+    / ``anthropic``; ``temperature``: 0 by default (none for ``anthropic``, whose API takes none);
+    ``sample_rate``: the share of runs judged, chosen by run id; ``budget_usd``: the judge's own
+    daily cap; ``version``: by default a digest of what shapes the answer (template, choices,
+    model, provider, base URL, temperature, max_output_tokens), so a changed judge starts a new
+    score series and judges runs anew."""
+    prompt = Prompt.make(template, choices)
+    labels = prompt.labels
     if not isinstance(model, str) or not model.strip() or len(model) > 256:
-        raise _bad("model", f"must be a model name (1 to 256 characters), got {model!r}")
+        raise bad("model", f"must be a model name (1 to 256 characters), got {model!r}")
     span_provider, kind = _provider(provider, base_url)
     if api_key_env is None and kind != "url":
         api_key_env = DEFAULT_KEY_ENV[kind]
     if api_key_env is not None and (not isinstance(api_key_env, str) or not ENV_NAME.match(api_key_env)):
-        raise _bad("api_key_env", f"must be the name of an environment variable, got {api_key_env!r}")
+        raise bad("api_key_env", f"must be the name of an environment variable, got {api_key_env!r}")
     if kind == "anthropic":
         if temperature is not None:  # anthropic 2.x's Messages API has no sampling temperature
-            raise _bad("temperature", "is not taken by the anthropic provider (its API has no temperature)")
+            raise bad("temperature", "is not taken by the anthropic provider (its API has no temperature)")
     elif temperature is None:
         temperature = 0.0
     elif (
         isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2
     ):
-        raise _bad("temperature", f"must be a number from 0 to 2, got {temperature!r}")
+        raise bad("temperature", f"must be a number from 0 to 2, got {temperature!r}")
     if isinstance(max_output_tokens, bool) or not isinstance(max_output_tokens, int):
-        raise _bad("max_output_tokens", f"must be an integer, got {max_output_tokens!r}")
+        raise bad("max_output_tokens", f"must be an integer, got {max_output_tokens!r}")
     if not 16 <= max_output_tokens <= 100_000:
-        raise _bad("max_output_tokens", f"must be from 16 to 100000, got {max_output_tokens!r}")
+        raise bad("max_output_tokens", f"must be from 16 to 100000, got {max_output_tokens!r}")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | float) or not 0 < sample_rate <= 1:
-        raise _bad("sample_rate", f"must be more than 0 and at most 1, got {sample_rate!r}")
+        raise bad("sample_rate", f"must be more than 0 and at most 1, got {sample_rate!r}")
     budget = None
     if budget_usd is not None:
         try:
             budget = parse_usd(budget_usd, "budget_usd")
         except ValueError as e:
-            raise _bad("budget_usd", str(e).removeprefix("budget_usd ")) from None
+            raise bad("budget_usd", str(e).removeprefix("budget_usd ")) from None
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise _bad("name", f"must be a non-empty string, got {name!r}")
+        raise bad("name", f"must be a non-empty string, got {name!r}")
     if version is not None and (not isinstance(version, str) or not version.strip() or len(version) > 64):
-        raise _bad("version", f"must be a non-empty string of at most 64 characters, got {version!r}")
+        raise bad("version", f"must be a non-empty string of at most 64 characters, got {version!r}")
     shaping = {
         "template": template,
         "choices": dict(labels),
@@ -181,10 +180,9 @@ def llm_judge(
         "sample_rate": float(sample_rate),
         "budget_usd": None if budget is None else to_usd(budget),
     }
-    judge = Judge(
+    spec = JudgeSpec(
         name=name or "llm_judge",
-        pieces=pieces,
-        labels=labels,
+        prompt=prompt,
         model=model,
         provider=span_provider,
         kind=kind,
@@ -197,8 +195,8 @@ def llm_judge(
     )
     values = labels.values()
     return LLMJudge(
-        judge,
-        judge.name,
+        Judge(spec),
+        spec.name,
         version or _digest({"prompt": PROMPT_VERSION, **shaping})[:12],
         (min(values), max(values)),
         True,
@@ -209,37 +207,11 @@ def llm_judge(
 
 class Judge:
     """The judge's function over a run (what :class:`LLMJudge` calls), and its state: the provider
-    client it keeps, and the pauses after failures that the next call would meet too."""
+    clients it keeps, the budgets it has set, and its pauses after a failure that the next call
+    would meet too."""
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        pieces: tuple[tuple[str, str | None], ...],
-        labels: Mapping[str, float],
-        model: str,
-        provider: str,
-        kind: str,
-        base_url: str | None,
-        api_key_env: str | None,
-        temperature: float | None,
-        max_output_tokens: int,
-        sample_rate: float,
-        budget_nanos: int | None,
-    ) -> None:
-        self.name = name
-        self.pieces = pieces
-        self.labels = dict(labels)
-        self.model = model
-        self.provider = provider  # the name on its spans (what prices it)
-        self.kind = kind  # openai / anthropic / url (OpenAI-compatible)
-        self.base_url = base_url
-        self.api_key_env = api_key_env
-        self.temperature = temperature
-        self.max_output_tokens = max_output_tokens
-        self.sample_rate = sample_rate
-        self.budget_nanos = budget_nanos
-        self.uses = {field for _, field in pieces if field is not None}
+    def __init__(self, spec: JudgeSpec) -> None:
+        self.spec = spec
         self._clients: dict[str, Any] = {}
         self._pauses: dict[tuple[int, int, str], tuple[float, str]] = {}
         self._budgets_set: set[tuple[int, int, str]] = set()
@@ -251,7 +223,7 @@ class Judge:
             return None  # a judge's own call is never judged (a post-run judge would chase its tail)
         if not self.sampled(run.id):
             return None
-        messages = self.messages(run)
+        messages = self.spec.prompt.messages(run)
         if messages is None:
             return None
         key = self.cache_key(messages)
@@ -260,7 +232,7 @@ class Judge:
         if answer is None:
             answer = self._ask(ctx, run, messages, key)
         return Score(
-            value=self.labels[answer.choice],
+            value=self.spec.prompt.labels[answer.choice],
             label=answer.choice,
             comment=answer.reasoning,
             kind="categorical",
@@ -269,48 +241,30 @@ class Judge:
     def sampled(self, run_id: str) -> bool:
         """The same answer for a run every time, on every worker; independent of a configuration's
         own sampling, and nested across rates (the runs judged at 0.1 are among those at 0.2)."""
-        if self.sample_rate >= 1:
+        if self.spec.sample_rate >= 1:
             return True
         digest = hashlib.sha256(SAMPLING_SALT + run_id.encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64 < self.sample_rate
-
-    def messages(self, run: Run) -> list[dict[str, str]] | None:
-        """The chat messages that ask about ``run``; None when the run lacks what the template
-        needs (an output, a reference)."""
-        if "output" in self.uses and run.output is None:
-            return None
-        if "reference" in self.uses and not run.has_reference:
-            return None
-        values = {field: _render(_value(run, field)) for field in self.uses}
-        text = "".join(literal + (values[field] if field else "") for literal, field in self.pieces)
-        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": self._question(text)}]
-
-    def _question(self, task: str) -> str:
-        listed = "\n".join(f"- {label}" for label in self.labels)
-        return (
-            f"{task.rstrip()}\n\nChoices (answer with exactly one of them, as written):\n{listed}\n\n"
-            'Answer with one JSON object: {"reasoning": "...", "choice": "..."}'
-        )
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.spec.sample_rate
 
     def cache_key(self, messages: list[dict[str, str]]) -> str:
         """sha256 of (prompt, model, parameters): equal keys would be equal requests."""
+        spec = self.spec
         return _digest(
             {
                 "messages": messages,
-                "model": self.model,
-                "kind": self.kind,
-                "base_url": self.base_url,
-                "temperature": self.temperature,
-                "max_output_tokens": self.max_output_tokens,
+                "model": spec.model,
+                "kind": spec.kind,
+                "base_url": spec.base_url,
+                "temperature": spec.temperature,
+                "max_output_tokens": spec.max_output_tokens,
             }
         )
 
     # -- asking the model ----------------------------------------------------------------------
     def _ask(self, ctx: EvalContext | None, run: Run, messages: list[dict[str, str]], key: str) -> Answer:
         import controlroom
-        from controlroom.sdk._control import BudgetExceeded
 
-        agent = AGENT_PREFIX + (ctx.config if ctx is not None and ctx.config else self.name)
+        agent = AGENT_PREFIX + (ctx.config if ctx is not None and ctx.config else self.spec.name)
         where = (id(ctx.store), ctx.project_id, agent) if ctx is not None else (0, 0, agent)
         self._check_pause(where)
         api_key = self._api_key(where)
@@ -322,13 +276,15 @@ class Judge:
                 _recording(ctx),
                 controlroom.run(
                     agent,
-                    inputs={"run_id": run.id, "evaluator": self.name},
+                    inputs={"run_id": run.id, "evaluator": self.spec.name},
                     metadata={"judged_run_id": run.id, "judged_agent": run.agent},
                     tags=["judge"],
                 ) as judge_run,
             ):
                 text, cut = self._call(client, messages)
-                answer = parse_answer(text, self.labels, cut=cut, max_output_tokens=self.max_output_tokens)
+                answer = parse_answer(
+                    text, self.spec.prompt.labels, cut=cut, max_output_tokens=self.spec.max_output_tokens
+                )
                 judge_run.set_output({"choice": answer.choice, "reasoning": answer.reasoning})
         except BudgetExceeded as e:
             message = refusal_message(e, agent)
@@ -346,18 +302,22 @@ class Judge:
 
     def _call(self, client: Any, messages: list[dict[str, str]]) -> tuple[str, bool]:
         """The model's text and whether it was cut at ``max_output_tokens``."""
-        if self.kind == "anthropic":
+        if self.spec.kind == "anthropic":
             reply = client.messages.create(
-                model=self.model,
+                model=self.spec.model,
                 system=messages[0]["content"],
                 messages=messages[1:],
-                max_tokens=self.max_output_tokens,
+                max_tokens=self.spec.max_output_tokens,
             )
             text = "".join(getattr(b, "text", "") for b in reply.content if getattr(b, "type", "") == "text")
             return text, reply.stop_reason == "max_tokens"
-        limit = {"max_completion_tokens" if self.kind == "openai" else "max_tokens": self.max_output_tokens}
+        limit = {
+            "max_completion_tokens"
+            if self.spec.kind == "openai"
+            else "max_tokens": self.spec.max_output_tokens
+        }
         reply = client.chat.completions.create(
-            model=self.model, messages=messages, temperature=self.temperature, **limit
+            model=self.spec.model, messages=messages, temperature=self.spec.temperature, **limit
         )
         choice = reply.choices[0] if reply.choices else None
         text = (choice.message.content or "") if choice is not None else ""
@@ -373,30 +333,30 @@ class Judge:
             return client
 
     def _new_client(self, api_key: str) -> Any:
-        if self.kind == "anthropic":
+        if self.spec.kind == "anthropic":
             import anthropic
 
             from controlroom.sdk.integrations.anthropic import instrument as instrument_anthropic
 
             return instrument_anthropic(
-                anthropic.Anthropic(api_key=api_key, base_url=self.base_url, timeout=REQUEST_TIMEOUT),
-                provider=self.provider,
+                anthropic.Anthropic(api_key=api_key, base_url=self.spec.base_url, timeout=REQUEST_TIMEOUT),
+                provider=self.spec.provider,
             )
         import openai
 
         from controlroom.sdk.integrations.openai import instrument as instrument_openai
 
         return instrument_openai(
-            openai.OpenAI(api_key=api_key, base_url=self.base_url, timeout=REQUEST_TIMEOUT),
-            provider=self.provider,
+            openai.OpenAI(api_key=api_key, base_url=self.spec.base_url, timeout=REQUEST_TIMEOUT),
+            provider=self.spec.provider,
         )
 
     def _api_key(self, where: tuple[int, int, str]) -> str:
-        if self.api_key_env is None:
+        if self.spec.api_key_env is None:
             return "none"  # an OpenAI-compatible server that wants no key
-        key = os.environ.get(self.api_key_env)
+        key = os.environ.get(self.spec.api_key_env)
         if not key:
-            message = f"the judge's API key: the environment variable {self.api_key_env} is not set here"
+            message = f"the judge's API key: the environment variable {self.spec.api_key_env} is not set here"
             self._pause(where, message)
             raise Skip(message)
         return key
@@ -406,18 +366,18 @@ class Judge:
         """The judge's own budget: a daily cap on its agent, set (or changed) to ``budget_usd``
         before its first call in a project. Without ``budget_usd``, a cap set by hand on the agent
         is left as it is."""
-        if self.budget_nanos is None or where in self._budgets_set:
+        if self.spec.budget_nanos is None or where in self._budgets_set:
             return
         from controlroom.accounts.projects import project_by_id
         from controlroom.budget import ledger
 
         with ctx.store.read() as conn:
             found = ledger.get_budget(conn, project_id=ctx.project_id, agent=agent)
-        if found is None or found.cap_nanos != self.budget_nanos:
+        if found is None or found.cap_nanos != self.spec.budget_nanos:
             with ctx.store.write() as conn:
                 project = project_by_id(conn, ctx.project_id)
                 ledger.set_budget(
-                    ctx.store, conn, project=project, agent=agent, cap_usd=to_usd(self.budget_nanos)
+                    ctx.store, conn, project=project, agent=agent, cap_usd=to_usd(self.spec.budget_nanos)
                 )
         self._budgets_set.add(where)
 
@@ -441,54 +401,22 @@ class Judge:
         ``sample_rate``. None when the model has no known price."""
         from controlroom.money import ceil_nanos
 
-        rates = _pricer().rates(provider=self.provider, model=self.model, at_ns=time.time_ns())
+        rates = _pricer().rates(provider=self.spec.provider, model=self.spec.model, at_ns=time.time_ns())
         if rates is None:
             return None
-        fixed = len(SYSTEM) + len(self._question("".join(literal for literal, _ in self.pieces)))
-        placeholders = sum(1 for _, field in self.pieces if field is not None)
-        input_tokens = math.ceil(fixed / 4) + ESTIMATED_PLACEHOLDER_TOKENS * placeholders
-        output_tokens = min(ESTIMATED_OUTPUT_TOKENS, self.max_output_tokens)
-        cost = input_tokens * rates.input + output_tokens * rates.output + rates.per_request
-        return to_usd(ceil_nanos(cost * Decimal(str(self.sample_rate))))
-
-
-# -- the answer ---------------------------------------------------------------------------------
-
-
-def parse_answer(
-    text: str, labels: Mapping[str, float], *, cut: bool = False, max_output_tokens: int | None = None
-) -> Answer:
-    """The choice and reasoning of an answer that is one JSON object (alone, or alone in one
-    fenced code block) with a string ``reasoning`` and a ``choice`` equal to one of ``labels``
-    (surrounding spaces aside). Anything else raises :class:`InvalidAnswer`: the judge never
-    guesses what a model meant."""
-    body = text.strip()
-    fenced = FENCED.match(body)
-    if fenced is not None:
-        body = fenced.group(1)
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = None
-    if not isinstance(doc, dict):
-        if cut:
-            raise InvalidAnswer(
-                f"the judge's answer was cut at max_output_tokens={max_output_tokens} before it named "
-                f"a choice: {_short(text)}"
-            )
-        raise InvalidAnswer(f"the judge's answer is not one JSON object: {_short(text)}")
-    choice, reasoning = doc.get("choice"), doc.get("reasoning")
-    if not isinstance(choice, str) or choice.strip() not in labels:
-        raise InvalidAnswer(
-            f"the judge's answer names no valid choice (got {_short(repr(choice), 100)}; "
-            f"the choices: {', '.join(labels)})"
+        prompt = self.spec.prompt
+        input_tokens = (
+            math.ceil(prompt.fixed_chars() / 4) + ESTIMATED_PLACEHOLDER_TOKENS * prompt.placeholders()
         )
-    if not isinstance(reasoning, str):
-        raise InvalidAnswer("the judge's answer gives no reasoning (a string)")
-    return Answer(choice.strip(), reasoning.strip())
+        output_tokens = min(ESTIMATED_OUTPUT_TOKENS, self.spec.max_output_tokens)
+        cost = input_tokens * rates.input + output_tokens * rates.output + rates.per_request
+        return to_usd(ceil_nanos(cost * Decimal(str(self.spec.sample_rate))))
 
 
-def refusal_message(e: Any, agent: str) -> str:
+# -- refusals -----------------------------------------------------------------------------------
+
+
+def refusal_message(e: BudgetExceeded, agent: str) -> str:
     """What a refused reservation (a ``BudgetExceeded``) means for the judge ``agent``, in words:
     whose cap, and until when."""
     if e.reason not in ("cap_reached", "held_by_in_flight_calls") or e.cap_usd is None:
@@ -575,59 +503,12 @@ def _is_provider_error(e: Exception) -> bool:
     return type(e).__module__.split(".")[0] in ("openai", "anthropic")
 
 
-_pricers: list[Any] = []
-
-
+@functools.lru_cache(maxsize=1)
 def _pricer() -> Any:
-    if not _pricers:
-        from controlroom.cost import Pricer
+    """genai-prices' prices (no project's overrides: an estimate is made without a store)."""
+    from controlroom.cost import Pricer
 
-        _pricers.append(Pricer())
-    return _pricers[0]
-
-
-def _template(template: Any) -> tuple[tuple[str, str | None], ...]:
-    if not isinstance(template, str) or not template.strip():
-        raise _bad("template", "must be a non-empty string")
-    pieces: list[tuple[str, str | None]] = []
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as e:
-        raise _bad("template", f"is not a template: {e} (write {{{{ and }}}} for braces)") from None
-    for literal, field, spec, conversion in parsed:
-        if field is not None and (field not in PLACEHOLDERS or spec or conversion):
-            raise _bad(
-                "template",
-                f"has an unknown placeholder {{{field}{'!' + conversion if conversion else ''}"
-                f"{':' + spec if spec else ''}}}; the placeholders: {', '.join(PLACEHOLDERS)}",
-            )
-        pieces.append((literal, field))
-    if not any(field for _, field in pieces):
-        raise _bad("template", f"names nothing of the run; use some of {', '.join(PLACEHOLDERS)}")
-    return tuple(pieces)
-
-
-def _choices(choices: Any) -> dict[str, float]:
-    if not isinstance(choices, Mapping) or len(choices) < 2:
-        raise _bad("choices", "must map at least two labels to their scores, e.g. {'correct': 1, 'wrong': 0}")
-    out: dict[str, float] = {}
-    for label, value in choices.items():
-        if (
-            not isinstance(label, str)
-            or not label
-            or label != label.strip()
-            or len(label) > MAX_LABEL
-            or "\n" in label
-        ):
-            raise _bad(
-                "choices", f"label {label!r} must be 1 to {MAX_LABEL} characters on one line, unpadded"
-            )
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise _bad("choices", f"score of {label!r} must be a finite number, got {value!r}")
-        out[label] = float(value)
-    if min(out.values()) == max(out.values()):
-        raise _bad("choices", "must map to at least two different scores")
-    return out
+    return Pricer()
 
 
 def _provider(provider: Any, base_url: Any) -> tuple[str, str]:
@@ -636,11 +517,11 @@ def _provider(provider: Any, base_url: Any) -> tuple[str, str]:
 
     if base_url is not None:
         if not isinstance(base_url, str):
-            raise _bad("base_url", f"must be an http(s) URL, got {base_url!r}")
+            raise bad("base_url", f"must be an http(s) URL, got {base_url!r}")
         try:
             check_url(base_url)
         except ValueError as e:
-            raise _bad("base_url", f"{e}, got {base_url!r}") from None
+            raise bad("base_url", f"{e}, got {base_url!r}") from None
     if provider in PROVIDERS:
         kind = str(provider)
         name = kind
@@ -648,59 +529,19 @@ def _provider(provider: Any, base_url: Any) -> tuple[str, str]:
         try:
             check_url(provider)
         except ValueError as e:
-            raise _bad("provider", f"{e}, got {provider!r}") from None
+            raise bad("provider", f"{e}, got {provider!r}") from None
         if base_url is not None:
-            raise _bad("base_url", "is for openai or anthropic; an OpenAI-compatible provider is its URL")
+            raise bad("base_url", "is for openai or anthropic; an OpenAI-compatible provider is its URL")
         kind, name = "url", urlsplit(provider).hostname or "openai-compatible"
     else:
-        raise _bad("provider", f"must be openai, anthropic or an http(s) URL, got {provider!r}")
+        raise bad("provider", f"must be openai, anthropic or an http(s) URL, got {provider!r}")
     package = "anthropic" if kind == "anthropic" else "openai"
     if importlib.util.find_spec(package) is None:
-        raise _bad("provider", f"{provider!r} needs the {package} package where the judge runs")
+        raise bad("provider", f"{provider!r} needs the {package} package where the judge runs")
     return name, kind
-
-
-def _value(run: Run, field: str) -> Any:
-    if field == "agent":
-        return run.agent or ""
-    if field == "status":
-        return run.status
-    if field == "inputs":
-        return run.inputs
-    if field == "output":
-        return run.output
-    if field == "reference":
-        return run.reference
-    if field == "messages":
-        return run.messages()
-    if field == "tool_calls":
-        return [
-            {"name": c.name, "arguments": c.arguments, "result": c.result}
-            | ({"error": f"{c.error.type}: {c.error.message or ''}"} if c.error else {})
-            for c in run.tool_calls()
-        ]
-    if field == "error":
-        return None if run.error is None else {"type": run.error.type, "message": run.error.message}
-    raise AssertionError(field)  # the template was checked
-
-
-def _render(value: Any) -> str:
-    """A text as it is; any other value as JSON (indented: models read it as easily as people)."""
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _digest(doc: Any) -> str:
     return hashlib.sha256(
         orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     ).hexdigest()
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _bad(parameter: str, message: str) -> ValueError:
-    return ValueError(f"llm_judge: parameter {parameter!r} {message}")
