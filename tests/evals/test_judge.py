@@ -7,7 +7,6 @@ store's tests run on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from fake_provider import FakeProvider, Reply
 from sqlalchemy import select
 
+import controlroom
 from controlroom.accounts.projects import Project
 from controlroom.budget import ledger
 from controlroom.cost.overrides import PricerCache
@@ -23,11 +23,14 @@ from controlroom.errors import ValidationFailed
 from controlroom.evals import configs as cf
 from controlroom.evals import jobs
 from controlroom.evals.builtins import builtin
+from controlroom.evals.context import EvalContext, evaluating
 from controlroom.evals.evaluator import evaluate
 from controlroom.evals.judge import LLMJudge
 from controlroom.evals.judge_prompt import parse_answer
 from controlroom.evals.snapshot import Run, load_runs
 from controlroom.projections.projector import Projector
+from controlroom.sdk._transport import MockTransport, Request, Response
+from controlroom.store import log
 from controlroom.store.engine import Store
 from controlroom.store.ingest import ingest_events
 from controlroom.store.tables import cost_daily, eval_items, judge_cache, runs
@@ -343,16 +346,13 @@ def test_a_judge_under_a_spent_judge_budget_is_skipped_and_says_so_and_never_cal
     assert span.attributes["controlroom.budget.reason"] == "cap_reached"
     assert refused.cost_nanos == 0
 
-    # a new day, or a bigger budget: the runs are judged (a backfill again)
-    with store.write() as conn:
-        ledger.set_budget(store, conn, project=project, agent=AGENT, cap_usd="1")
-        c2 = cf.create_config(
-            store, conn, project_id=project.id, name="again", evaluator="llm_judge",
-            params={**judge.params, "budget_usd": "1"},
-        )  # fmt: skip
-    fake.script(*[Reply(text=GOOD)] * 3)
-    counts = jobs.judge_chunk(store, project_id=project.id, e=c2.resolve(), job_id=0, run_ids=judged)
+    # a bigger budget in the configuration: the runs are judged by the next job over them
+    fake.script(Reply(text=GOOD))
+    counts = judge_runs(store, project, make_judge(fake, budget_usd="1"), judged)
     assert counts.scored == 3 and len(fake.requests) == 1  # the same prompt three times: cached
+    with store.read() as conn:
+        budget = ledger.get_budget(conn, project_id=project.id, agent=AGENT)
+    assert budget is not None and budget.cap_nanos == 10**9
 
 
 def test_the_judge_sets_its_budget_from_budget_usd(
@@ -375,31 +375,54 @@ def test_a_refusing_project_cap_skips_the_judge_too(
     judged = agent_run(store, project)
     with store.write() as conn:
         ledger.set_budget(store, conn, project=project, agent=None, cap_usd="0.0001")
-    counts = judge_runs(store, project, make_judge(fake, budget_usd="5"), [judged])
-    assert (counts.processed, counts.skipped) == (0, 1)
-    assert fake.requests == []
-    [refused] = read_runs(store, project, AGENT)
-    assert refused.error is not None and "for the project would be crossed" in (refused.error.message or "")
-
-
-def test_the_skip_says_whose_cap_refused(store: Store, project: Project, fake: FakeProvider) -> None:
-    with store.write() as conn:
-        ledger.set_budget(store, conn, project=project, agent=None, cap_usd="0.0001")
-    outcome = judged_in_context(store, project, make_judge(fake), agent_run(store, project))
+    with store.read() as conn:
+        run = load_runs(conn, project.id, [judged])[judged]
+    with evaluating(EvalContext(store, project.id, CONFIG)):
+        outcome = evaluate(make_judge(fake, budget_usd="5"), run)
     assert outcome.status == "skipped" and outcome.error is not None
     assert outcome.error.message.startswith(  # the judged agent's own spend counts toward it
         "the project's daily cost cap of $0.0001 for today is spent ($0.00027 spent, a call holds up to $"
     )
     assert fake.requests == []
+    Projector(store).catch_up()
+    [refused] = read_runs(store, project, AGENT)
+    assert refused.error is not None and "for the project would be crossed" in (refused.error.message or "")
+    assert refused.spans[0].attributes["controlroom.budget.reason"] == "cap_reached"
+    assert "controlroom.budget.agent" not in refused.spans[0].attributes  # the project's cap
 
 
-def judged_in_context(store: Store, project: Project, judge: LLMJudge, run_id: str) -> Any:
-    from controlroom.evals.context import EvalContext, evaluating
+def test_the_judge_records_with_its_own_client_never_the_processs_default_one(
+    store: Store, project: Project, fake: FakeProvider, tmp_path: Path
+) -> None:
+    """A process that runs a judge in an eval context (an embedded worker, a test) keeps its default
+    client for its own runs: the judge's run goes to the store, and on this thread only."""
+    sent: list[Request] = []
 
-    with store.read() as conn:
-        run = load_runs(conn, project.id, [run_id])[run_id]
-    with evaluating(EvalContext(store, project.id, CONFIG)):
-        return evaluate(judge, run)
+    def handler(request: Request) -> Response:
+        sent.append(request)
+        return (
+            Response(201, b'{"reservation_id": null}') if "budget" in request.path else Response(200, b"{}")
+        )
+
+    controlroom.init(
+        url="http://127.0.0.1:9",
+        api_key="cr_" + "k" * 30,
+        transport=MockTransport(handler),
+        spool_dir=tmp_path / "spool",
+        strict=True,
+    )
+    try:
+        judged = agent_run(store, project)
+        fake.script(Reply(text=GOOD), Reply(text=GOOD))
+        judge_runs(store, project, make_judge(fake), [judged])
+        assert sent == [] and len(read_runs(store, project, AGENT)) == 1
+        # outside an eval context the judge records with the process's client
+        assert evaluate(make_judge(fake, name="direct"), snapshot()).status == "scored"
+        assert controlroom.flush(5)
+        paths = [r.path for r in sent]
+        assert "/v1/budget/reservations" in paths and "/v1/events" in paths
+    finally:
+        controlroom.shutdown()
 
 
 # -- sampling, applicability, parameters --------------------------------------------------------
@@ -563,21 +586,13 @@ def test_a_backfill_preview_estimates_the_judges_cost(
     assert unpriced.estimated_cost_per_run_usd is None  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def many_runs(store: Store, project: Project) -> Iterator[list[str]]:
-    yield [agent_run(store, project, answer=f"answer {i}") for i in range(3)]
-
-
-def test_scores_recorded_by_the_judge_are_in_the_log(
-    store: Store, project: Project, fake: FakeProvider, many_runs: list[str]
-) -> None:
+def test_the_judges_scores_are_in_the_log(store: Store, project: Project, fake: FakeProvider) -> None:
+    judged = [agent_run(store, project, answer=f"answer {i}") for i in range(3)]
     fake.script(*[Reply(text=GOOD)] * 3)
-    judge = make_judge(fake)
-    assert judge_runs(store, project, judge, many_runs).scored == 3
-    from controlroom.store import log
-
+    assert judge_runs(store, project, make_judge(fake), judged).scored == 3
     with store.read() as conn:
         logged = log.read_after(conn, 0, 10_000, types=["score.recorded"])
-    assert {e.run_id for e in logged} == set(many_runs)
+    assert {e.run_id for e in logged} == set(judged)
     body = orjson.loads(logged[0].body)
-    assert body["label"] == "answered" and body["kind"] == "categorical" and body["evaluator"] == "llm_judge"
+    assert (body["label"], body["value"], body["kind"]) == ("answered", 1.0, "categorical")
+    assert body["evaluator"] == "llm_judge" and body["comment"] == "It names the carrier and the date."
