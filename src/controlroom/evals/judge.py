@@ -427,7 +427,7 @@ def refusal_message(e: BudgetExceeded, agent: str) -> str:
         else f"the project's daily cost cap of ${e.cap_usd}"
     )
     if e.reason == "held_by_in_flight_calls":
-        return f"{whose} is held by calls in flight; the run is judged later"
+        return f"{whose} is held by calls in flight"
     needs = f", a call holds up to ${e.requested_usd}" if e.requested_usd else ""
     return f"{whose} for today is spent (${e.settled_usd} spent{needs}; it resets at {e.resets_at})"
 
