@@ -596,3 +596,15 @@ def test_the_judges_scores_are_in_the_log(store: Store, project: Project, fake: 
     body = orjson.loads(logged[0].body)
     assert (body["label"], body["value"], body["kind"]) == ("answered", 1.0, "categorical")
     assert body["evaluator"] == "llm_judge" and body["comment"] == "It names the carrier and the date."
+
+
+def test_an_openai_compatible_server_is_asked_at_its_url(fake: FakeProvider) -> None:
+    fake.script(Reply(text=GOOD))
+    judge = builtin(
+        "llm_judge", template=TEMPLATE, choices=CHOICES, model="llama-3.1-8b", provider=fake.url + "/v1"
+    )
+    assert evaluate(judge, snapshot()).status == "scored"
+    [request] = fake.requests
+    assert request.path == "/v1/chat/completions" and request.body["max_tokens"] == 512
+    assert "max_completion_tokens" not in request.body  # what such servers know
+    assert request.headers["authorization"] == "Bearer none"  # no key asked for, none sent

@@ -311,13 +311,14 @@ class Judge:
             )
             text = "".join(getattr(b, "text", "") for b in reply.content if getattr(b, "type", "") == "text")
             return text, reply.stop_reason == "max_tokens"
-        limit = {
-            "max_completion_tokens"
-            if self.spec.kind == "openai"
-            else "max_tokens": self.spec.max_output_tokens
-        }
+        # OpenAI's own API wants max_completion_tokens (its reasoning models refuse max_tokens);
+        # OpenAI-compatible servers mostly know max_tokens only
+        limit = "max_completion_tokens" if self.spec.kind == "openai" else "max_tokens"
         reply = client.chat.completions.create(
-            model=self.spec.model, messages=messages, temperature=self.spec.temperature, **limit
+            model=self.spec.model,
+            messages=messages,
+            temperature=self.spec.temperature,
+            **{limit: self.spec.max_output_tokens},
         )
         choice = reply.choices[0] if reply.choices else None
         text = (choice.message.content or "") if choice is not None else ""
