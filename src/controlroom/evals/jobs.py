@@ -24,7 +24,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from controlroom.store.engine import Store
 from controlroom.store.tables import eval_items, eval_jobs, runs, scores
 
 CHUNK = 1000
+COSTLY_CHUNK = 20  # runs judged at a time by an evaluator that costs (claims renewed in between)
 CLAIM_LEASE_NS = 300 * 10**9  # a claim older than this, never finished, is taken over
 JOB_LEASE_NS = 120 * 10**9  # a running batch job not heard of for this long is resumed elsewhere
 MAX_ERROR = 2000
@@ -667,16 +668,26 @@ def run_job(store: Store, job: Job, *, stop: threading.Event | None = None) -> J
             return _finish(store, job, "done")
         chosen = _chosen(page, config.selector)
         cursor = (page[-1].started_at, page[-1].run_id)
-        judge_chunk(
-            store,
-            project_id=job.project_id,
-            e=e,
-            job_id=job.id,
-            run_ids=chosen,
-            config=config.name,
-            job_values={"cursor": f"{cursor[0]}:{cursor[1]}", "lease_until": time.time_ns() + JOB_LEASE_NS},
-            claim_first=config.claim_first,
-        )
+        # an evaluator that costs (a judge: a model call a run) goes a few runs at a time, so its
+        # claims and the job's lease are renewed long before they run out
+        step = COSTLY_CHUNK if config.claim_first else max(1, len(chosen))
+        for i in range(0, max(1, len(chosen)), step):
+            last = i + step >= len(chosen)
+            values: dict[str, Any] = {"lease_until": time.time_ns() + JOB_LEASE_NS}
+            if last:
+                values["cursor"] = f"{cursor[0]}:{cursor[1]}"
+            judge_chunk(
+                store,
+                project_id=job.project_id,
+                e=e,
+                job_id=job.id,
+                run_ids=chosen[i : i + step],
+                config=config.name,
+                job_values=values,
+                claim_first=config.claim_first,
+            )
+            if stop is not None and stop.is_set() and not last:
+                break
     with store.read() as conn:
         return get_job(conn, project_id=job.project_id, job_id=job.id)
 
@@ -709,27 +720,28 @@ def run_due(store: Store, *, stop: threading.Event | None = None) -> int:
     return n
 
 
-class BatchRunner:
-    """The worker's periodic job for batch evals: works queued jobs on a thread of its own, so a
-    long backfill never holds up the projector or the other jobs."""
+class OnItsOwnThread:
+    """A periodic job's work on a thread of its own (one at a time), so judging runs — a long
+    backfill, a post-run judge calling a model — never holds up the projector or the other jobs.
+    ``work(stop)`` does what is due and returns; it should look at ``stop`` between steps."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, name: str, work: Callable[[threading.Event], object]) -> None:
+        self.name, self.work = name, work
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def __call__(self) -> int:
         if self._thread is not None and self._thread.is_alive():
             return 0
-        self._thread = threading.Thread(target=self._work, name="controlroom-evals", daemon=True)
+        self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
         self._thread.start()
         return 1
 
     def _work(self) -> None:
         try:
-            run_due(self.store, stop=self._stop)
+            self.work(self._stop)
         except Exception:
-            logger.exception("eval jobs: the runner failed; it starts again at its next turn")
+            logger.exception("%s failed; it starts again at its next turn", self.name)
 
     def close(self) -> None:
         self._stop.set()
