@@ -504,3 +504,58 @@ def test_a_side_call_with_a_shorter_prompt_is_not_the_conversation() -> None:
 )
 def test_to_messages(recorded_input: Any, messages: list[dict[str, Any]]) -> None:
     assert to_messages(recorded_input) == messages
+
+
+def test_built_ins_that_read_the_run_row_only_judge_the_same_without_spans_or_scores(
+    store: Store, project: Project
+) -> None:
+    """A batch job loads only what an evaluator reads: each built-in that says it reads the run's
+    own row gives the same outcome on a snapshot without spans and scores, and reading what was not
+    loaded is an error, never an empty answer."""
+    from controlroom.evals import builtins as b
+    from controlroom.evals.evaluator import evaluate
+
+    made = {
+        "run_succeeded": {},
+        "cost_within": {"max_usd": "1"},
+        "latency_within": {"max_seconds": 60},
+        "output_is_json": {},
+        "output_matches_schema": {"schema": {"type": "object"}},
+        "output_matches_regex": {"pattern": "order"},
+        "reference_exact": {},
+        "reference_contains": {},
+        "reference_fuzzy": {},
+    }
+    assert set(made) == b.RUN_ROW_ONLY
+    runs = {rid(): build for build in (agent_run, otlp_run, running_run) for _ in range(2)}
+    failed = rid()
+    events = {run_id: build(run_id) for run_id, build in runs.items()}
+    events[failed] = agent_run(failed, fail=True)
+    send(store, project, [e for evs in events.values() for e in evs])
+    with store.read() as conn:
+        full = load_runs(conn, project.id, list(events))
+        lean = load_runs(conn, project.id, list(events), reads=())
+    for name, params in made.items():
+        e = b.builtin(name, **params)
+        assert e.reads == frozenset(), name
+        for run_id in events:
+            got = evaluate(e, lean[run_id].with_reference("order"))
+            want = evaluate(e, full[run_id].with_reference("order"))
+            assert got == _same_but_time(want, got), (name, run_id)
+    assert (
+        b.builtin("step_count", max=3).reads
+        == b.builtin("tokens_within", max=9).reads
+        == frozenset({"spans"})
+    )
+    some = next(iter(lean.values()))
+    with pytest.raises(RuntimeError, match="loaded without its spans"):
+        list(some.spans)
+    with pytest.raises(RuntimeError, match="loaded without its scores"):
+        len(some.scores)
+
+
+def _same_but_time(a: Any, b: Any) -> Any:
+    """``a`` with ``b``'s timing (an outcome records how long it took)."""
+    from dataclasses import replace
+
+    return replace(a, seconds=b.seconds)

@@ -456,7 +456,27 @@ def _make(
 ) -> RunEvaluator:
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise _bad(builtin_name, "name", f"must be a non-empty string, got {name!r}")
-    return Evaluator(judge, name or builtin_name, "1", (0.0, 1.0), higher_is_better, description, params)
+    reads = frozenset() if builtin_name in RUN_ROW_ONLY else frozenset(("spans",))
+    return Evaluator(
+        judge, name or builtin_name, "1", (0.0, 1.0), higher_is_better, description, params, reads
+    )
+
+
+# The built-ins that judge the run's own row (status, timings, usage, cost, output, reference):
+# a batch job loads neither spans nor scores for them. No built-in reads the scores.
+RUN_ROW_ONLY = frozenset(
+    (
+        "run_succeeded",
+        "cost_within",
+        "latency_within",
+        "output_is_json",
+        "output_matches_schema",
+        "output_matches_regex",
+        "reference_exact",
+        "reference_contains",
+        "reference_fuzzy",
+    )
+)
 
 
 def _bad(builtin_name: str, parameter: str, message: str) -> ValueError:

@@ -174,6 +174,9 @@ class Evaluator(Generic[P, R]):
     higher_is_better: bool = True
     description: str = ""
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # What it reads beyond the run's own row: "spans", "scores" (both unless it says otherwise);
+    # a batch job loads only those. The built-ins say; your own evaluators read everything.
+    reads: frozenset[str] = frozenset(("spans", "scores"))
 
     def __post_init__(self) -> None:
         if not callable(self.fn):

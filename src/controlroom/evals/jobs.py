@@ -437,7 +437,7 @@ def _judge(
     from controlroom.evals.snapshot import load_runs
 
     with store.read() as conn:
-        loaded = load_runs(conn, project_id, run_ids)
+        loaded = load_runs(conn, project_id, run_ids, reads=e.reads)
     with evaluating(EvalContext(store, project_id, config)):
         judged = [(run_id, evaluate(e, loaded[run_id]) if run_id in loaded else None) for run_id in run_ids]
     out = _Judged([], [], {}, [], 0, [])

@@ -352,10 +352,36 @@ class Run:
         return built.with_reference(reference) if reference is not None else built
 
 
-def load_runs(conn: Connection, project_id: int, run_ids: Iterable[str]) -> dict[str, Run]:
+class NotLoaded(tuple):  # type: ignore[type-arg]
+    """What a snapshot holds in place of what was not loaded (an evaluator said it does not read
+    it): reading it is an error, never an empty answer."""
+
+    what: str
+
+    def __new__(cls, what: str) -> NotLoaded:
+        obj = super().__new__(cls)
+        obj.what = what
+        return obj
+
+    def _refuse(self, *_: Any) -> Any:
+        raise RuntimeError(
+            f"this snapshot was loaded without its {self.what}: the evaluator says it does not read them"
+        )
+
+    __iter__ = __len__ = __getitem__ = __contains__ = __bool__ = _refuse
+
+
+def load_runs(
+    conn: Connection, project_id: int, run_ids: Iterable[str], *, reads: Iterable[str] = ("spans", "scores")
+) -> dict[str, Run]:
     """The runs of ``run_ids`` in the read model, by id (ids it does not hold are left out).
 
-    Three queries per chunk of 500 ids, whatever the runs hold; JSON values stay text until read."""
+    Three queries per chunk of 500 ids, whatever the runs hold; JSON values stay text until read.
+    ``reads`` names what to load beyond the runs' rows (an evaluator's ``reads``): without
+    "spans" or "scores", those are :class:`NotLoaded` (one query per chunk when neither is read)."""
+    reads = frozenset(reads)
+    no_spans = None if "spans" in reads else NotLoaded("spans")
+    no_scores = None if "scores" in reads else NotLoaded("scores")
     wanted = list(dict.fromkeys(run_ids))
     dialect = conn.dialect.name
     run_cols = [json_text(runs.c[c], dialect) if c in _JSON_RUN_COLUMNS else runs.c[c] for c in _RUN_COLUMNS]
@@ -374,20 +400,27 @@ def load_runs(conn: Connection, project_id: int, run_ids: Iterable[str]) -> dict
             continue
         found = [r[0] for r in run_rows]
         by_run: defaultdict[str, list[Any]] = defaultdict(list)
-        span_rows = conn.execute(
-            select(*span_cols).where(spans.c.project_id == project_id, spans.c.run_id.in_(found))
-        ).all()
-        for s in span_rows:
-            by_run[s[-1]].append(s)
+        if no_spans is None:
+            span_rows = conn.execute(
+                select(*span_cols).where(spans.c.project_id == project_id, spans.c.run_id.in_(found))
+            ).all()
+            for s in span_rows:
+                by_run[s[-1]].append(s)
         scored: defaultdict[str, list[RecordedScore]] = defaultdict(list)
-        for sc in conn.execute(
-            select(*score_cols)
-            .where(scores.c.project_id == project_id, scores.c.run_id.in_(found))
-            .order_by(scores.c.ts, scores.c.event_id)
-        ):
-            scored[sc[0]].append(RecordedScore(*sc[1:]))
+        if no_scores is None:
+            for sc in conn.execute(
+                select(*score_cols)
+                .where(scores.c.project_id == project_id, scores.c.run_id.in_(found))
+                .order_by(scores.c.ts, scores.c.event_id)
+            ):
+                scored[sc[0]].append(RecordedScore(*sc[1:]))
         for r in run_rows:
-            out[r[0]] = _run(r, by_run.get(r[0], ()), tuple(scored.get(r[0], ())))
+            run = _run(
+                r, by_run.get(r[0], ()), tuple(scored.get(r[0], ())) if no_scores is None else no_scores
+            )
+            if no_spans is not None:
+                object.__setattr__(run, "spans", no_spans)
+            out[r[0]] = run
     return out
 
 
