@@ -26,6 +26,7 @@ from controlroom.demo import DEMO_PASSWORD
 from tests_support import wait_for
 
 TIMEZONE = "Europe/Paris"  # the viewer's, not the server's (UTC)
+expect.set_options(timeout=15_000)  # conditions are waited on, never slept on: at most this long
 
 
 @pytest.fixture(scope="module")
@@ -189,10 +190,10 @@ def test_reject_with_a_reason_and_someone_else_deciding_first(browse: Any, demo:
         "Someone else got there first: refund for support-bot"
     )
     expect(page.locator(".notice.error")).to_contain_text("is approved already")
-    screenshot(page, "approval-conflict")
     page.unroute(f"**/v1/approvals/{second['id']}")
-    page.reload()
-    expect(card_of(page, second)).to_contain_text("by admin (admin)")
+    expect(stale).to_contain_text("by admin (admin)")  # the page's next look shows what happened
+    expect(stale.get_by_role("button", name="Approve")).to_have_count(0)
+    screenshot(page, "approval-conflict")
 
 
 def test_a_request_that_needs_more_than_your_role_says_so(browse: Any, demo: Demo) -> None:

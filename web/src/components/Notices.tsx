@@ -13,40 +13,45 @@ interface Notice {
   text: string;
 }
 
-const NoticeContext = createContext<(kind: NoticeKind, text: string) => void>(() => {});
+interface Notices {
+  shown: Notice[];
+  notify: (kind: NoticeKind, text: string) => void;
+  dismiss: (id: number) => void;
+}
+
+const NoticeContext = createContext<Notices>({ shown: [], notify: () => {}, dismiss: () => {} });
 
 export function useNotify(): (kind: NoticeKind, text: string) => void {
-  return useContext(NoticeContext);
+  return useContext(NoticeContext).notify;
 }
 
 let next = 0;
 
 export function NoticeProvider({ children }: { children: ReactNode }) {
-  const [notices, setNotices] = useState<Notice[]>([]);
+  const [shown, setShown] = useState<Notice[]>([]);
   const notify = useCallback((kind: NoticeKind, text: string) => {
     next += 1;
     const notice = { id: next, kind, text };
-    setNotices((shown) => [notice, ...shown].slice(0, 3));
+    setShown((before) => [notice, ...before].slice(0, 3));
   }, []);
-  const value = useMemo(() => notify, [notify]);
+  const dismiss = useCallback((id: number) => setShown((before) => before.filter((n) => n.id !== id)), []);
+  const value = useMemo(() => ({ shown, notify, dismiss }), [shown, notify, dismiss]);
+  return <NoticeContext.Provider value={value}>{children}</NoticeContext.Provider>;
+}
+
+/** Where the notices show: at the top of the page's content, kept in view while scrolling. */
+export function NoticeArea() {
+  const { shown, dismiss } = useContext(NoticeContext);
   return (
-    <NoticeContext.Provider value={value}>
-      <div className="notices" aria-live="polite">
-        {notices.map((n) => (
-          <p key={n.id} className={`notice ${n.kind}`} role={n.kind === "error" ? "alert" : "status"}>
-            <span>{n.text}</span>
-            <button
-              type="button"
-              className="link"
-              aria-label="dismiss"
-              onClick={() => setNotices((shown) => shown.filter((s) => s.id !== n.id))}
-            >
-              ×
-            </button>
-          </p>
-        ))}
-      </div>
-      {children}
-    </NoticeContext.Provider>
+    <div className="notices" aria-live="polite">
+      {shown.map((n) => (
+        <p key={n.id} className={`notice ${n.kind}`} role={n.kind === "error" ? "alert" : "status"}>
+          <span>{n.text}</span>
+          <button type="button" className="link" aria-label="dismiss" onClick={() => dismiss(n.id)}>
+            ×
+          </button>
+        </p>
+      ))}
+    </div>
   );
 }

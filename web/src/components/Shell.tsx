@@ -8,7 +8,7 @@ import Link from "next/link";
 import { usePathname } from "next/navigation";
 import { useEffect, useState, type ReactNode } from "react";
 
-import { NoticeProvider } from "@/components/Notices";
+import { NoticeArea, NoticeProvider } from "@/components/Notices";
 import { usePendingCount } from "@/features/approvals/queries";
 import { RequireSession, useWho } from "@/lib/session";
 import { viewerTimezone } from "@/lib/time";
@@ -34,7 +34,10 @@ export function Shell({ children }: { children: ReactNode }) {
       <NoticeProvider>
         <div className="frame">
           <Nav path={path} />
-          <main>{children}</main>
+          <main>
+            <NoticeArea />
+            {children}
+          </main>
           <Footer />
         </div>
       </NoticeProvider>
