@@ -148,6 +148,53 @@ def many_waiters(store: Store, project_id: int, pid: int, waiters: int) -> dict[
     return asyncio.run(main())
 
 
+def open_long_polls(url: str, key: str, store: Store, project_id: int, pid: int, n: int) -> dict[str, Any]:
+    """``n`` long polls held open on the server at once, as ``n`` agents in any language would
+    (plain HTTP, one connection each, no SDK pool between them): the server's thread count while
+    they wait, and that every one of them hears of its decision."""
+    import httpx
+
+    async def main() -> dict[str, Any]:
+        limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=120) as http:
+            run_id = os.urandom(16).hex()
+            asked = await asyncio.gather(
+                *(
+                    http.post(
+                        "/v1/approvals",
+                        json={
+                            "run_id": run_id,
+                            "action": "rotate_key",
+                            "arguments": {"i": i},
+                            "idempotency_key": f"k{i}",
+                        },
+                    )
+                    for i in range(n)
+                )
+            )
+            ids = [r.json()["id"] for r in asked]
+            before = server_threads(pid)
+            waits = [
+                asyncio.create_task(http.get(f"/v1/approvals/{i}/wait", params={"timeout": 60})) for i in ids
+            ]
+            await asyncio.sleep(3.0)  # every long poll is in
+            during = server_threads(pid)
+            assert not any(w.done() for w in waits), "a long poll answered before its decision"
+            for a in _pending(store, project_id):
+                if a.action == "rotate_key":
+                    approve(store, project_id, a.id, a.arguments_hash)
+            answers = await asyncio.gather(*waits)
+        return {
+            "long_polls": n,
+            "answered_approved": sum(r.json()["status"] == "approved" for r in answers),
+            "server_threads_before": before,
+            "server_threads_while_waiting": during,
+        }
+
+    return asyncio.run(main())
+
+
 def _pending(store: Store, project_id: int) -> list[ap.Approval]:
     with store.read() as conn:
         return ap.queue(conn, project_id=project_id, status="pending", limit=100_000)
@@ -160,6 +207,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--n", type=int, default=300, help="round trips (and waits) measured")
     parser.add_argument("--waiters", type=int, default=200, help="agents waiting at once")
+    parser.add_argument("--long-polls", type=int, default=1000, help="plain HTTP long polls open at once")
     args = parser.parse_args()
     with fresh_database(args.backend, "approvals") as db:
         store = Store(db)
@@ -176,10 +224,17 @@ def main() -> None:
             waits = decision_to_agent(store, project.id, max(20, args.n // 5))
             fleet = many_waiters(store, project.id, server.pid, args.waiters)
             controlroom.shutdown()
+            polls = open_long_polls(server.url, key, store, project.id, server.pid, args.long_polls)
         store.dispose()
-    result = {"database": args.backend, **trips, "decision_to_agent": waits, "many_waiters": fleet}
+    result = {
+        "database": args.backend,
+        **trips,
+        "decision_to_agent": waits,
+        "many_waiters": fleet,
+        "long_polls": polls,
+    }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    if fleet["granted"] != args.waiters:
+    if fleet["granted"] != args.waiters or polls["answered_approved"] != args.long_polls:
         sys.exit(1)
 
 

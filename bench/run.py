@@ -25,12 +25,13 @@ from generate import GenConfig, build
 from ingest import IngestConfig, run_ingest
 from queries import TARGET_P95_MS, QueryConfig, run_queries
 
-PARTS = ("ingest", "generate", "queries", "otlp", "sdk", "budget", "regressions", "evals")
+PARTS = ("ingest", "generate", "queries", "otlp", "sdk", "budget", "approvals", "regressions", "evals")
 # Benchmarks with their own scripts; each prints JSON lines (or one JSON document) on stdout.
 SCRIPTS: dict[str, list[list[str]]] = {
     "otlp": [["otlp.py"]],
     "sdk": [["sdk_overhead.py"], ["sdk_throughput.py"]],
     "budget": [["budget.py", "--backend", "sqlite"], ["budget.py", "--backend", "postgresql"]],
+    "approvals": [["approvals.py", "--backend", "sqlite"], ["approvals.py", "--backend", "postgresql"]],
     "regressions": [["regressions.py"]],
     "evals": [["eval_snapshots.py", "--backend", "sqlite"], ["eval_jobs.py"]],
 }
@@ -39,6 +40,7 @@ INGEST_VARIANTS = (("started_ended", False), ("started_ended", True), ("recorded
 INGEST_TARGET_SPANS = 10_000
 INGEST_TARGET_LAG_S = 2.0
 BUDGET_TARGET_P50_MS, BUDGET_TARGET_P99_MS, BUDGET_TARGET_RATE = 1.0, 5.0, 2_000
+APPROVAL_TARGET_P50_MS, APPROVAL_TARGET_DECISION_MS = 5.0, 100.0  # issue 10
 LABEL = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
@@ -210,7 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     for part, docs in others.items():
         sections.append(f"## {part}\n\n```\n" + "\n".join(json.dumps(d) for d in docs) + "\n```")
     verdicts = _verdicts(
-        ingest, queried, others.get("budget", []), others.get("regressions", []), others.get("evals", [])
+        ingest,
+        queried,
+        others.get("budget", []),
+        others.get("approvals", []),
+        others.get("regressions", []),
+        others.get("evals", []),
     )
     sections.append("## Targets\n\n" + "\n".join(f"- {v}" for v in verdicts))
     report = "\n\n".join(sections) + "\n"
@@ -236,6 +243,7 @@ def _verdicts(
     ingest: dict[str, dict[str, Any]],
     queried: dict[str, dict[str, Any]],
     budget: list[dict[str, Any]],
+    approvals: list[dict[str, Any]],
     regressions: list[dict[str, Any]],
     evals: list[dict[str, Any]],
 ) -> list[str]:
@@ -265,6 +273,16 @@ def _verdicts(
                 f"p99 < {BUDGET_TARGET_P99_MS:.0f} ms {'MET' if p99 < BUDGET_TARGET_P99_MS else 'MISSED'} "
                 f"({p99:.2f} ms), >= {BUDGET_TARGET_RATE:,} admissions/s "
                 f"{'MET' if rate >= BUDGET_TARGET_RATE else 'MISSED'} ({rate:,.0f}/s)"
+            )
+    for a in approvals:
+        if a["database"] == "sqlite":
+            p50 = a["ask_decide_claim"]["p50_ms"]
+            lag = a["decision_to_agent"]["max_ms"]
+            out.append(
+                f"approval request + decide + claim on SQLite: p50 < {APPROVAL_TARGET_P50_MS:.0f} ms "
+                f"{'MET' if p50 < APPROVAL_TARGET_P50_MS else 'MISSED'} ({p50:.2f} ms); a decision reaches "
+                f"the waiting agent within {APPROVAL_TARGET_DECISION_MS:.0f} ms "
+                f"{'MET' if lag < APPROVAL_TARGET_DECISION_MS else 'MISSED'} (max {lag:.1f} ms)"
             )
     for r in regressions:
         out.append(

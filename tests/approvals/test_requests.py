@@ -271,3 +271,10 @@ def test_arguments_read_back_as_the_agent_sent_them(store: Store, project: Proje
     a, _ = ask(store, project, arguments=arguments)
     with store.read() as conn:
         assert ap.get(conn, project_id=project.id, approval_id=a.id).arguments == arguments
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")])
+def test_arguments_that_are_not_json_are_refused(store: Store, project: Project, number: float) -> None:
+    with pytest.raises(ValidationFailed, match="NaN and infinite numbers are not JSON"):
+        ask(store, project, arguments={"usd": number})
+    assert logged(store) == []

@@ -295,3 +295,33 @@ def test_paused_configurations_queue_nothing(store: Store, project: Project) -> 
     Projector(store).catch_up()
     PostRunEvals(store).run_once()
     assert postrun.judge_due(store) == 0
+
+
+def test_built_ins_judged_by_two_workers_at_once_keep_one_outcome_per_run(
+    store: Store, project: Project
+) -> None:
+    """A model-free built-in is judged without a claim of its own (claim and outcome in one
+    transaction): two workers racing may both judge a run, and the unique key keeps one outcome."""
+    ids = finished_runs(store, project, 500, failed_every=5)
+    Projector(store).catch_up()
+    c = config(store, project, "race")
+    assert not c.claim_first and config(store, project, "own", evaluator=f"{__name__}:counting").claim_first
+    barrier, counted = threading.Barrier(2), []
+
+    def worker() -> None:
+        barrier.wait()
+        counted.append(
+            jobs.judge_chunk(
+                store, project_id=project.id, e=c.resolve(), job_id=0, run_ids=ids, claim_first=False
+            )
+        )
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(x.scored for x in counted) == 500  # each run's outcome counted by exactly one worker
+    assert len(evaluator_scores(store, project, "run_succeeded")) == 500 and len(score_events(store)) == 500
+    with store.read() as conn:
+        assert conn.execute(select(func.count()).select_from(eval_items)).scalar_one() == 500

@@ -3,6 +3,7 @@ log in and decide with their role; sessions, CSRF and roles are enforced on ever
 
 from __future__ import annotations
 
+import gzip
 import threading
 from contextlib import closing
 from typing import Any
@@ -129,6 +130,41 @@ def test_a_person_resolves_a_claim_whose_agent_never_reported(people: LiveServer
     assert len(failed) == 1
     recorded = orjson.loads(failed[0].body)
     assert (recorded["user"], recorded["role"], recorded["reason"]) == ("amy", "approver", body["reason"])
+
+
+@pytest.mark.settings(max_body_bytes=4096)
+def test_the_agent_s_calls_answer_bad_requests_as_every_route_does(people: LiveServer) -> None:
+    """Asking, claiming and reporting are fast routes (server/fastpath.py): a person's session is
+    refused and parameters and bodies are validated as on every route, and bodies are read by the
+    one body reader (its size limit, gzip, the JSON content type)."""
+    a = ask(people)
+    claim, outcome = f"/v1/approvals/{a['id']}/claim", f"/v1/approvals/{a['id']}/outcome"
+    as_json = {"content-type": "application/json"}
+    with people.client() as agent:
+        r = agent.post("/v1/approvals/xyz/claim", json={"arguments_hash": a["arguments_hash"]})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_query"
+        r = agent.post("/v1/approvals/xyz/claim", json={"arguments_hash": "x"})
+        assert r.status_code == 422
+        assert [e["parameter"] for e in r.json()["errors"]] == ["approval_id", "arguments_hash"]
+        r = agent.post(claim, content=b"", headers=as_json)
+        assert r.status_code == 422 and r.json()["detail"] == "body: Field required"
+        r = agent.post(claim, content=b"{", headers=as_json)
+        assert r.status_code == 400 and r.json()["code"] == "invalid_json"
+        r = agent.post(claim, content=orjson.dumps({"arguments_hash": a["arguments_hash"]}))
+        assert r.status_code == 409  # no Content-Type: read as JSON
+        r = agent.post(claim, content=b"{}", headers={"content-type": "text/plain"})
+        assert r.status_code == 415 and r.json()["code"] == "unsupported_media_type"
+        r = agent.post("/v1/approvals", json={"run_id": RUN, "action": "a", "arguments": "x" * 5000})
+        assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+        gzipped = gzip.compress(b'{"outcome": "executed"}')
+        r = agent.post(outcome, content=gzipped, headers={**as_json, "content-encoding": "gzip"})
+        assert r.status_code == 409 and "is pending, not claimed" in r.json()["detail"]
+    r = httpx.post(f"{people.url}{claim}", json={"arguments_hash": a["arguments_hash"]})
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    with closing(person(people, "amy")) as amy:
+        for path, body in (("/v1/approvals", {}), (claim, {"arguments_hash": a["arguments_hash"]})):
+            r = amy.post(path, json=body)
+            assert r.status_code == 403 and "needs an API key" in r.json()["detail"], r.text
 
 
 def test_who_may_decide(people: LiveServer) -> None:

@@ -27,7 +27,7 @@ from controlroom.server.schemas import (
     Problem,
     RunDetail,
     RunList,
-    RunSummary,
+    RunListItem,
     SpanOut,
 )
 from controlroom.store.engine import Store
@@ -240,7 +240,7 @@ def test_success_responses_match_the_response_models(client: httpx.Client) -> No
         client.get("/v1/runs", params={"status": "failed,running", "has_error": "true"}), 200, RunList
     )
     for summary in listed["runs"]:
-        RunSummary.model_validate(summary)
+        RunListItem.model_validate(summary)
     check(client.get("/v1/runs", params={"agent": "nobody"}), 200, RunList)
 
     for params in ({}, {"group_by": "agent"}, {"group_by": "agent,provider,model"}, {"since": "2020-01-01"}):
@@ -306,13 +306,14 @@ def test_the_models_catch_drift() -> None:
     )
     counts = dict.fromkeys(("span", "llm", "tool", "retry", "fallback", "error"), 0)
     summary = {
-        **dict.fromkeys(RunSummary.model_fields, None),
+        **dict.fromkeys(RunListItem.model_fields, None),
         "run_id": "ab" * 16,
         "status": "running",
         "tags": [],
         "usage": usage,
         "unpriced_calls": 0,
         "counts": counts,
+        "scores": [],
     }
     RunList.model_validate({"runs": [summary], "next_cursor": None})  # the baseline is valid
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):

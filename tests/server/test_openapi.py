@@ -164,11 +164,14 @@ def people_and_approvals(api: Checked, live: LiveServer) -> None:
         api("POST", "/v1/session", 200, json=login, headers=person)
         api("GET", "/v1/session", 200, headers=person)
         api("GET", "/v1/session", 403)  # an API key has no session
+        api("POST", RESERVE, 403, json={"model": "doc-1", "input_tokens": 1}, headers=person)  # keys reserve
 
         asked = {"run_id": new_run_id(), "action": "refund", "arguments": {"usd": 5}, "idempotency_key": "k1"}
         a = api("POST", "/v1/approvals", 201, json=asked).json()
         api("POST", "/v1/approvals", 200, json=asked)
         api("POST", "/v1/approvals", 422, json={**asked, "run_id": "0" * 32})
+        api("POST", "/v1/approvals", 415, content=b"{}", headers={"content-type": "text/plain"})
+        api("POST", "/v1/approvals", 413, content=b" " * (live.settings.max_body_bytes + 1))
         api("GET", "/v1/approvals", 200, params={"status": "pending"})
         api("GET", "/v1/approvals", 400, params={"status": "maybe"})
         api("GET", f"/v1/approvals/{a['id']}", 200, headers=person)

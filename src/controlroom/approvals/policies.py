@@ -14,7 +14,9 @@ from sqlalchemy import Connection, delete, null, select
 
 from controlroom.accounts.users import Role
 from controlroom.errors import NotFound, ValidationFailed
+from controlroom.store import approvals as approval_rows
 from controlroom.store.engine import Store
+from controlroom.store.ledger import LedgerTx
 from controlroom.store.tables import approval_policies, webhooks
 
 MAX_EXPIRY_SECONDS = 365 * 86_400.0
@@ -44,13 +46,13 @@ def _policy(r: Any) -> Policy:
     return Policy(r.action, Role[r.min_role], bool(r.four_eyes), r.expires_after_seconds, notify)
 
 
-def get_policy(conn: Connection, *, project_id: int, action: str) -> Policy:
-    row = conn.execute(
-        select(*_POLICY).where(
-            approval_policies.c.project_id == project_id, approval_policies.c.action == action
-        )
-    ).first()
-    return Policy(action) if row is None else _policy(row)
+def get_policy(db: Connection | LedgerTx, *, project_id: int, action: str) -> Policy:
+    """The action's policy (the default one if it has none); in a plain transaction or not."""
+    row = approval_rows.policy(db, project_id=project_id, action=action)
+    if row is None:
+        return Policy(action)
+    notify = None if row["notify_webhooks"] is None else tuple(row["notify_webhooks"])
+    return Policy(action, Role[row["min_role"]], bool(row["four_eyes"]), row["expires_after_seconds"], notify)
 
 
 def list_policies(conn: Connection, *, project_id: int) -> list[Policy]:

@@ -7,9 +7,11 @@
        └──▶ cancelled
 
 Every transition is one compare-and-set UPDATE (``WHERE status = <the state it leaves>``) and its
-``approval.*`` event in the run log, in one transaction: the first decision wins and a late one
-gets 409; a grant is claimed once. Nothing moves a request to ``approved`` but a person's decision:
-not an agent, not a timeout (expiry ends in ``expired``), not a default.
+``approval.*`` event in the run log, in one durable transaction: the first decision wins and a late
+one gets 409; a grant is claimed once. Nothing moves a request to ``approved`` but a person's
+decision: not an agent, not a timeout (expiry ends in ``expired``), not a default. The transitions
+are on agents' paths (asking, claiming, reporting) and on a waiting agent's (a decision): their
+transactions are plain SQL (``store.approvals``, ``Store.plain_write``); reads use SQLAlchemy.
 
 A request is bound to the hash of (run, action, arguments) and found again by (run, idempotency
 key, that hash): an agent that asks again after a restart gets the same request, and an agent that
@@ -21,20 +23,23 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, select
 
 from controlroom import events as ev
 from controlroom.accounts.users import Role
 from controlroom.approvals.binding import arguments_hash
 from controlroom.approvals.policies import get_policy
 from controlroom.errors import Conflict, Forbidden, InvalidQuery, NotFound, ValidationFailed
+from controlroom.store import approvals as rows
 from controlroom.store import log
 from controlroom.store.engine import Store
 from controlroom.store.ingest import event_row
+from controlroom.store.ledger import LedgerTx
 from controlroom.store.tables import approvals, users
 
 STATUSES = ("pending", "approved", "rejected", "expired", "cancelled", "claimed", "executed", "failed")
@@ -77,11 +82,11 @@ class Approval:
     error: dict[str, Any] | None
 
 
-_COLUMNS = [c for c in approvals.c if c.name != "decided_by"]
+_COLUMNS = [approvals.c[name] for name in rows.COLUMNS]
 
 
-def _approval(row: Row[Any]) -> Approval:
-    m = row._mapping
+def _approval(m: Mapping[Any, Any]) -> Approval:
+    """A request from its row (``store.approvals``' shape: ``decider`` is the login)."""
     return Approval(
         id=m["id"],
         project_id=m["project_id"],
@@ -121,7 +126,7 @@ def get(conn: Connection, *, project_id: int, approval_id: str) -> Approval:
     ).first()
     if row is None:
         raise NotFound(f"no approval request {approval_id!r}")
-    return _approval(row)
+    return _approval(row._mapping)
 
 
 def queue(
@@ -145,10 +150,18 @@ def queue(
         q = q.where(approvals.c.run_id == run_id)
     oldest_first = statuses == ("pending",)
     order = approvals.c.requested_at.asc() if oldest_first else approvals.c.requested_at.desc()
-    return [_approval(r) for r in conn.execute(q.order_by(order, approvals.c.id).limit(limit))]
+    return [_approval(r._mapping) for r in conn.execute(q.order_by(order, approvals.c.id).limit(limit))]
 
 
-def _log(store: Store, conn: Connection, a: Approval, etype: str, now: int, **body: Any) -> None:
+def _locked(tx: LedgerTx, *, project_id: int, approval_id: str) -> Approval:
+    """:func:`get` in a transition's transaction, the row locked until it commits."""
+    row = rows.locked(tx, project_id=project_id, approval_id=approval_id)
+    if row is None:
+        raise NotFound(f"no approval request {approval_id!r}")
+    return _approval(row)
+
+
+def _log(tx: LedgerTx, a: Approval, etype: str, now: int, **body: Any) -> None:
     event = ev.server_event(
         etype,
         id=f"{a.id}-{etype.removeprefix('approval.')}",
@@ -156,7 +169,7 @@ def _log(store: Store, conn: Connection, a: Approval, etype: str, now: int, **bo
         ts=now,
         body={"approval_id": a.id, **body},
     )
-    log.append(store, conn, [event_row(a.project_id, event, received_at=now)])
+    log.append_in(tx, [event_row(a.project_id, event, received_at=now)])
 
 
 def request(
@@ -177,48 +190,48 @@ def request(
     is new. The effective minimum role is the stricter of the action's policy and ``min_role``."""
     now = time.time_ns() if now is None else now
     _check_arguments(arguments)
-    digest = arguments_hash(run_id=run_id, action=action, arguments=arguments)
-    binding = (
-        approvals.c.project_id == project_id,
-        approvals.c.run_id == run_id,
-        approvals.c.idempotency_key == idempotency_key,
-        approvals.c.arguments_hash == digest,
-    )
-    with store.write() as conn:
-        found = conn.execute(_select().where(*binding)).first()
-        if found is not None:
-            return _approval(found), False
-        policy = get_policy(conn, project_id=project_id, action=action)
+    try:
+        digest = arguments_hash(run_id=run_id, action=action, arguments=arguments)
+    except ValueError:  # NaN or an infinity, which orjson wrote as null above
+        raise ValidationFailed(
+            "arguments: NaN and infinite numbers are not JSON", field="arguments"
+        ) from None
+    with store.plain_write() as tx:
+        policy = get_policy(tx, project_id=project_id, action=action)
         role = max(policy.min_role, min_role or Role.viewer)
         expires = (
             None if policy.expires_after_seconds is None else now + int(policy.expires_after_seconds * 1e9)
         )
-        approval_id = secrets.token_hex(16)
-        stmt = store.insert(approvals).values(
-            id=approval_id,
-            project_id=project_id,
-            run_id=run_id,
-            span_id=span_id,
-            agent=agent,
-            action=action,
-            arguments=arguments,
-            arguments_hash=digest,
-            idempotency_key=idempotency_key,
-            started_by=started_by,
-            status="pending",
-            min_role=role.name,
-            four_eyes=policy.four_eyes,
-            requested_at=now,
-            expires_at=expires,
-        )
-        if (
-            conn.execute(stmt.on_conflict_do_nothing().returning(approvals.c.id)).first() is None
-        ):  # a twin won
-            return _approval(conn.execute(_select().where(*binding)).one()), False
-        a = get(conn, project_id=project_id, approval_id=approval_id)
+        row = {
+            "id": secrets.token_hex(16),
+            "project_id": project_id,
+            "run_id": run_id,
+            "span_id": span_id,
+            "agent": agent,
+            "action": action,
+            "arguments": arguments,
+            "arguments_hash": digest,
+            "idempotency_key": idempotency_key,
+            "started_by": started_by,
+            "status": "pending",
+            "min_role": role.name,
+            "four_eyes": policy.four_eyes,
+            "requested_at": now,
+            "expires_at": expires,
+        }
+        if not rows.insert(tx, row):  # asked before (or by a concurrent twin): that request
+            found = rows.bound(
+                tx,
+                project_id=project_id,
+                run_id=run_id,
+                idempotency_key=idempotency_key,
+                arguments_hash=digest,
+            )
+            assert found is not None, "an insert refused for a binding that is not there"
+            return _approval(found), False
+        a = _approval({**dict.fromkeys(rows.COLUMNS), **row, "decider": None})
         _log(
-            store,
-            conn,
+            tx,
             a,
             ev.APPROVAL_REQUESTED,
             now,
@@ -251,20 +264,26 @@ def _check_arguments(arguments: Any) -> None:
 
 
 def _move(
-    store: Store, conn: Connection, a: Approval, *, from_: tuple[str, ...], to: str, **values: Any
+    tx: LedgerTx,
+    a: Approval,
+    *,
+    from_: tuple[str, ...],
+    to: str,
+    decider: Decider | None = None,
+    **values: Any,
 ) -> Approval:
-    """The compare-and-set: ``a`` moves to ``to`` only if it is still in one of ``from_``."""
-    n = conn.execute(
-        update(approvals)
-        .where(approvals.c.id == a.id, approvals.c.status.in_(from_))
-        .values(status=to, **values)
-    ).rowcount
-    if n != 1:
-        now = get(conn, project_id=a.project_id, approval_id=a.id)
+    """The compare-and-set: ``a`` (read by :func:`_locked` in ``tx``) moves to ``to``, with
+    ``values`` (columns that are also fields of Approval) and the ``decider``, only if it is still
+    in one of ``from_``. Returns it as it now is."""
+    columns = dict(values)
+    if decider is not None:
+        columns.update(decided_by=decider.user_id, decided_role=decider.role.name)
+        values.update(decided_by=decider.login, decided_role=decider.role)
+    if not rows.move(tx, a.id, from_=from_, to=to, values=columns):
         raise Conflict(
-            f"approval request {a.id} is {now.status}, not {' or '.join(from_)}", status_now=now.status
+            f"approval request {a.id} is {a.status}, not {' or '.join(from_)}", status_now=a.status
         )
-    return get(conn, project_id=a.project_id, approval_id=a.id)
+    return replace(a, status=to, **values)
 
 
 def decide(
@@ -290,8 +309,8 @@ def decide(
     if reason is not None and len(reason) > MAX_REASON:
         raise ValidationFailed(f"reason has at most {MAX_REASON} characters", field="reason")
     expired = False
-    with store.write() as conn:
-        a = get(conn, project_id=project_id, approval_id=approval_id)
+    with store.plain_write() as tx:
+        a = _locked(tx, project_id=project_id, approval_id=approval_id)
         if decider.role < a.min_role:
             raise Forbidden(
                 f"deciding on {a.action!r} needs the {a.min_role.name} role; you are {decider.role.name}",
@@ -300,34 +319,24 @@ def decide(
         if a.four_eyes and a.started_by is not None and a.started_by.lower() == decider.login.lower():
             raise Forbidden("four eyes: the person who started the run cannot approve it", reason="four_eyes")
         if a.status == "pending" and a.expires_at is not None and a.expires_at <= now:
-            _expire(store, conn, a, now)  # committed below, then the decider hears of it
+            _expire(tx, a, now)  # committed below, then the decider hears of it
             expired = True
         else:
             if arguments_hash != a.arguments_hash:
                 raise Conflict(
                     "the arguments changed since you saw them: look at the request again", status_now=a.status
                 )
-            return _decide(store, conn, a, decision, decider, reason, now)
+            return _decide(tx, a, decision, decider, reason, now)
     assert expired
     raise Conflict(f"approval request {approval_id} expired before the decision", status_now="expired")
 
 
 def _decide(
-    store: Store, conn: Connection, a: Approval, decision: str, decider: Decider, reason: str | None, now: int
+    tx: LedgerTx, a: Approval, decision: str, decider: Decider, reason: str | None, now: int
 ) -> Approval:
-    decided = _move(
-        store,
-        conn,
-        a,
-        from_=OPEN,
-        to=decision,
-        decided_at=now,
-        decided_by=decider.user_id,
-        decided_role=decider.role.name,
-        reason=reason,
-    )
+    decided = _move(tx, a, from_=OPEN, to=decision, decider=decider, decided_at=now, reason=reason)
     person = {"user_id": decider.user_id, "user": decider.login, "role": decider.role.name}
-    _log(store, conn, decided, ev.APPROVAL_DECIDED, now, decision=decision, reason=reason, **person)
+    _log(tx, decided, ev.APPROVAL_DECIDED, now, decision=decision, reason=reason, **person)
     return decided
 
 
@@ -337,12 +346,12 @@ def claim(
     """The agent takes its one-time grant to run the approved action with exactly the approved
     arguments. 409 unless approved and not claimed before, or if the hash differs."""
     now = time.time_ns() if now is None else now
-    with store.write() as conn:
-        a = get(conn, project_id=project_id, approval_id=approval_id)
+    with store.plain_write() as tx:
+        a = _locked(tx, project_id=project_id, approval_id=approval_id)
         if arguments_hash != a.arguments_hash:
             raise Conflict("these arguments were not the ones approved", status_now=a.status)
-        claimed = _move(store, conn, a, from_=("approved",), to="claimed", claimed_at=now)
-        _log(store, conn, claimed, ev.APPROVAL_CLAIMED, now)
+        claimed = _move(tx, a, from_=("approved",), to="claimed", claimed_at=now)
+        _log(tx, claimed, ev.APPROVAL_CLAIMED, now)
         return claimed
 
 
@@ -368,14 +377,14 @@ def complete(
         raise ValidationFailed("resolving a claimed action needs a reason: what you found", field="reason")
     if reason is not None and len(reason) > MAX_REASON:
         raise ValidationFailed(f"reason has at most {MAX_REASON} characters", field="reason")
-    with store.write() as conn:
-        a = get(conn, project_id=project_id, approval_id=approval_id)
+    with store.plain_write() as tx:
+        a = _locked(tx, project_id=project_id, approval_id=approval_id)
         if by is not None and by.role < a.min_role:
             raise Forbidden(
                 f"resolving {a.action!r} needs the {a.min_role.name} role; you are {by.role.name}",
                 needs_role=a.min_role.name,
             )
-        done = _move(store, conn, a, from_=("claimed",), to=outcome, completed_at=now, error=error)
+        done = _move(tx, a, from_=("claimed",), to=outcome, completed_at=now, error=error)
         person = (
             {}
             if by is None
@@ -383,8 +392,7 @@ def complete(
         )
         extra = {"error": error} if outcome == "failed" and error else {}
         _log(
-            store,
-            conn,
+            tx,
             done,
             ev.APPROVAL_EXECUTED if outcome == "executed" else ev.APPROVAL_FAILED,
             now,
@@ -399,37 +407,34 @@ def cancel(
 ) -> Approval:
     """Withdraw a request nobody decided yet (or an approval not yet claimed)."""
     now = time.time_ns()
-    with store.write() as conn:
-        a = get(conn, project_id=project_id, approval_id=approval_id)
-        done = _move(store, conn, a, from_=("pending", "approved"), to="cancelled", completed_at=now)
+    with store.plain_write() as tx:
+        a = _locked(tx, project_id=project_id, approval_id=approval_id)
+        done = _move(tx, a, from_=("pending", "approved"), to="cancelled", completed_at=now)
         person = {} if by is None else {"user_id": by.user_id, "user": by.login, "role": by.role.name}
-        _log(store, conn, done, ev.APPROVAL_CANCELLED, now, reason=reason, **person)
+        _log(tx, done, ev.APPROVAL_CANCELLED, now, reason=reason, **person)
         return done
 
 
-def _expire(store: Store, conn: Connection, a: Approval, now: int) -> None:
-    done = _move(store, conn, a, from_=OPEN, to="expired", completed_at=now)
-    _log(store, conn, done, ev.APPROVAL_EXPIRED, now)
+def _expire(tx: LedgerTx, a: Approval, now: int) -> None:
+    done = _move(tx, a, from_=OPEN, to="expired", completed_at=now)
+    _log(tx, done, ev.APPROVAL_EXPIRED, now)
 
 
 def expire_due(store: Store, *, now: int | None = None, limit: int = 500) -> int:
     """Move pending requests past their expiry to ``expired`` (never to approved); returns how many."""
     now = time.time_ns() if now is None else now
     with store.read() as conn:
-        due = [
-            _approval(r)
-            for r in conn.execute(
-                _select()
-                .where(approvals.c.status == "pending", approvals.c.expires_at <= now)
-                .order_by(approvals.c.expires_at)
-                .limit(limit)
-            )
-        ]
+        due = conn.execute(
+            select(approvals.c.id, approvals.c.project_id)
+            .where(approvals.c.status == "pending", approvals.c.expires_at <= now)
+            .order_by(approvals.c.expires_at)
+            .limit(limit)
+        ).all()
     n = 0
-    for a in due:
-        with store.write() as conn:
+    for approval_id, project_id in due:
+        with store.plain_write() as tx:
             try:
-                _expire(store, conn, a, now)
+                _expire(tx, _locked(tx, project_id=project_id, approval_id=approval_id), now)
                 n += 1
             except Conflict:  # decided meanwhile: the decision stands
                 pass

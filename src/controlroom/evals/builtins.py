@@ -1,5 +1,5 @@
 """The built-in evaluators: judgements that need no model, fast enough for thousands of runs a
-second.
+second — and ``llm_judge``, the one that asks a model (:mod:`controlroom.evals.judge`).
 
 Each is made by a factory whose parameters are checked when it is made (a ValueError naming the
 bad parameter), so a bad configuration fails when it is saved, not on the first run judged.
@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from controlroom.evals.evaluator import Evaluator, Score
+from controlroom.evals.judge import llm_judge
 from controlroom.evals.snapshot import Run
 from controlroom.evals.trajectory import (
     ARGUMENTS_MODES,
@@ -51,6 +52,7 @@ __all__ = [
     "builtin",
     "cost_within",
     "latency_within",
+    "llm_judge",
     "no_loops",
     "output_is_json",
     "output_matches_regex",
@@ -415,6 +417,7 @@ BUILTINS: Mapping[str, Callable[..., RunEvaluator]] = MappingProxyType(
         "reference_exact": reference_exact,
         "reference_contains": reference_contains,
         "reference_fuzzy": reference_fuzzy,
+        "llm_judge": llm_judge,
     }
 )
 """Every built-in evaluator's factory, by name."""

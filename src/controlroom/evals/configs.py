@@ -110,6 +110,15 @@ class EvalConfig:
     def paused(self) -> bool:
         return self.paused_at is not None
 
+    @property
+    def claim_first(self) -> bool:
+        """Whether a run must be claimed before it is judged: anything but a model-free built-in
+        (your own evaluator, the LLM judge: judging twice would cost twice)."""
+        from controlroom.evals.builtins import BUILTINS
+
+        costly = getattr(self.resolve(), "estimated_cost_per_run_usd", None) is not None
+        return self.evaluator not in BUILTINS or costly
+
     def resolve(self) -> Evaluator[..., Any]:
         """The evaluator, made once per configuration object."""
         if not self._resolved:

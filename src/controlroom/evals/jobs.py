@@ -24,7 +24,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from controlroom.store.engine import Store
 from controlroom.store.tables import eval_items, eval_jobs, runs, scores
 
 CHUNK = 1000
+COSTLY_CHUNK = 20  # runs judged at a time by an evaluator that costs (claims renewed in between)
 CLAIM_LEASE_NS = 300 * 10**9  # a claim older than this, never finished, is taken over
 JOB_LEASE_NS = 120 * 10**9  # a running batch job not heard of for this long is resumed elsewhere
 MAX_ERROR = 2000
@@ -164,10 +165,13 @@ class Preview:
     estimated_cost_usd: str | None
 
 
-def _window_query(project_id: int, selector: cf.Selector, since: int | None, until: int | None) -> Any:
-    q = select(runs.c.run_id, runs.c.started_at, runs.c.agent, runs.c.environment, runs.c.tags).where(
-        runs.c.project_id == project_id, runs.c.status != "running"
-    )
+def _window_query(
+    project_id: int, selector: cf.Selector, since: int | None, until: int | None, *columns: Any
+) -> Any:
+    wanted = columns or (runs.c.run_id, runs.c.started_at, runs.c.agent, runs.c.environment)
+    if selector.tags and not columns:
+        wanted = (*wanted, runs.c.tags)  # decoded only when a selector needs them
+    q = select(*wanted).where(runs.c.project_id == project_id, runs.c.status != "running")
     if since is not None:
         q = q.where(runs.c.started_at >= since)
     if until is not None:
@@ -180,11 +184,12 @@ def _window_query(project_id: int, selector: cf.Selector, since: int | None, unt
 
 
 def _chosen(rows: Sequence[Any], selector: cf.Selector) -> list[str]:
+    if not selector.tags:
+        return [r.run_id for r in rows if selector.sampled(r.run_id)]
     return [
         r.run_id
         for r in rows
-        if selector.sampled(r.run_id)
-        and (not selector.tags or selector.matches(r.agent, r.environment, r.tags))
+        if selector.sampled(r.run_id) and selector.matches(r.agent, r.environment, r.tags)
     ]
 
 
@@ -192,12 +197,13 @@ def preview(conn: Connection, config: cf.EvalConfig, *, since: int | None, until
     """How many runs a backfill over [since, until) would judge, before it is started."""
     n = 0
     cursor: tuple[int, str] | None = None
-    while True:
-        page = _page(conn, config, since, until, cursor)
-        if not page:
-            break
-        n += len(_chosen(page, config.selector))
-        cursor = (page[-1].started_at, page[-1].run_id)
+    if not config.selector.tags and config.selector.sample_rate >= 1:  # every run of the window
+        q = _window_query(config.project_id, config.selector, since, until, func.count())
+        n = int(conn.execute(q).scalar_one())
+    else:
+        while page := _page(conn, config, since, until, cursor):
+            n += len(_chosen(page, config.selector))
+            cursor = (page[-1].started_at, page[-1].run_id)
     per_run = getattr(config.resolve(), "estimated_cost_per_run_usd", None)
     estimate = None
     if per_run is not None:
@@ -408,6 +414,86 @@ def _claim_pg(store: Store, conn: Connection, rows: list[dict[str, Any]]) -> set
     return {r.run_id for r in conn.execute(stmt)}
 
 
+@dataclass
+class _Judged:
+    """A chunk's outcomes, as rows to write."""
+
+    log_rows: list[dict[str, Any]]
+    score_rows: list[dict[str, Any]]
+    items: dict[str, tuple[str, str | None, str | None]]  # run -> (state, error type, message)
+    released: list[str]  # not judged now: gone from the read model, or skipped by the evaluator
+    skipped: int
+    notes: list[str]
+
+
+def _judge(
+    store: Store,
+    project_id: int,
+    e: Evaluator[..., Any],
+    config: str | None,
+    run_ids: Sequence[str],
+    now: int,
+) -> _Judged:
+    from controlroom.evals.snapshot import load_runs
+
+    with store.read() as conn:
+        loaded = load_runs(conn, project_id, run_ids)
+    with evaluating(EvalContext(store, project_id, config)):
+        judged = [(run_id, evaluate(e, loaded[run_id]) if run_id in loaded else None) for run_id in run_ids]
+    out = _Judged([], [], {}, [], 0, [])
+    for run_id, o in judged:
+        if o is None or o.status == "skipped":
+            # gone from the read model (a rebuild under way), or left alone by the evaluator (a
+            # judge's budget is spent): released, to be judged later
+            out.released.append(run_id)
+            if o is not None:
+                out.skipped += 1
+                if o.error is not None and o.error.message not in out.notes:
+                    out.notes.append(o.error.message)
+        elif o.status == "scored":
+            ev_rows, rows = _score_rows(project_id, run_id, e, o, now)
+            out.log_rows += ev_rows
+            out.score_rows += rows
+            out.items[run_id] = ("scored", None, None)
+        elif o.status == "not_applicable":
+            out.items[run_id] = ("not_applicable", None, None)
+        else:
+            err = o.error
+            out.items[run_id] = (
+                "error",
+                (err.type if err else "Error")[:256],
+                ((err.message if err else "") or "")[:MAX_ERROR],
+            )
+    return out
+
+
+def _counts(j: _Judged, runs_: set[str]) -> Counts:
+    states = [state for r, (state, _, _) in j.items.items() if r in runs_]
+    return Counts(
+        len(states), states.count("scored"), states.count("not_applicable"), states.count("error"), j.skipped
+    )
+
+
+def _save(
+    store: Store,
+    conn: Connection,
+    job_id: int,
+    j: _Judged,
+    c: Counts,
+    job_values: dict[str, Any] | None,
+    mine: set[str],
+) -> None:
+    log.append(store, conn, [r for r in j.log_rows if r["run_id"] in mine])
+    store.insert_many(
+        conn,
+        scores,
+        [r for r in j.score_rows if r["run_id"] in mine],
+        lambda stmt: stmt.on_conflict_do_nothing(),
+    )
+    values = dict(job_values or {}) | ({"note": "; ".join(j.notes)[:MAX_ERROR]} if j.notes else {})
+    _count(conn, job_id, c, **values)
+
+
 def judge_chunk(
     store: Store,
     *,
@@ -417,89 +503,90 @@ def judge_chunk(
     run_ids: Sequence[str],
     config: str | None = None,
     job_values: dict[str, Any] | None = None,
+    claim_first: bool = True,
     now: int | None = None,
 ) -> Counts:
-    """Claim, judge and record the runs of ``run_ids`` (already chosen by the selector). Runs
-    another worker claimed, or judged before, are not counted. ``job_values`` (a batch job's
-    cursor and lease) are saved on the job with the chunk's outcome."""
-    from controlroom.evals.snapshot import load_runs
+    """Judge and record the runs of ``run_ids`` (already chosen by the selector) that no one
+    judged before; ``job_values`` (a batch job's cursor and lease) are saved on the job with the
+    chunk's outcome.
 
+    ``claim_first`` (any evaluator that costs something: a judge, your own): the runs are claimed
+    in a transaction of their own before they are judged, so no two workers ever judge one run.
+    Otherwise (the model-free built-ins, which cost nothing to run again) the runs judged before
+    are left out, the others judged, and the claim and the outcome written in one transaction —
+    half the commits; two workers racing on a run may both judge it, and the unique key keeps
+    exactly one outcome."""
     now = time.time_ns() if now is None else now
-    mine = claim(store, project_id=project_id, e=e, job_id=job_id, run_ids=run_ids, now=now)
-    if not mine:
-        if job_values:
-            with store.write() as conn:
-                conn.execute(update(eval_jobs).where(eval_jobs.c.id == job_id).values(**job_values))
-        return Counts()
+    key = (
+        eval_items.c.project_id == project_id,
+        eval_items.c.evaluator == e.name,
+        eval_items.c.evaluator_version == e.version,
+    )
+    if claim_first:
+        mine = claim(store, project_id=project_id, e=e, job_id=job_id, run_ids=run_ids, now=now)
+        if not mine:
+            if job_values:
+                with store.write() as conn:
+                    conn.execute(update(eval_jobs).where(eval_jobs.c.id == job_id).values(**job_values))
+            return Counts()
+        j = _judge(store, project_id, e, config, mine, now)
+        c = _counts(j, set(j.items))
+        with store.write() as conn:
+            _save(store, conn, job_id, j, c, job_values, set(j.items))
+            mine_key = (*key, eval_items.c.job_id == job_id)
+            for state in ("scored", "not_applicable"):
+                ids = [r for r, (st, _, _) in j.items.items() if st == state]
+                if ids:
+                    conn.execute(
+                        update(eval_items)
+                        .where(*mine_key, eval_items.c.run_id.in_(ids))
+                        .values(state=state, finished_at=now)
+                    )
+            for r, (st, etype, message) in j.items.items():
+                if st == "error":
+                    conn.execute(
+                        update(eval_items)
+                        .where(*mine_key, eval_items.c.run_id == r)
+                        .values(state="error", finished_at=now, error_type=etype, error_message=message)
+                    )
+            if j.released:
+                conn.execute(eval_items.delete().where(*mine_key, eval_items.c.run_id.in_(j.released)))
+        return c
     with store.read() as conn:
-        loaded = load_runs(conn, project_id, mine)
-    log_rows: list[dict[str, Any]] = []
-    score_rows: list[dict[str, Any]] = []
-    outcomes: list[dict[str, Any]] = []
-    scored = na = errors = 0
-    notes: list[str] = []
-    with evaluating(EvalContext(store, project_id, config)):
-        judged = [(run_id, evaluate(e, loaded[run_id]) if run_id in loaded else None) for run_id in mine]
-    for run_id, o in judged:
-        if o is None or o.status == "skipped":
-            # gone from the read model (a rebuild under way), or left alone by the evaluator (a
-            # judge's budget is spent): released, to be judged later
-            outcomes.append({"r": run_id, "s": "released", "t": None, "m": None})
-            if o is not None and o.error is not None and o.error.message not in notes:
-                notes.append(o.error.message)
-            continue
-        if o.status == "scored":
-            ev_rows, rows = _score_rows(project_id, run_id, e, o, now)
-            log_rows += ev_rows
-            score_rows += rows
-            scored += 1
-            outcomes.append({"r": run_id, "s": "scored", "t": None, "m": None})
-        elif o.status == "not_applicable":
-            na += 1
-            outcomes.append({"r": run_id, "s": "not_applicable", "t": None, "m": None})
-        else:
-            errors += 1
-            err = o.error
-            outcomes.append(
-                {
-                    "r": run_id,
-                    "s": "error",
-                    "t": (err.type if err else "Error")[:256],
-                    "m": ((err.message if err else "") or "")[:MAX_ERROR],
-                }
-            )
-    released = [x["r"] for x in outcomes if x["s"] == "released"]
-    with store.write() as conn:
-        log.append(store, conn, log_rows)
-        store.insert_many(conn, scores, score_rows, lambda stmt: stmt.on_conflict_do_nothing())
-        key = (
-            eval_items.c.project_id == project_id,
-            eval_items.c.evaluator == e.name,
-            eval_items.c.evaluator_version == e.version,
-            eval_items.c.job_id == job_id,
+        done = set(
+            conn.execute(select(eval_items.c.run_id).where(*key, eval_items.c.run_id.in_(run_ids))).scalars()
         )
-        for state in ("scored", "not_applicable"):
-            ids = [x["r"] for x in outcomes if x["s"] == state]
-            if ids:
-                conn.execute(
-                    update(eval_items)
-                    .where(*key, eval_items.c.run_id.in_(ids))
-                    .values(state=state, finished_at=now)
-                )
-        for x in outcomes:
-            if x["s"] == "error":
-                conn.execute(
-                    update(eval_items)
-                    .where(*key, eval_items.c.run_id == x["r"])
-                    .values(state="error", finished_at=now, error_type=x["t"], error_message=x["m"])
-                )
-        if released:
-            conn.execute(eval_items.delete().where(*key, eval_items.c.run_id.in_(released)))
-        skipped = len(released) - sum(1 for _, o in judged if o is None)
-        counts = Counts(len(mine) - len(released), scored, na, errors, skipped)
-        values = dict(job_values or {}) | ({"note": "; ".join(notes)[:MAX_ERROR]} if notes else {})
-        _count(conn, job_id, counts, **values)
-    return counts
+    j = _judge(store, project_id, e, config, [r for r in run_ids if r not in done], now)
+    rows = [
+        {
+            "project_id": project_id,
+            "evaluator": e.name,
+            "evaluator_version": e.version,
+            "run_id": r,
+            "job_id": job_id,
+            "state": state,
+            "claimed_at": now,
+            "finished_at": now,
+            "error_type": etype,
+            "error_message": message,
+        }
+        for r, (state, etype, message) in j.items.items()
+    ]
+    with store.write() as conn:
+        inserted = _insert_items(store, conn, rows)
+        c = _counts(j, inserted)
+        _save(store, conn, job_id, j, c, job_values, inserted)
+    return c
+
+
+def _insert_items(store: Store, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert item rows unless their key is taken; the runs whose rows went in."""
+    if not rows:
+        return set()
+    if store.is_sqlite:
+        stmt = store.insert(eval_items).on_conflict_do_nothing().returning(eval_items.c.run_id)
+        return {r.run_id for r in conn.execute(stmt, rows)}
+    return _claim_pg(store, conn, rows)
 
 
 def _count(conn: Connection, job_id: int, c: Counts, **values: Any) -> None:
@@ -581,15 +668,26 @@ def run_job(store: Store, job: Job, *, stop: threading.Event | None = None) -> J
             return _finish(store, job, "done")
         chosen = _chosen(page, config.selector)
         cursor = (page[-1].started_at, page[-1].run_id)
-        judge_chunk(
-            store,
-            project_id=job.project_id,
-            e=e,
-            job_id=job.id,
-            run_ids=chosen,
-            config=config.name,
-            job_values={"cursor": f"{cursor[0]}:{cursor[1]}", "lease_until": time.time_ns() + JOB_LEASE_NS},
-        )
+        # an evaluator that costs (a judge: a model call a run) goes a few runs at a time, so its
+        # claims and the job's lease are renewed long before they run out
+        step = COSTLY_CHUNK if config.claim_first else max(1, len(chosen))
+        for i in range(0, max(1, len(chosen)), step):
+            last = i + step >= len(chosen)
+            values: dict[str, Any] = {"lease_until": time.time_ns() + JOB_LEASE_NS}
+            if last:
+                values["cursor"] = f"{cursor[0]}:{cursor[1]}"
+            judge_chunk(
+                store,
+                project_id=job.project_id,
+                e=e,
+                job_id=job.id,
+                run_ids=chosen[i : i + step],
+                config=config.name,
+                job_values=values,
+                claim_first=config.claim_first,
+            )
+            if stop is not None and stop.is_set() and not last:
+                break
     with store.read() as conn:
         return get_job(conn, project_id=job.project_id, job_id=job.id)
 
@@ -622,27 +720,28 @@ def run_due(store: Store, *, stop: threading.Event | None = None) -> int:
     return n
 
 
-class BatchRunner:
-    """The worker's periodic job for batch evals: works queued jobs on a thread of its own, so a
-    long backfill never holds up the projector or the other jobs."""
+class OnItsOwnThread:
+    """A periodic job's work on a thread of its own (one at a time), so judging runs — a long
+    backfill, a post-run judge calling a model — never holds up the projector or the other jobs.
+    ``work(stop)`` does what is due and returns; it should look at ``stop`` between steps."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, name: str, work: Callable[[threading.Event], object]) -> None:
+        self.name, self.work = name, work
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def __call__(self) -> int:
         if self._thread is not None and self._thread.is_alive():
             return 0
-        self._thread = threading.Thread(target=self._work, name="controlroom-evals", daemon=True)
+        self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
         self._thread.start()
         return 1
 
     def _work(self) -> None:
         try:
-            run_due(self.store, stop=self._stop)
+            self.work(self._stop)
         except Exception:
-            logger.exception("eval jobs: the runner failed; it starts again at its next turn")
+            logger.exception("%s failed; it starts again at its next turn", self.name)
 
     def close(self) -> None:
         self._stop.set()

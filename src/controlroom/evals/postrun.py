@@ -11,6 +11,7 @@ The ``evals_postrun`` job judges what is due (:func:`judge_due`); the unique key
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -77,6 +78,17 @@ def judge_due(store: Store, *, now: int | None = None) -> int:
     return len(due)
 
 
+def judge_all_due(store: Store, *, stop: threading.Event | None = None) -> int:
+    """:func:`judge_due` until nothing is due (or ``stop``); how many runs were looked at."""
+    n = 0
+    while stop is None or not stop.is_set():
+        done = judge_due(store)
+        if not done:
+            break
+        n += done
+    return n
+
+
 def _judge_config(store: Store, config_id: int, run_ids: list[str], now: int) -> None:
     with store.read() as conn:
         config = cf.config_by_id(conn, config_id)
@@ -110,9 +122,17 @@ def _judge_config(store: Store, config_id: int, run_ids: list[str], now: int) ->
                     .values(note=f"the evaluator cannot be made: {err.detail}")
                 )
             return
-        jobs.judge_chunk(
-            store, project_id=config.project_id, e=e, job_id=job_id, run_ids=chosen, config=config.name
-        )
+        step = jobs.COSTLY_CHUNK if config.claim_first else len(chosen)  # see jobs.run_job
+        for i in range(0, len(chosen), step):
+            jobs.judge_chunk(
+                store,
+                project_id=config.project_id,
+                e=e,
+                job_id=job_id,
+                run_ids=chosen[i : i + step],
+                config=config.name,
+                claim_first=config.claim_first,
+            )
     with store.write() as conn:
         done = [r for r in run_ids if r not in later]
         if done:

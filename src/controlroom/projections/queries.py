@@ -211,19 +211,17 @@ def list_runs(
         q = q.where(runs.c.cost_nanos >= f.min_cost_nanos)
     if f.has_error is not None:
         q = q.where(runs.c.has_error == f.has_error)
-    if f.score_name is not None:
+    if f.score_name is not None or f.score_min is not None or f.score_max is not None:
         scored = select(scores.c.run_id).where(
-            scores.c.project_id == runs.c.project_id,
-            scores.c.run_id == runs.c.run_id,
-            scores.c.name == f.score_name,
+            scores.c.project_id == runs.c.project_id, scores.c.run_id == runs.c.run_id
         )
+        if f.score_name is not None:  # else: a score of any name
+            scored = scored.where(scores.c.name == f.score_name)
         if f.score_min is not None:
             scored = scored.where(scores.c.value >= f.score_min)
         if f.score_max is not None:
             scored = scored.where(scores.c.value <= f.score_max)
         q = q.where(scored.exists())
-    elif f.score_min is not None or f.score_max is not None:
-        raise InvalidQuery("score_min and score_max need score_name", parameter="score_name")
     if cursor:
         started_at, run_id = decode_cursor(cursor)
         q = q.where(or_(started < started_at, and_(started == started_at, rid < run_id)))
@@ -240,16 +238,18 @@ def list_runs(
 def _runs_by_score(
     conn: Connection, project_id: int, f: RunFilter, *, limit: int, cursor: str | None
 ) -> RunPage:
-    """The runs with a ``score_name`` score, by that score (a run's lowest of that name), then by
-    run id; keyset-paged on (score, run id)."""
-    if f.score_name is None:
-        raise InvalidQuery(f"order {f.order} needs score_name", parameter="score_name")
+    """The runs with a ``score_name`` score (any score without it), by that score (a run's lowest
+    of that name), then by run id; keyset-paged on (score, run id)."""
     for st in f.status:
         if st not in RUN_STATUSES:
             raise InvalidQuery(f"status {st!r} is not one of {', '.join(RUN_STATUSES)}", parameter="status")
     agg = (
         select(scores.c.run_id, func.min(scores.c.value).label("score"))
-        .where(scores.c.project_id == project_id, scores.c.name == f.score_name, scores.c.value.is_not(None))
+        .where(
+            scores.c.project_id == project_id,
+            scores.c.value.is_not(None),
+            *([] if f.score_name is None else [scores.c.name == f.score_name]),
+        )
         .group_by(scores.c.run_id)
         .subquery()
     )

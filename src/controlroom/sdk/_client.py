@@ -7,6 +7,9 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,7 @@ class Client:
 
 _default: Client | None = None
 _lock = threading.Lock()
+_scoped: ContextVar[Client | None] = ContextVar("controlroom_client", default=None)
 
 
 def _env_bool(name: str) -> bool:
@@ -162,7 +166,23 @@ def init(
 
 
 def get_client() -> Client | None:
-    return _default
+    """The client runs and spans record with: the one :func:`recording_with` set in this thread or
+    task, else the default one."""
+    scoped = _scoped.get()
+    return scoped if scoped is not None else _default
+
+
+@contextmanager
+def recording_with(client: Client) -> Iterator[Client]:
+    """Record with ``client`` instead of the default one, in this thread or task only (a context
+    variable), so code that records on behalf of someone else — an LLM judge inside a controlroom
+    worker, whose client writes to the store directly — leaves the process's default client, and
+    the other threads, alone."""
+    token = _scoped.set(client)
+    try:
+        yield client
+    finally:
+        _scoped.reset(token)
 
 
 def shutdown(timeout: float | None = None) -> bool:

@@ -27,7 +27,8 @@ class BudgetExceeded(Exception):
     ``reason`` is ``cap_reached``, ``held_by_in_flight_calls``, ``unpriced_model`` or
     ``ledger_unavailable``; amounts are USD decimal strings; ``resets_at`` is when the day ends;
     ``retry_after`` the seconds the server suggests waiting before asking again (None: waiting
-    will not help, or unknown).
+    will not help, or unknown); ``agent`` the agent whose own cap refused (None: the project's cap,
+    or unknown).
     """
 
     controlroom_no_retry = True
@@ -44,9 +45,11 @@ class BudgetExceeded(Exception):
         remaining_usd: str | None = None,
         resets_at: str | None = None,
         retry_after: int | None = None,
+        agent: str | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
+        self.agent = agent
         self.cap_usd = cap_usd
         self.settled_usd = settled_usd
         self.held_usd = held_usd
@@ -60,6 +63,7 @@ class BudgetExceeded(Exception):
             f"controlroom.budget.{k}": v
             for k, v in (
                 ("reason", self.reason),
+                ("agent", self.agent),
                 ("cap_usd", self.cap_usd),
                 ("settled_usd", self.settled_usd),
                 ("held_usd", self.held_usd),
@@ -202,6 +206,7 @@ class ControlClient:
                     )
                 },
                 retry_after=answer.retry_after(),
+                agent=doc.get("agent") if isinstance(doc.get("agent"), str) else None,
             )
         raise BudgetExceeded(
             f"the budget ledger answered HTTP {status}: {doc.get('detail', '')}", reason="ledger_unavailable"

@@ -30,7 +30,7 @@ from controlroom.store.engine import Store
 from controlroom.workers.runtime import standard_runtime
 
 logger = logging.getLogger(__name__)
-FAST_ROUTES = (budget.fast,)
+FAST_ROUTES = (budget.fast, people.fast)
 ROUTERS = (
     ingest.router,
     otlp.router,
@@ -38,6 +38,7 @@ ROUTERS = (
     budget.router,
     budget.fast.document(),
     people.router,
+    people.fast.document(),
     people.approvals,
     admin.router,
     evals.router,

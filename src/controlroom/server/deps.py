@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from controlroom.accounts.projects import KeyInfo, Project, hash_key, key_info
+from controlroom.accounts.projects import KeyInfo, hash_key, key_info
 from controlroom.config import Settings
 from controlroom.errors import (
     InvalidEncoding,
@@ -82,15 +82,8 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-# Declares the routes' authentication in the OpenAPI document; authorized_project does the checking
-# (the same code for fast routes, which have no dependencies).
+# Declares the routes' authentication in the OpenAPI document; auth.authorize does the checking.
 bearer = HTTPBearer(auto_error=False, scheme_name="apiKey")
-
-
-async def authorized_project(header: str, cache: KeyCache) -> Project:
-    """The project of the key in an ``Authorization: Bearer <key>`` header (any scope), or
-    Unauthorized."""
-    return (await authorized_key(header, cache)).project
 
 
 async def authorized_key(header: str, cache: KeyCache) -> KeyInfo:

@@ -1,6 +1,7 @@
 """Engines for SQLite (embedded default, WAL) and PostgreSQL, transactions, and migrations.
 
-Dialect-specific SQL lives in this package only (the budget ledger's in ``store.ledger``).
+Dialect-specific SQL lives in this package only (the budget ledger's in ``store.ledger``, the
+approval transitions' in ``store.approvals``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Store:
                 pool_size=pool_size,
                 max_overflow=16,
                 json_serializer=_json_dumps,
-                json_deserializer=_sqlite_json_loads,
+                json_deserializer=sqlite_json_loads,
             )
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
@@ -127,6 +128,14 @@ class Store:
         (see ``controlroom.store.ledger.LedgerConnections.transaction``)."""
         return self.ledger_connections.transaction(wait=wait)
 
+    def plain_write(self) -> AbstractContextManager[LedgerTx]:
+        """A write transaction as durable as :meth:`write`'s (on disk before it returns; on SQLite
+        the write lock taken up front), in plain SQL on the ledger's connections instead of
+        SQLAlchemy's: for hot paths of a few fixed statements (an approval's transition), where
+        building expressions costs more than the database work. It may wait: never on the event
+        loop."""
+        return self.ledger_connections.transaction(durable=True)
+
     def lock_log_for_append(self, conn: Connection) -> None:
         """Serialise appends so commit order equals sequence order (SQLite already has one writer)."""
         if not self.is_sqlite:
@@ -191,7 +200,7 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def _sqlite_json_loads(value: Any) -> Any:
+def sqlite_json_loads(value: Any) -> Any:
     """A JSON column's value as SQLite returns it. A column declared JSON has numeric affinity: a
     bare number written as JSON text ("5", "1.5") comes back as an int or a float, already decoded."""
     return value if isinstance(value, int | float) else orjson.loads(value)

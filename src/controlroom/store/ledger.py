@@ -3,7 +3,9 @@ statements, as operations in the ledger's terms (budgets, budget days, reservati
 nano-dollars). ``controlroom.budget.ledger`` decides; this module reads and writes.
 
 The hot path (a reservation and its settlement per paid call) runs plain SQL on the driver's
-connection: building SQLAlchemy expressions per call would cost more than the database work.
+connection: building SQLAlchemy expressions per call would cost more than the database work. The
+same connections serve other hot paths in *durable* transactions, whose commits wait for the disk
+(an approval's transition: ``store.approvals``).
 """
 
 from __future__ import annotations
@@ -87,19 +89,25 @@ class LedgerConnections:
         self.sqlite = u.get_backend_name() == "sqlite"
         self._path = u.database or ""
         self._conn: sqlite3.Connection | None = None
+        self._synchronous = ""  # the SQLite connection's setting: the last transaction's
         self.lock = threading.Lock()
         self._commits = 0
         self._checkpointing = threading.Lock()
         self._pg_idle: list[Any] = []  # idle ledger connections (psycopg) on PostgreSQL
+        self._pg_idle_durable: list[Any] = []  # the same for durable transactions (synchronous_commit on)
         self._pg_slots = threading.BoundedSemaphore(PG_MAX)
         self._pg_dsn = u.set(drivername="postgresql").render_as_string(hide_password=False)
 
     @contextmanager
-    def transaction(self, *, wait: bool = True) -> Iterator[LedgerTx]:
+    def transaction(self, *, wait: bool = True, durable: bool = False) -> Iterator[LedgerTx]:
         """A write transaction for the ledger's hot path, which commits without waiting for the
         disk: the commit survives a crash of this process, but the last moments of commits may be
         lost on power loss or an OS crash (SQLite WAL with synchronous=NORMAL; PostgreSQL
         synchronous_commit=off, where a database-server crash counts too).
+
+        ``durable``: the commit waits for the disk instead, as ``Store.write()``'s do (SQLite
+        synchronous=FULL, PostgreSQL synchronous_commit on). Waiting for the disk is waiting: a
+        durable transaction never runs on the event loop (``wait=False`` raises ``LedgerBusy``).
 
         On SQLite it runs on one connection of its own, outside SQLAlchemy: the driver alone takes
         a fraction of the time SQLAlchemy's machinery would. With ``wait=False`` it never waits: if
@@ -107,16 +115,22 @@ class LedgerConnections:
         the caller (the server's event loop) can run the transaction inline when the database is
         free — tens of microseconds — and hand it to a thread only when it is not. PostgreSQL
         always waits (its statements are network round trips)."""
+        if durable and not wait:
+            raise LedgerBusy("a durable commit waits for the disk: not on the event loop")
         if not self.sqlite:
             if not wait:
                 raise LedgerBusy("PostgreSQL ledger transactions run off the event loop")
-            with self._pg_transaction() as tx:
+            with self._pg_transaction(durable) as tx:
                 yield tx
             return
         if not self.lock.acquire(blocking=wait):
             raise LedgerBusy("another ledger transaction is running")
         try:
             raw = self.connection()
+            synchronous = "FULL" if durable else "NORMAL"
+            if self._synchronous != synchronous:  # set outside a transaction, for its commit
+                raw.execute(f"PRAGMA synchronous={synchronous}")
+                self._synchronous = synchronous
             self._begin(raw, wait)
             try:
                 yield LedgerTx(raw, postgresql=False)
@@ -139,6 +153,7 @@ class LedgerConnections:
         if self._conn is None:
             raw = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             raw.execute("PRAGMA synchronous=NORMAL")
+            self._synchronous = "NORMAL"
             raw.execute("PRAGMA foreign_keys=ON")
             # Copying the WAL into the database (and its fsync) must not run on the event loop: the
             # ledger connection never checkpoints on commit; a background thread does, now and then.
@@ -175,50 +190,52 @@ class LedgerConnections:
             self._conn = None
 
     @contextmanager
-    def _pg_transaction(self) -> Iterator[LedgerTx]:
+    def _pg_transaction(self, durable: bool) -> Iterator[LedgerTx]:
         """On PostgreSQL: a driver connection of the ledger's own (synchronous_commit off for its
-        session; at most PG_MAX at once, up to PG_IDLE kept idle), in an explicit transaction. A
-        lost connection, or a transaction the database aborted (a deadlock, a timeout), is
-        ServiceUnavailable: the caller may try again."""
+        session unless ``durable``; at most PG_MAX at once, up to PG_IDLE of each kind kept idle),
+        in an explicit transaction. A lost connection, or a transaction the database aborted (a
+        deadlock, a timeout), is ServiceUnavailable: the caller may try again."""
         import psycopg
 
         with self._pg_slots:
-            conn = self._pg_begin()
+            conn = self._pg_begin(durable)
             try:
                 yield LedgerTx(conn, postgresql=True)
                 conn.execute("COMMIT")
             except psycopg.OperationalError as e:
                 lost = conn.broken or conn.closed
-                self._pg_release(conn, rollback=not lost)
+                self._pg_release(conn, durable, rollback=not lost)
                 what = "connection was lost" if lost else "transaction was aborted"
-                raise ServiceUnavailable(f"the budget ledger's database {what}: {e}") from None
+                raise ServiceUnavailable(f"the database {what}: {e}") from None
             except BaseException:
-                self._pg_release(conn, rollback=True)
+                self._pg_release(conn, durable, rollback=True)
                 raise
-            self._pg_release(conn, rollback=False)
+            self._pg_release(conn, durable, rollback=False)
 
-    def _pg_begin(self) -> Any:
+    def _pg_begin(self, durable: bool) -> Any:
         """A connection with a transaction begun. An idle connection that died (a database restart,
         an idle timeout) fails its BEGIN, before anything was done: it is dropped for the next one."""
         import psycopg
 
         while True:
+            idle = self._pg_idle_durable if durable else self._pg_idle
             with self.lock:
-                conn = self._pg_idle.pop() if self._pg_idle else None
+                conn = idle.pop() if idle else None
             fresh = conn is None
             try:
                 if conn is None:
                     conn = psycopg.connect(self._pg_dsn, autocommit=True, **PG_CONNECT)
-                    conn.execute("SET synchronous_commit = off")
+                    if not durable:
+                        conn.execute("SET synchronous_commit = off")
                 conn.execute("BEGIN")
                 return conn
             except psycopg.OperationalError as e:
                 if conn is not None:
                     conn.close()
                 if fresh:
-                    raise ServiceUnavailable(f"the budget ledger's database is unreachable: {e}") from None
+                    raise ServiceUnavailable(f"the database is unreachable: {e}") from None
 
-    def _pg_release(self, conn: Any, *, rollback: bool) -> None:
+    def _pg_release(self, conn: Any, durable: bool, *, rollback: bool) -> None:
         """Back to the idle pool — rolled back first if asked — unless it is broken or its rollback
         fails (then it is closed; the caller's own error is what the caller reports)."""
         import psycopg
@@ -232,8 +249,9 @@ class LedgerConnections:
             conn.close()
             return
         with self.lock:
-            if len(self._pg_idle) < PG_IDLE:
-                self._pg_idle.append(conn)
+            idle = self._pg_idle_durable if durable else self._pg_idle
+            if len(idle) < PG_IDLE:
+                idle.append(conn)
                 return
         conn.close()
 
@@ -255,7 +273,8 @@ class LedgerConnections:
     def dispose(self) -> None:
         with self.lock:
             self._close()
-            idle, self._pg_idle = self._pg_idle, []
+            idle = self._pg_idle + self._pg_idle_durable
+            self._pg_idle, self._pg_idle_durable = [], []
         for conn in idle:
             conn.close()
 

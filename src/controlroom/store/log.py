@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from controlroom.store.engine import Store
+from controlroom.store.engine import LOG_APPEND_LOCK, Store
+from controlroom.store.ledger import LedgerTx
 from controlroom.store.tables import events
 
 
@@ -34,6 +35,13 @@ _APPEND = {
 }
 
 
+_APPEND_ONE = (
+    f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join(f':{c}' for c in _COLUMNS)})"
+    " ON CONFLICT (project_id, event_id) DO NOTHING"
+)
+_LOCK_FOR_APPEND = f"SELECT pg_advisory_xact_lock({LOG_APPEND_LOCK})"  # see Store.lock_log_for_append
+
+
 def append(store: Store, conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
     """Append rows (dicts of the ``events`` columns but ``seq``); returns how many were inserted.
     Rows whose (project, event_id) is already in the log are skipped (idempotent by event id)."""
@@ -42,6 +50,15 @@ def append(store: Store, conn: Connection, rows: Sequence[dict[str, Any]]) -> in
     store.lock_log_for_append(conn)
     result = conn.exec_driver_sql(_APPEND[store.dialect], [tuple(r[c] for c in _COLUMNS) for r in rows])
     return int(result.rowcount)
+
+
+def append_in(tx: LedgerTx, rows: Sequence[dict[str, Any]]) -> int:
+    """:func:`append` in a plain transaction (``Store.plain_write``): a few rows, one statement each."""
+    if not rows:
+        return 0
+    if tx.postgresql:
+        tx.run(_LOCK_FOR_APPEND, {})
+    return sum(tx.run(_APPEND_ONE, r) for r in rows)
 
 
 def read_after(

@@ -458,6 +458,19 @@ eval_settings = Table(  # a project's regression detection settings (absent: the
     Column("updated_at", BigInteger, nullable=False),
 )
 
+# An LLM judge's answers (evals/judge.py), so the same prompt to the same model with the same
+# parameters is asked once: key is the sha256 of them. Control state, not derived from the log.
+judge_cache = Table(
+    "judge_cache",
+    metadata,
+    Column("project_id", Integer, primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("choice", String(256), nullable=False),
+    Column("reasoning", Text, nullable=False),
+    Column("judge_run_id", String(32)),  # the judge's run that answered
+    Column("created_at", BigInteger, nullable=False),
+)
+
 price_overrides = Table(
     "price_overrides",
     metadata,

@@ -153,9 +153,21 @@ def standard_runtime(
         ),
         PeriodicJob("expire_approvals", APPROVAL_EXPIRY_EVERY, lambda: approvals.expire_due(store)),
         PeriodicJob("send_webhooks", WEBHOOKS_EVERY, webhooks.Sender(store)),
-        PeriodicJob("evals_postrun", EVALS_EVERY, lambda: postrun.judge_due(store)),
+        PeriodicJob(
+            "evals_postrun",
+            EVALS_EVERY,
+            eval_jobs.OnItsOwnThread(
+                "controlroom-evals-postrun", lambda stop: postrun.judge_all_due(store, stop=stop)
+            ),
+        ),
         PeriodicJob("evals_schedule", EVALS_EVERY, lambda: schedule.queue_due(store)),
-        PeriodicJob("evals_batch", EVALS_EVERY, eval_jobs.BatchRunner(store)),
+        PeriodicJob(
+            "evals_batch",
+            EVALS_EVERY,
+            eval_jobs.OnItsOwnThread(
+                "controlroom-evals-batch", lambda stop: eval_jobs.run_due(store, stop=stop)
+            ),
+        ),
         PeriodicJob("evals_regressions", regressions_every_seconds, lambda: monitor.check_all(store)),
     ]
     consumers: list[Consumer] = [

@@ -12,7 +12,7 @@ from controlroom.budget import ledger
 from controlroom.budget.days import utc_seconds
 from controlroom.events import format_ts
 from controlroom.money import Usage, to_usd
-from controlroom.server.auth import AdminProject, ReadProject
+from controlroom.server.auth import AdminProject, Permission, ReadProject
 from controlroom.server.deps import QueryText, StoreDep, in_read
 from controlroom.server.fastpath import FastRoutes
 from controlroom.server.schemas import (
@@ -106,10 +106,12 @@ async def delete_budget(
     body=ReservationIn,
     response_model=ReservationOut,
     status_code=201,
+    permission=Permission.RESERVE,
     responses=problems(
         400,
         401,
         402,
+        403,
         409,
         413,
         415,
@@ -124,6 +126,7 @@ async def delete_budget(
     "output rate against every cap that applies; 402 if any would be crossed. With no cap, nothing is held "
     "(`reservation_id` is null).",
     tags=["budget"],
+    operation_id="reserve",
 )
 def reserve(
     state: Any, project: Project, body: ReservationIn, _: dict[str, str], wait: bool
@@ -161,9 +164,11 @@ def reserve(
     body=SettleIn,
     response_model=SettleOut,
     status_code=200,
+    permission=Permission.RESERVE,
     responses=problems(
         400,
         401,
+        403,
         404,
         413,
         415,
@@ -178,6 +183,7 @@ def reserve(
     "the hold is released; `unknown`: settled at the full hold. A second settle changes nothing.",
     tags=["budget"],
     path_params={"reservation_id": Path(description="The reservation's id")},
+    operation_id="settle",
 )
 def settle(
     state: Any, project: Project, body: SettleIn, params: dict[str, str], wait: bool

@@ -1,15 +1,17 @@
 """People and approvals over HTTP: logging in and out, the approval queue, deciding (people), and
-requesting, waiting for, claiming and reporting approvals (agents, with an API key)."""
+requesting, waiting for, claiming and reporting approvals (agents, with an API key). Requesting,
+claiming and reporting are on the agent's path: fast routes (see server/fastpath.py)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from controlroom.accounts import sessions
+from controlroom.accounts.projects import Project
 from controlroom.accounts.users import Role
 from controlroom.approvals import requests as ap
 from controlroom.approvals.waiting import Waiters
@@ -24,6 +26,7 @@ from controlroom.server.auth import (
     secure_cookie,
 )
 from controlroom.server.deps import SettingsDep, StoreDep, in_read
+from controlroom.server.fastpath import Answer, FastRoutes
 from controlroom.server.people_schemas import (
     ApprovalIdPattern,
     ApprovalList,
@@ -42,7 +45,9 @@ from controlroom.server.schemas import comma_separated, problems
 
 router = APIRouter(tags=["people"])
 approvals = APIRouter(tags=["approvals"])
-ApprovalId = Annotated[str, Path(pattern=ApprovalIdPattern, description="The request's id (32 hex digits)")]
+fast = FastRoutes(max_body_bytes=None)  # bodies up to the server's setting, as for ingest
+ID_PARAM = Path(pattern=ApprovalIdPattern, description="The request's id (32 hex digits)")
+ApprovalId = Annotated[str, ID_PARAM]
 MAX_WAIT_SECONDS = 60.0
 STATUS_LIST = comma_separated(ap.STATUSES)
 
@@ -143,30 +148,35 @@ async def logout(
 # -- approvals -------------------------------------------------------------------------------------
 
 
+def approval_json(a: ap.Approval) -> dict[str, Any]:
+    """An ApprovalOut's members, as a plain dict (what the fast routes answer)."""
+    return {
+        "id": a.id,
+        "run_id": a.run_id,
+        "span_id": a.span_id,
+        "agent": a.agent,
+        "action": a.action,
+        "arguments": a.arguments,
+        "arguments_hash": a.arguments_hash,
+        "idempotency_key": a.idempotency_key,
+        "status": a.status,
+        "min_role": a.min_role.name,
+        "four_eyes": a.four_eyes,
+        "started_by": a.started_by,
+        "requested_at": format_ts(a.requested_at) or "",
+        "expires_at": format_ts(a.expires_at),
+        "decided_at": format_ts(a.decided_at),
+        "decided_by": a.decided_by,
+        "decided_role": a.decided_role.name if a.decided_role else None,
+        "reason": a.reason,
+        "claimed_at": format_ts(a.claimed_at),
+        "completed_at": format_ts(a.completed_at),
+        "error": a.error,
+    }
+
+
 def approval_out(a: ap.Approval) -> ApprovalOut:
-    return ApprovalOut(
-        id=a.id,
-        run_id=a.run_id,
-        span_id=a.span_id,
-        agent=a.agent,
-        action=a.action,
-        arguments=a.arguments,
-        arguments_hash=a.arguments_hash,
-        idempotency_key=a.idempotency_key,
-        status=a.status,
-        min_role=a.min_role.name,
-        four_eyes=a.four_eyes,
-        started_by=a.started_by,
-        requested_at=format_ts(a.requested_at) or "",
-        expires_at=format_ts(a.expires_at),
-        decided_at=format_ts(a.decided_at),
-        decided_by=a.decided_by,
-        decided_role=a.decided_role.name if a.decided_role else None,
-        reason=a.reason,
-        claimed_at=format_ts(a.claimed_at),
-        completed_at=format_ts(a.completed_at),
-        error=a.error,
-    )
+    return ApprovalOut(**approval_json(a))
 
 
 def _waiters(request: Request) -> Waiters:
@@ -174,42 +184,55 @@ def _waiters(request: Request) -> Waiters:
     return waiters
 
 
-@approvals.post(
+# The agent's transitions are fast routes. Their transactions wait for the disk (a durable commit,
+# like every write of a request's state): they run in a worker thread, never on the event loop.
+_AGENT_PROBLEMS = problems(
+    400,
+    401,
+    403,
+    404,
+    409,
+    413,
+    415,
+    422,
+    503,
+    s413="payload_too_large: the body is larger than the server's limit (CONTROLROOM_MAX_BODY_BYTES)",
+)
+
+
+@fast.post(
     "/v1/approvals",
+    body=ApprovalRequestIn,
     response_model=ApprovalOut,
     status_code=201,
+    permission=Permission.AGENT,
     responses={
         200: {"description": "The same binding was asked before: that request", "model": ApprovalOut},
-        **problems(400, 401, 403, 422),
+        **{s: doc for s, doc in _AGENT_PROBLEMS.items() if s not in (404, 409)},
     },
     summary="Ask a person to approve an action (agents)",
+    tags=["approvals"],
+    on_loop=False,
 )
-async def request_approval(
-    body: ApprovalRequestIn,
-    response: Response,
-    store: StoreDep,
-    principal: Annotated[Principal, requires(Permission.AGENT)],
-) -> ApprovalOut:
+def request_approval(
+    state: Any, project: Project, body: ApprovalRequestIn, _: dict[str, str], wait: bool
+) -> Answer:
     """Records a pending request bound to the hash of (run, action, arguments). Asking again with
     the same run, idempotency key and arguments answers the same request (200); changed arguments
     make a new one. It never runs unless a person approves it and the agent claims it."""
-    a, new = await run_in_threadpool(
-        lambda: ap.request(
-            store,
-            project_id=principal.project.id,
-            run_id=body.run_id,
-            action=body.action,
-            arguments=body.arguments,
-            idempotency_key=body.idempotency_key,
-            agent=body.agent,
-            span_id=body.span_id,
-            started_by=body.started_by,
-            min_role=Role[body.min_role] if body.min_role else None,
-        )
+    a, new = ap.request(
+        state.store,
+        project_id=project.id,
+        run_id=body.run_id,
+        action=body.action,
+        arguments=body.arguments,
+        idempotency_key=body.idempotency_key,
+        agent=body.agent,
+        span_id=body.span_id,
+        started_by=body.started_by,
+        min_role=Role[body.min_role] if body.min_role else None,
     )
-    if not new:
-        response.status_code = 200
-    return approval_out(a)
+    return (201 if new else 200), approval_json(a)
 
 
 @approvals.get(
@@ -275,7 +298,7 @@ async def wait_for_decision(
 @approvals.post(
     "/v1/approvals/{approval_id}/decision",
     response_model=ApprovalOut,
-    responses=problems(400, 401, 403, 404, 409, 422),
+    responses=problems(400, 401, 403, 404, 409, 422, 503),
     summary="Approve or reject (people with the approver role or more)",
 )
 async def decide(
@@ -306,56 +329,57 @@ async def decide(
     return approval_out(a)
 
 
-@approvals.post(
+@fast.post(
     "/v1/approvals/{approval_id}/claim",
+    body=ClaimIn,
     response_model=ApprovalOut,
-    responses=problems(400, 401, 403, 404, 409, 422),
+    status_code=200,
+    permission=Permission.AGENT,
+    responses=_AGENT_PROBLEMS,
     summary="Take the one-time grant to run an approved action (agents)",
+    tags=["approvals"],
+    path_params={"approval_id": ID_PARAM},
+    on_loop=False,
 )
-async def claim(
-    approval_id: ApprovalId,
-    body: ClaimIn,
-    store: StoreDep,
-    principal: Annotated[Principal, requires(Permission.AGENT)],
-) -> ApprovalOut:
+def claim(state: Any, project: Project, body: ClaimIn, params: dict[str, str], wait: bool) -> Answer:
     """Approved and not claimed before, with the hash of exactly the approved arguments: the
     request becomes ``claimed`` and the action may run, once. Anything else is 409."""
-    a = await run_in_threadpool(
-        lambda: ap.claim(
-            store,
-            project_id=principal.project.id,
-            approval_id=approval_id,
-            arguments_hash=body.arguments_hash,
-        )
+    a = ap.claim(
+        state.store,
+        project_id=project.id,
+        approval_id=params["approval_id"],
+        arguments_hash=body.arguments_hash,
     )
-    return approval_out(a)
+    return approval_json(a)
 
 
-@approvals.post(
+@fast.post(
     "/v1/approvals/{approval_id}/outcome",
+    body=OutcomeIn,
     response_model=ApprovalOut,
-    responses=problems(400, 401, 403, 404, 409, 422),
+    status_code=200,
+    permission=Permission.AGENT,
+    responses=_AGENT_PROBLEMS,
     summary="Report that a claimed action ran or failed (agents)",
+    tags=["approvals"],
+    path_params={"approval_id": ID_PARAM},
+    on_loop=False,
 )
-async def outcome(
-    approval_id: ApprovalId,
-    body: OutcomeIn,
-    store: StoreDep,
-    principal: Annotated[Principal, requires(Permission.AGENT)],
-) -> ApprovalOut:
-    error = body.error.model_dump() if body.error else None
-    a = await run_in_threadpool(
-        lambda: ap.complete(
-            store, project_id=principal.project.id, approval_id=approval_id, outcome=body.outcome, error=error
-        )
+def outcome(state: Any, project: Project, body: OutcomeIn, params: dict[str, str], wait: bool) -> Answer:
+    a = ap.complete(
+        state.store,
+        project_id=project.id,
+        approval_id=params["approval_id"],
+        outcome=body.outcome,
+        error=body.error.model_dump() if body.error else None,
     )
-    return approval_out(a)
+    return approval_json(a)
 
 
 @approvals.post(
     "/v1/approvals/{approval_id}/resolution",
     response_model=ApprovalOut,
-    responses=problems(400, 401, 403, 404, 409, 422),
+    responses=problems(400, 401, 403, 404, 409, 422, 503),
     summary="Resolve a claimed action whose agent never reported (people)",
 )
 async def resolve(
@@ -387,7 +411,7 @@ async def resolve(
 @approvals.post(
     "/v1/approvals/{approval_id}/cancel",
     response_model=ApprovalOut,
-    responses=problems(400, 401, 403, 404, 409, 422),
+    responses=problems(400, 401, 403, 404, 409, 422, 503),
     summary="Withdraw a request not yet decided, or approved and not claimed (agents)",
 )
 async def cancel(

@@ -283,11 +283,11 @@ async def list_runs(
     score_name: Annotated[QueryText, Query(description="Runs with a score of this name")] = None,
     score_min: Annotated[
         float | None,
-        Query(description="...whose value is at least this (needs score_name)", allow_inf_nan=False),
+        Query(description="Runs with a score (of score_name, else any) at least this", allow_inf_nan=False),
     ] = None,
     score_max: Annotated[
         float | None,
-        Query(description="...whose value is at most this (needs score_name)", allow_inf_nan=False),
+        Query(description="Runs with a score (of score_name, else any) at most this", allow_inf_nan=False),
     ] = None,
     order: Annotated[
         str,
