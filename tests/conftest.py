@@ -98,8 +98,10 @@ class _Server(uvicorn.Server):
         pass
 
 
-def start_server(store: Store, settings: Settings) -> tuple[_Server, threading.Thread]:
-    app = create_app(settings, store=store)
+def start_server(
+    store: Store, settings: Settings, *, dashboard: Path | None = None
+) -> tuple[_Server, threading.Thread]:
+    app = create_app(settings, store=store, dashboard=dashboard)
     server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -209,6 +209,25 @@ def test_two_approvers_race_and_one_decision_lands(people: LiveServer) -> None:
         c.close()
 
 
+def test_the_queue_by_one_status_or_several(people: LiveServer) -> None:
+    """The dashboard's tabs: pending alone oldest first; several statuses at once newest first."""
+    first, second, third = (ask(people, key=f"call_{i}", arguments={"order": f"A-{i}"}) for i in range(3))
+    with closing(person(people, "amy")) as amy:
+        assert decide(amy, second).status_code == 200
+        assert decide(amy, third, "rejected", reason="not this one").status_code == 200
+
+        def ids(status: str) -> list[str]:
+            r = amy.get("/v1/approvals", params={"status": status})
+            assert r.status_code == 200, r.text
+            return [a["id"] for a in r.json()["approvals"]]
+
+        assert ids("pending") == [first["id"]]
+        assert ids("approved, rejected,claimed") == [third["id"], second["id"]]
+        assert ids("expired,cancelled") == []
+        r = amy.get("/v1/approvals", params={"status": "approved,done"})
+        assert r.status_code == 400 and r.json()["parameter"] == "status", r.text
+
+
 def test_never_actioned_stays_pending_and_can_still_be_decided(people: LiveServer) -> None:
     a = ask(people)
     with people.client() as agent:

@@ -34,7 +34,7 @@ from controlroom import events as ev
 from controlroom.accounts.users import Role
 from controlroom.approvals.binding import arguments_hash
 from controlroom.approvals.policies import get_policy
-from controlroom.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from controlroom.errors import Conflict, Forbidden, InvalidQuery, NotFound, ValidationFailed
 from controlroom.store import approvals as rows
 from controlroom.store import log
 from controlroom.store.engine import Store
@@ -133,17 +133,23 @@ def queue(
     conn: Connection,
     *,
     project_id: int,
-    status: str | None = None,
+    status: str | tuple[str, ...] | None = None,
     run_id: str | None = None,
     limit: int = 100,
 ) -> list[Approval]:
-    """Requests, pending ones oldest first (the queue), others newest first."""
+    """Requests with ``status`` (one, or any of several), pending ones alone oldest first (the
+    queue: the longest waiting on top), others newest first."""
+    statuses = (status,) if isinstance(status, str) else tuple(status or ())
+    for s in statuses:
+        if s not in STATUSES:
+            raise InvalidQuery(f"status {s!r} is not one of {', '.join(STATUSES)}", parameter="status")
     q = _select().where(approvals.c.project_id == project_id)
-    if status is not None:
-        q = q.where(approvals.c.status == status)
+    if statuses:
+        q = q.where(approvals.c.status.in_(statuses))
     if run_id is not None:
         q = q.where(approvals.c.run_id == run_id)
-    order = approvals.c.requested_at.asc() if status == "pending" else approvals.c.requested_at.desc()
+    oldest_first = statuses == ("pending",)
+    order = approvals.c.requested_at.asc() if oldest_first else approvals.c.requested_at.desc()
     return [_approval(r._mapping) for r in conn.execute(q.order_by(order, approvals.c.id).limit(limit))]
 
 

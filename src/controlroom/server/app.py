@@ -1,10 +1,11 @@
-"""The app factory: one ASGI app serving ingest, the read API, and (later) the dashboard."""
+"""The app factory: one ASGI app serving ingest, the read API, and the dashboard (static files)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -20,6 +21,7 @@ from controlroom.approvals.waiting import Waiters
 from controlroom.config import Settings
 from controlroom.cost.overrides import PricerCache
 from controlroom.errors import ControlroomError, internal_error
+from controlroom.server.dashboard import Dashboard
 from controlroom.server.deps import KeyCache, no_nul_in_query
 from controlroom.server.responses import JSONResponse, problem_response, request_problem
 from controlroom.server.routers import admin, budget, evals, ingest, otlp, people, runs, system
@@ -47,9 +49,16 @@ ROUTERS = (
 REFERENCED_MODELS = (Problem, EventBatch)
 
 
-def create_app(settings: Settings, *, store: Store | None = None, run_worker: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    run_worker: bool = True,
+    dashboard: Path | None = None,
+) -> FastAPI:
     """The controlroom app. With ``run_worker`` the worker runtime (projector, sweeper, hold expiry)
-    runs in a thread of this process (`serve` runs it in a child process instead)."""
+    runs in a thread of this process (`serve` runs it in a child process instead). ``dashboard``
+    is the directory of the built dashboard (default: the package's own, when it was built)."""
     store = store or Store(settings.database_url)
     worker = (
         standard_runtime(
@@ -84,6 +93,7 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
         lifespan=lifespan,
         default_response_class=JSONResponse,
     )
+    app.dashboard = Dashboard(dashboard)
     app.state.settings = settings
     app.state.store = store
     app.state.keys = KeyCache(store)
@@ -100,6 +110,8 @@ def create_app(settings: Settings, *, store: Store | None = None, run_worker: bo
 
 
 class _App(FastAPI):
+    dashboard: Dashboard
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         for routes in FAST_ROUTES:
             route = routes.match(scope)
@@ -107,6 +119,8 @@ class _App(FastAPI):
                 scope["app"] = self
                 await route(scope, receive, send)
                 return
+        if scope["type"] == "http" and await self.dashboard.serve(scope, receive, send):
+            return  # a page or a file of the dashboard: never an API path
         await super().__call__(scope, receive, send)
 
 

@@ -102,6 +102,14 @@ class Problem(BaseModel):
 
 
 PROBLEM_JSON = "application/problem+json"
+
+
+def comma_separated(words: tuple[str, ...]) -> str:
+    """The pattern of a comma-separated list of ``words`` (blank items ignored, as the routes do)."""
+    word = f"\\s*({'|'.join(words)})?\\s*"
+    return f"^{word}(,{word})*$"
+
+
 PROBLEM_STATUSES = {
     400: "invalid_json, invalid_encoding, invalid_event or invalid_query (a query or path parameter, "
     "NUL characters in any)",

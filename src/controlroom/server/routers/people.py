@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from controlroom.accounts import sessions
@@ -39,9 +40,8 @@ from controlroom.server.people_schemas import (
     OutcomeIn,
     ResolutionIn,
     SessionOut,
-    Status,
 )
-from controlroom.server.schemas import problems
+from controlroom.server.schemas import comma_separated, problems
 
 router = APIRouter(tags=["people"])
 approvals = APIRouter(tags=["approvals"])
@@ -49,6 +49,7 @@ fast = FastRoutes(max_body_bytes=None)  # bodies up to the server's setting, as 
 ID_PARAM = Path(pattern=ApprovalIdPattern, description="The request's id (32 hex digits)")
 ApprovalId = Annotated[str, ID_PARAM]
 MAX_WAIT_SECONDS = 60.0
+STATUS_LIST = comma_separated(ap.STATUSES)
 
 
 # -- sessions --------------------------------------------------------------------------------------
@@ -243,12 +244,19 @@ def request_approval(
 async def list_approvals(
     store: StoreDep,
     principal: Annotated[Principal, requires(Permission.READ)],
-    status: Annotated[Status | None, Query(description="Only this status (pending: oldest first)")] = None,
+    status: Annotated[
+        str | None,
+        Query(description="One status or several, comma-separated (pending alone: oldest first)"),
+        WithJsonSchema({"type": "string", "pattern": STATUS_LIST}),
+    ] = None,
     run_id: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ApprovalList:
+    """Without ``status``, every request. The dashboard's tabs ask for several statuses at once
+    (decided: approved, rejected, claimed, executed, failed)."""
+    statuses = tuple(s.strip() for s in status.split(",") if s.strip()) if status else None
     found = await in_read(
-        store, ap.queue, project_id=principal.project.id, status=status, run_id=run_id, limit=limit
+        store, ap.queue, project_id=principal.project.id, status=statuses, run_id=run_id, limit=limit
     )
     return ApprovalList(approvals=[approval_out(a) for a in found])
 

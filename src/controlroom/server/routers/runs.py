@@ -30,20 +30,15 @@ from controlroom.server.schemas import (
     ScoreOut,
     SpanOut,
     UsageOut,
+    comma_separated,
     problems,
 )
 
 router = APIRouter(tags=["runs"])
 
 
-def _comma_separated(words: tuple[str, ...]) -> str:
-    """The pattern of a comma-separated list of ``words`` (blank items ignored, as the route does)."""
-    word = f"\\s*({'|'.join(words)})?\\s*"
-    return f"^{word}(,{word})*$"
-
-
-STATUSES = _comma_separated(RUN_STATUSES)
-GROUPS = _comma_separated(queries.GROUPS)
+STATUSES = comma_separated(RUN_STATUSES)
+GROUPS = comma_separated(queries.GROUPS)
 PROBLEMS = problems(400, 401, 403)
 
 
