@@ -371,28 +371,7 @@ def claim(
     if not run_ids:
         return []
     with store.write() as conn:
-        rows = [
-            {
-                "project_id": project_id,
-                "evaluator": e.name,
-                "evaluator_version": e.version,
-                "run_id": r,
-                "job_id": job_id,
-                "state": "claimed",
-                "claimed_at": now,
-            }
-            for r in run_ids
-        ]
-        fresh = (
-            {
-                row.run_id
-                for row in conn.execute(
-                    store.insert(eval_items).on_conflict_do_nothing().returning(eval_items.c.run_id), rows
-                )
-            }
-            if store.is_sqlite
-            else _claim_pg(store, conn, rows)
-        )
+        fresh = _insert_items(store, conn, [_item(project_id, e, job_id, r, "claimed", now) for r in run_ids])
         stale = conn.execute(
             update(eval_items)
             .where(
@@ -558,18 +537,7 @@ def judge_chunk(
         )
     j = _judge(store, project_id, e, config, [r for r in run_ids if r not in done], now)
     rows = [
-        {
-            "project_id": project_id,
-            "evaluator": e.name,
-            "evaluator_version": e.version,
-            "run_id": r,
-            "job_id": job_id,
-            "state": state,
-            "claimed_at": now,
-            "finished_at": now,
-            "error_type": etype,
-            "error_message": message,
-        }
+        _item(project_id, e, job_id, r, state, now, finished_at=now, error_type=etype, error_message=message)
         for r, (state, etype, message) in j.items.items()
     ]
     with store.write() as conn:
@@ -577,6 +545,24 @@ def judge_chunk(
         c = _counts(j, inserted)
         _save(store, conn, job_id, j, c, job_values, inserted)
     return c
+
+
+def _item(
+    project_id: int, e: Evaluator[..., Any], job_id: int, run_id: str, state: str, now: int, **outcome: Any
+) -> dict[str, Any]:
+    """An ``eval_items`` row: the claim of (evaluator version, run), and its outcome if known."""
+    return {
+        "project_id": project_id,
+        "evaluator": e.name,
+        "evaluator_version": e.version,
+        "run_id": run_id,
+        "job_id": job_id,
+        "state": state,
+        "claimed_at": now,
+        "finished_at": None,
+        "error_type": None,
+        "error_message": None,
+    } | outcome
 
 
 def _insert_items(store: Store, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
