@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 import controlroom
 from controlroom.accounts.projects import Project
 from controlroom.evals import configs as cf
-from controlroom.evals import jobs, postrun
+from controlroom.evals import jobs, judging, postrun
 from controlroom.projections.projector import Projector
 from controlroom.store import log
 from controlroom.store.engine import Store
@@ -101,19 +101,22 @@ def test_score_event_ids_are_deterministic_so_a_replayed_score_is_a_no_op(
     [run] = finished_runs(store, project, 1)
     Projector(store).catch_up()
     c = config(store, project, "once")
-    first = jobs.judge_chunk(store, project_id=project.id, e=c.resolve(), job_id=0, run_ids=[run])
+    first = judging.judge_chunk(store, project_id=project.id, e=c.resolve(), job_id=0, run_ids=[run])
     assert first.scored == 1
     [logged] = score_events(store)
-    assert logged.event_id == jobs.score_event_id("run_succeeded", "1", run, "run_succeeded")
+    assert logged.event_id == judging.score_event_id("run_succeeded", "1", run, "run_succeeded")
     body = orjson.loads(logged.body)
     assert body["source"] == "evaluator" and body["kind"] == "boolean" and body["normalised"] == 1.0
     # the claim was made: the same evaluator version never judges the run again
     assert (
-        jobs.judge_chunk(store, project_id=project.id, e=c.resolve(), job_id=0, run_ids=[run]).processed == 0
+        judging.judge_chunk(store, project_id=project.id, e=c.resolve(), job_id=0, run_ids=[run]).processed
+        == 0
     )
     with store.write() as conn:  # even if its item were lost, the score's id makes a replay a no-op
         conn.execute(eval_items.delete())
-    assert jobs.judge_chunk(store, project_id=project.id, e=c.resolve(), job_id=0, run_ids=[run]).scored == 1
+    assert (
+        judging.judge_chunk(store, project_id=project.id, e=c.resolve(), job_id=0, run_ids=[run]).scored == 1
+    )
     assert len(score_events(store)) == 1 and len(evaluator_scores(store, project, "run_succeeded")) == 1
 
 
@@ -194,7 +197,7 @@ def test_a_backfill_judges_its_window_and_resumes_after_a_restart(store: Store, 
     stop = threading.Event()
     original = jobs.judge_chunk
 
-    def one_chunk_then_stop(*a: Any, **kw: Any) -> jobs.Counts:
+    def one_chunk_then_stop(*a: Any, **kw: Any) -> judging.Counts:
         stop.set()
         return original(*a, **kw)
 
@@ -311,7 +314,7 @@ def test_built_ins_judged_by_two_workers_at_once_keep_one_outcome_per_run(
     def worker() -> None:
         barrier.wait()
         counted.append(
-            jobs.judge_chunk(
+            judging.judge_chunk(
                 store, project_id=project.id, e=c.resolve(), job_id=0, run_ids=ids, claim_first=False
             )
         )

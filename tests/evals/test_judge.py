@@ -21,7 +21,7 @@ from controlroom.budget import ledger
 from controlroom.cost.overrides import PricerCache
 from controlroom.errors import ValidationFailed
 from controlroom.evals import configs as cf
-from controlroom.evals import jobs
+from controlroom.evals import jobs, judging
 from controlroom.evals.builtins import builtin
 from controlroom.evals.context import EvalContext, evaluating
 from controlroom.evals.evaluator import evaluate
@@ -86,9 +86,9 @@ def agent_run(
 
 def judge_runs(
     store: Store, project: Project, judge: LLMJudge, run_ids: list[str], *, job_id: int = 0
-) -> jobs.Counts:
+) -> judging.Counts:
     """What an eval job does: claim, judge (in an EvalContext of the configuration) and record."""
-    counts = jobs.judge_chunk(
+    counts = judging.judge_chunk(
         store, project_id=project.id, e=judge, job_id=job_id, run_ids=run_ids, config=CONFIG
     )
     Projector(store).catch_up()  # the judge's own runs, appended to the log, reach the read model

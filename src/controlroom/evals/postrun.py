@@ -21,7 +21,7 @@ from sqlalchemy import Connection, delete, select, tuple_, update
 from controlroom import events as ev
 from controlroom.errors import ValidationFailed
 from controlroom.evals import configs as cf
-from controlroom.evals import jobs
+from controlroom.evals import judging
 from controlroom.store.engine import Store
 from controlroom.store.log import LoggedEvent
 from controlroom.store.tables import eval_jobs, eval_postrun, runs
@@ -122,9 +122,9 @@ def _judge_config(store: Store, config_id: int, run_ids: list[str], now: int) ->
                     .values(note=f"the evaluator cannot be made: {err.detail}")
                 )
             return
-        step = jobs.COSTLY_CHUNK if config.claim_first else len(chosen)  # see jobs.run_job
+        step = judging.COSTLY_CHUNK if config.claim_first else len(chosen)  # see jobs.run_job
         for i in range(0, len(chosen), step):
-            jobs.judge_chunk(
+            judging.judge_chunk(
                 store,
                 project_id=config.project_id,
                 e=e,
