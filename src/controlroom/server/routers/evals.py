@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -361,14 +362,7 @@ async def check_regressions(project: AdminProject, store: StoreDep) -> CheckOut:
     summary="How regressions are looked for in this project",
 )
 async def get_settings(project: ReadProject, store: StoreDep) -> EvalSettingsOut:
-    s = await in_read(store, monitor.get_settings, project_id=project.id)
-    return EvalSettingsOut(**s.__dict__) if hasattr(s, "__dict__") else EvalSettingsOut(**_fields(s))
-
-
-def _fields(s: monitor.Settings) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(s)
+    return EvalSettingsOut(**asdict(await in_read(store, monitor.get_settings, project_id=project.id)))
 
 
 @router.put(
@@ -384,7 +378,7 @@ async def put_settings(body: EvalSettings, project: AdminProject, store: StoreDe
                 store, conn, project_id=project.id, settings=monitor.Settings(**body.model_dump())
             )
 
-    return EvalSettingsOut(**_fields(await run_in_threadpool(write)))
+    return EvalSettingsOut(**asdict(await run_in_threadpool(write)))
 
 
 # -- scores ----------------------------------------------------------------------------------------
