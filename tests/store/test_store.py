@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import OperationalError
 
 from controlroom.accounts.projects import Project
 from controlroom.store.engine import Store
@@ -92,3 +96,34 @@ def test_bare_json_numbers_read_back_as_written(store: Store, project: Project) 
     assert (run.inputs, run.output) == (5, 0)
     (span,) = run.spans
     assert (span.input, span.output) == (7, 1.5)
+
+
+def test_a_derived_write_skips_only_its_own_sync_on_sqlite(tmp_path: Path) -> None:
+    """A derived transaction's commit does not wait for the disk; its connection is durable again
+    for whatever it writes next, also after a derived transaction that failed."""
+    store = Store(f"sqlite:///{tmp_path / 'derived.db'}")
+    store.migrate()
+
+    def settings(conn: Connection) -> tuple[int, int, int]:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        return (
+            id(raw),
+            raw.execute("PRAGMA synchronous").fetchone()[0],
+            raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0],
+        )
+
+    try:
+        with store.write(derived=True) as conn:
+            inside = settings(conn)
+            conn.execute(events.delete().where(events.c.seq < 0))
+        assert inside[1:] == (1, 0)  # NORMAL, no checkpoint on commit
+        with store.read() as conn:  # the pool hands the same connection back
+            assert settings(conn) == (inside[0], 2, 1000)  # FULL, SQLite's default checkpoints
+        with pytest.raises(OperationalError, match="no_such_column"), store.write(derived=True) as conn:
+            assert settings(conn)[0] == inside[0]
+            conn.exec_driver_sql("SELECT no_such_column FROM events")
+        with store.read() as conn:
+            assert settings(conn) == (inside[0], 2, 1000)
+    finally:
+        store.dispose()

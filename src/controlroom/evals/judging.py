@@ -310,7 +310,9 @@ def judge_chunk(
         _item(project_id, e, job_id, r, state, now, finished_at=now, error_type=etype, error_message=message)
         for r, (state, etype, message) in j.items.items()
     ]
-    with store.write() as conn:
+    # derived from stored runs, with the job's cursor: a commit lost to a crash of the machine is a
+    # chunk judged again (the same ids: the same scores), never a score without its claim
+    with store.write(derived=True) as conn:
         inserted = _insert_items(store, conn, rows)
         c = _counts(j, inserted)
         _save(store, conn, job_id, j, c, job_values, inserted)

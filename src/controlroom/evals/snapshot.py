@@ -7,9 +7,9 @@ Two ways to get one, giving equal snapshots of the same events:
 - :meth:`Run.from_events` folds a list of events in memory with the projector's own fold, so an
   evaluator is unit-tested without a server or a database.
 
-Read-only: the dataclasses are frozen, sequences are tuples, and every JSON value (inputs, output,
-span input / output / attributes, metadata, reference) is kept as the JSON text it was stored as
-and decoded on each access, so what an evaluator gets is its own copy: changing it changes nothing
+Read-only: the dataclasses are frozen, a span is a view over its stored values, sequences are
+tuples, and every JSON value (inputs, output, span input / output / attributes, metadata,
+reference) is kept as the JSON text it was stored as and decoded on each access, so what an evaluator gets is its own copy: changing it changes nothing
 another evaluator (or the next access) sees. Decoding on access also makes loading cheap: a value
 nobody reads is never decoded.
 """
@@ -53,51 +53,132 @@ class Error:
     span_id: str | None
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Span:
-    """One span of a run. ``input``, ``output`` and ``attributes`` decode on each access (a copy)."""
+class Span(tuple):  # type: ignore[type-arg]
+    """One span of a run: a read-only view over its stored values (a span is as cheap to load as
+    the row it is read from: the eval batch path builds hundreds of thousands a second).
+    ``error`` and ``usage`` are made on access; ``input``, ``output`` and ``attributes`` are decoded
+    on each access (a copy). Spans compare by identity, as the span objects of one run."""
 
-    id: str
-    parent_id: str | None
-    kind: str | None
-    name: str | None
-    status: str  # running / ok / error
-    started_at_ns: int | None
-    ended_at_ns: int | None
-    error: Error | None
-    provider: str | None
-    model: str | None
-    attempt: int | None
-    retry_of: str | None
-    fallback_from: str | None
-    usage: Usage | None  # None: the span reported no token usage
-    cost_nanos: int | None  # None: no cost (not a call, or a call of a model with no known price)
-    cost_source: str | None  # reported / computed / unknown; None for spans without usage
-    _input: Any = field(default=None, repr=False)
-    _output: Any = field(default=None, repr=False)
-    _attributes: Any = field(default=None, repr=False)
+    __slots__ = ()
+    FIELDS = (  # what a span tells, beside input, output and attributes
+        "id",
+        "parent_id",
+        "kind",
+        "name",
+        "status",
+        "started_at_ns",
+        "ended_at_ns",
+        "error",
+        "provider",
+        "model",
+        "attempt",
+        "retry_of",
+        "fallback_from",
+        "usage",
+        "cost_nanos",
+        "cost_source",
+    )
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
+    @property
+    def id(self) -> str:
+        return cast(str, self[0])
+
+    @property
+    def parent_id(self) -> str | None:
+        return cast("str | None", self[1])
+
+    @property
+    def kind(self) -> str | None:
+        return cast("str | None", self[2])
+
+    @property
+    def name(self) -> str | None:
+        return cast("str | None", self[3])
+
+    @property
+    def status(self) -> str:
+        """running / ok / error"""
+        return cast(str, self[4])
+
+    @property
+    def started_at_ns(self) -> int | None:
+        return cast("int | None", self[5])
+
+    @property
+    def ended_at_ns(self) -> int | None:
+        return cast("int | None", self[6])
+
+    @property
+    def error(self) -> Error | None:
+        return Error(self[7], self[8], self[0]) if self[7] else None
+
+    @property
+    def provider(self) -> str | None:
+        return cast("str | None", self[9])
+
+    @property
+    def model(self) -> str | None:
+        return cast("str | None", self[10])
+
+    @property
+    def attempt(self) -> int | None:
+        return cast("int | None", self[11])
+
+    @property
+    def retry_of(self) -> str | None:
+        return cast("str | None", self[12])
+
+    @property
+    def fallback_from(self) -> str | None:
+        return cast("str | None", self[13])
+
+    @property
+    def usage(self) -> Usage | None:
+        """None: the span reported no token usage."""
+        if self[14] is None:
+            return None
+        return Usage(self[14], self[15] or 0, self[16] or 0, self[17] or 0, self[18] or 0)
+
+    @property
+    def cost_nanos(self) -> int | None:
+        """None: no cost (not a call, or a call of a model with no known price)."""
+        return cast("int | None", self[19])
+
+    @property
+    def cost_source(self) -> str | None:
+        """reported / computed / unknown; None for spans without usage."""
+        return cast("str | None", self[20])
 
     @property
     def input(self) -> Any:
-        return decode(self._input)
+        return decode(self[22])
 
     @property
     def output(self) -> Any:
-        return decode(self._output)
+        return decode(self[23])
 
     @property
     def attributes(self) -> dict[str, Any]:
-        return decode(self._attributes) or {}
+        return decode(self[24]) or {}
 
     @property
     def duration_s(self) -> float | None:
-        if self.started_at_ns is None or self.ended_at_ns is None:
+        if self[5] is None or self[6] is None:
             return None
-        return (self.ended_at_ns - self.started_at_ns) / 1e9
+        return cast(float, (self[6] - self[5]) / 1e9)
 
     @property
     def cost_usd(self) -> Decimal | None:
-        return None if self.cost_nanos is None else Decimal(self.cost_nanos) / NANOS_PER_USD
+        return None if self[19] is None else Decimal(self[19]) / NANOS_PER_USD
+
+    def __repr__(self) -> str:
+        return f"Span(id={self.id!r}, kind={self.kind!r}, name={self.name!r}, status={self.status!r})"
+
+    def __reduce__(self) -> Any:
+        return (_span, (tuple(self),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,31 +591,8 @@ def _builder(cls: type[T]) -> Callable[[tuple[Any, ...]], T]:
 
 
 def _span(v: Any) -> Span:
-    """A Span from its values in _SPAN_COLUMNS order."""
-    span_id = v[0]
-    return _new_span(
-        (
-            span_id,
-            v[1],
-            v[2],
-            v[3],
-            v[4],
-            v[5],
-            v[6],
-            Error(v[7], v[8], span_id) if v[7] else None,
-            v[9],
-            v[10],
-            v[11],
-            v[12],
-            v[13],
-            None if v[14] is None else Usage(v[14], v[15] or 0, v[16] or 0, v[17] or 0, v[18] or 0),
-            v[19],
-            v[20],
-            v[22],
-            v[23],
-            v[24],
-        )
-    )
+    """A Span over its values in _SPAN_COLUMNS order (the run id may follow: it is not read)."""
+    return tuple.__new__(Span, v)
 
 
 def _order(v: Any) -> tuple[int, int]:
@@ -571,7 +629,6 @@ def _run(r: Any, span_values: Iterable[Any], run_scores: tuple[RecordedScore, ..
     )
 
 
-_new_span = _builder(Span)
 _new_run = _builder(Run)
 
 

@@ -106,17 +106,30 @@ class Store:
         """A write transaction, on disk before it returns. On SQLite it takes the write lock up front
         (BEGIN IMMEDIATE), so a read-then-write transaction never fails with a stale snapshot.
 
-        ``derived``: the transaction writes only data derived from the log together with the
-        position it was derived up to (a consumer's batch). On PostgreSQL its commit does not wait
-        for the disk (``synchronous_commit`` off): a crash of the database server may lose the last
-        such commits, effects and position together, and the consumer derives them again."""
+        ``derived``: the transaction writes only data derived from what is stored together with the
+        position it was derived up to (a consumer's batch of the log, a batch eval job's chunk of
+        runs with its cursor). Its commit does not wait for the disk (PostgreSQL:
+        ``synchronous_commit`` off; SQLite: ``synchronous=NORMAL`` for this transaction, the WAL
+        synced at the next durable commit or checkpoint): a crash of the machine (or of the
+        database server) may lose the last such commits, effects and position together, and they
+        are derived again. The write-ahead log is sequential, so the next durable commit makes
+        every earlier one durable too: nothing after a lost commit survives it."""
         with self.engine.connect() as conn:
+            fast = derived and self.is_sqlite
             if self.is_sqlite:
                 conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                if derived and not self.is_sqlite:
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                yield conn
+            if fast:
+                _sqlite_synchronous(conn, "NORMAL")
+            try:
+                with conn.begin():
+                    if derived and not self.is_sqlite:
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    yield conn
+            finally:
+                if fast:
+                    _sqlite_synchronous(conn, "FULL")
+            if fast:
+                self.ledger_connections.checkpoint_in_background()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -224,6 +237,16 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_synchronous(conn: Connection, level: str) -> None:
+    """Set the connection's ``synchronous`` outside any transaction (on the driver's connection:
+    through SQLAlchemy the statement would begin one). At NORMAL the commit does not checkpoint
+    either (copying the WAL into the database and syncing it): a thread of its own does, after."""
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    dbapi_conn.execute(f"PRAGMA synchronous={level}")
+    dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={0 if level == 'NORMAL' else 1000}")
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

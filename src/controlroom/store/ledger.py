@@ -144,7 +144,7 @@ class LedgerConnections:
                 raise
             self._commits += 1
             if self._commits % CHECKPOINT_EVERY == 0:
-                self._checkpoint_in_background()
+                self.checkpoint_in_background()
         finally:
             self.lock.release()
 
@@ -255,7 +255,7 @@ class LedgerConnections:
                 return
         conn.close()
 
-    def _checkpoint_in_background(self) -> None:
+    def checkpoint_in_background(self) -> None:
         """A passive checkpoint (it never blocks writers) on a connection and thread of its own."""
         if not self._checkpointing.locked():
             threading.Thread(target=self.checkpoint, name="controlroom-checkpoint", daemon=True).start()
