@@ -166,10 +166,7 @@ def running_run(run_id: str) -> list[dict[str, Any]]:
 def view(run: Run) -> dict[str, Any]:
     """Everything a snapshot shows, as plain values."""
     fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if not f.name.startswith("_")}
-    fields["spans"] = [
-        {**{name: getattr(s, name) for name in Span.FIELDS}, **io(s)}
-        for s in run.spans
-    ]
+    fields["spans"] = [{**{name: getattr(s, name) for name in Span.FIELDS}, **io(s)} for s in run.spans]
     return {
         **fields,
         "inputs": run.inputs,

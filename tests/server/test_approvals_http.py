@@ -228,6 +228,26 @@ def test_the_queue_by_one_status_or_several(people: LiveServer) -> None:
         assert r.status_code == 400 and r.json()["parameter"] == "status", r.text
 
 
+def test_the_pending_count_is_the_queue_length_and_its_oldest(people: LiveServer) -> None:
+    """What the navigation shows on every page, without downloading the queue."""
+    with closing(person(people, "amy")) as amy:
+
+        def pending() -> dict[str, Any]:
+            r = amy.get("/v1/approvals/pending")
+            assert r.status_code == 200, r.text
+            return dict(r.json())
+
+        before = pending()
+        asked = [ask(people, key=f"count_{i}", arguments={"order": f"C-{i}"}) for i in range(3)]
+        now = pending()
+        assert now["pending"] == before["pending"] + 3
+        queue = amy.get("/v1/approvals", params={"status": "pending", "limit": 500}).json()["approvals"]
+        assert now["pending"] == len(queue)
+        assert now["oldest_requested_at"] == queue[0]["requested_at"]
+        assert decide(amy, asked[0]).status_code == 200
+        assert pending()["pending"] == now["pending"] - 1
+
+
 def test_never_actioned_stays_pending_and_can_still_be_decided(people: LiveServer) -> None:
     a = ask(people)
     with people.client() as agent:

@@ -174,6 +174,7 @@ def people_and_approvals(api: Checked, live: LiveServer) -> None:
         api("POST", "/v1/approvals", 413, content=b" " * (live.settings.max_body_bytes + 1))
         api("GET", "/v1/approvals", 200, params={"status": "pending"})
         api("GET", "/v1/approvals", 400, params={"status": "maybe"})
+        api("GET", "/v1/approvals/pending", 200)
         api("GET", f"/v1/approvals/{a['id']}", 200, headers=person)
         api("GET", f"/v1/approvals/{'e' * 32}", 404)
         api("GET", f"/v1/approvals/{a['id']}/wait", 200, params={"timeout": 0.05})

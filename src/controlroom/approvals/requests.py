@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from controlroom import events as ev
 from controlroom.accounts.users import Role
@@ -151,6 +151,17 @@ def queue(
     oldest_first = statuses == ("pending",)
     order = approvals.c.requested_at.asc() if oldest_first else approvals.c.requested_at.desc()
     return [_approval(r._mapping) for r in conn.execute(q.order_by(order, approvals.c.id).limit(limit))]
+
+
+def pending(conn: Connection, *, project_id: int) -> tuple[int, int | None]:
+    """How many requests wait for a decision, and when the longest-waiting one was asked (one
+    index range: the queue's)."""
+    found = conn.execute(
+        select(func.count(), func.min(approvals.c.requested_at)).where(
+            approvals.c.project_id == project_id, approvals.c.status == "pending"
+        )
+    ).one()
+    return int(found[0]), found[1]
 
 
 def _locked(tx: LedgerTx, *, project_id: int, approval_id: str) -> Approval:

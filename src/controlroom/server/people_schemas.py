@@ -130,3 +130,10 @@ class ApprovalOut(_Out):
 
 class ApprovalList(_Out):
     approvals: list[ApprovalOut]
+
+
+class PendingOut(_Out):
+    pending: int = Field(description="Requests waiting for a person's decision")
+    oldest_requested_at: str | None = Field(
+        description="When the longest-waiting one was asked (none pending: null)"
+    )

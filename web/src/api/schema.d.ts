@@ -253,6 +253,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/approvals/pending": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** How many requests wait for a decision (the dashboard's count on every page) */
+        get: operations["pending_count_v1_approvals_pending_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/approvals/{approval_id}": {
         parameters: {
             query?: never;
@@ -1593,6 +1610,19 @@ export interface components {
              */
             outcome: "executed" | "failed";
             error?: components["schemas"]["ErrorIn"] | null;
+        };
+        /** PendingOut */
+        PendingOut: {
+            /**
+             * Pending
+             * @description Requests waiting for a person's decision
+             */
+            pending: number;
+            /**
+             * Oldest Requested At
+             * @description When the longest-waiting one was asked (none pending: null)
+             */
+            oldest_requested_at: string | null;
         };
         /** PolicyIn */
         PolicyIn: {
@@ -4054,6 +4084,44 @@ export interface operations {
             };
             /** @description service_unavailable: the database cannot be reached, or stayed locked */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    pending_count_v1_approvals_pending_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PendingOut"];
+                };
+            };
+            /** @description unauthorized: missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the key's scope or the person's role does not allow it (csrf_failed: a change with a session that did not come from this server's pages) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -54,8 +54,8 @@ function Nav({ path }: { path: string }) {
   const pending = usePendingCount();
   const count = pending.data;
   useEffect(() => {
-    const base = document.title.replace(/^\(\d+\+?\) /, "");
-    document.title = count && count.count > 0 ? `(${count.count}${count.more ? "+" : ""}) ${base}` : base;
+    const base = document.title.replace(/^\(\d+\) /, "");
+    document.title = count && count.count > 0 ? `(${count.count}) ${base}` : base;
   }, [count, path]);
 
   return (
@@ -71,11 +71,10 @@ function Nav({ path }: { path: string }) {
               {v.href === "/approvals/" && count !== undefined && (
                 <span
                   className={`count${count.count > 0 ? " waiting" : ""}`}
-                  aria-label={`${count.count}${count.more ? " or more" : ""} pending`}
+                  aria-label={`${count.count} pending`}
                   data-testid="pending-count"
                 >
                   {count.count}
-                  {count.more ? "+" : ""}
                 </span>
               )}
             </Link>

@@ -38,6 +38,7 @@ from controlroom.server.people_schemas import (
     LoginIn,
     Membership,
     OutcomeIn,
+    PendingOut,
     ResolutionIn,
     SessionOut,
 )
@@ -259,6 +260,19 @@ async def list_approvals(
         store, ap.queue, project_id=principal.project.id, status=statuses, run_id=run_id, limit=limit
     )
     return ApprovalList(approvals=[approval_out(a) for a in found])
+
+
+@approvals.get(
+    "/v1/approvals/pending",
+    response_model=PendingOut,
+    responses=problems(401, 403),
+    summary="How many requests wait for a decision (the dashboard's count on every page)",
+)
+async def pending_count(
+    store: StoreDep, principal: Annotated[Principal, requires(Permission.READ)]
+) -> PendingOut:
+    count, oldest = await in_read(store, ap.pending, project_id=principal.project.id)
+    return PendingOut(pending=count, oldest_requested_at=None if oldest is None else format_ts(oldest))
 
 
 @approvals.get(

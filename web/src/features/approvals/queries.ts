@@ -16,7 +16,6 @@ export const TABS = {
 } as const;
 export type Tab = keyof typeof TABS;
 export const LIST_LIMIT = 100;
-const COUNT_LIMIT = 500; // the API's largest page: "500+" beyond
 
 export function useApprovals(tab: Tab) {
   const { project } = useWho();
@@ -35,10 +34,8 @@ export function usePendingCount() {
   return useQuery({
     queryKey: ["approvals", project, "pending-count"],
     queryFn: async () => {
-      const found = unwrap(
-        await api.GET("/v1/approvals", { params: { query: { status: "pending", limit: COUNT_LIMIT } } }),
-      ).approvals;
-      return { count: found.length, more: found.length >= COUNT_LIMIT };
+      const found = unwrap(await api.GET("/v1/approvals/pending"));
+      return { count: found.pending, oldest: found.oldest_requested_at };
     },
     refetchInterval: 5_000,
   });
