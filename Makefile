@@ -44,6 +44,8 @@ $(DASHBOARD): $(NPM_STAMP) $(WEB_SRC)
 	cd web && npm run build
 	rm -rf src/controlroom/web
 	cp -r web/out src/controlroom/web
+	find src/controlroom/web -type f \( -name '*.html' -o -name '*.js' -o -name '*.css' -o -name '*.txt' \
+	  -o -name '*.json' -o -name '*.svg' -o -name '*.map' \) -exec gzip -k -9 -n {} +
 
 ## Debian's Chromium, which the browser tests drive (Playwright never downloads a browser here).
 chromium:

@@ -5,6 +5,8 @@ server without a built dashboard that still serves the API. Run against a small 
 
 from __future__ import annotations
 
+import gzip
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +125,36 @@ def test_without_a_built_dashboard_the_root_says_how_and_the_api_works(unbuilt: 
     assert unbuilt.get("/v1/health").json()["status"] == "ok"
     r = unbuilt.get("/approvals/", headers=HTML)
     assert r.status_code == 404 and r.json()["code"] == "not_found"
+
+
+def test_text_files_go_compressed_to_a_browser_that_takes_gzip(site: httpx.Client, tmp_path: Path) -> None:
+    """``make dashboard`` leaves a gzip twin beside each text file; the server sends it as is."""
+    root = tmp_path / "web"
+    script = root / "_next/static/chunks/app-3f2a.js"
+    big = "console.log('controlroom');\n" * 400
+    script.write_text(big)
+    (root / "_next/static/chunks/app-3f2a.js.gz").write_bytes(gzip.compress(big.encode(), mtime=0))
+    os.utime(script.with_name("app-3f2a.js.gz"), (script.stat().st_mtime,) * 2)
+
+    r = site.get("/_next/static/chunks/app-3f2a.js", headers={"Accept-Encoding": "gzip, br"})
+    assert r.status_code == 200 and r.text == big  # httpx decodes what the browser would
+    assert r.headers["content-encoding"] == "gzip" and r.headers["vary"] == "Accept-Encoding"
+    assert int(r.headers["content-length"]) < len(big) / 10
+    assert (
+        r.headers["content-type"].startswith("text/javascript") or "javascript" in r.headers["content-type"]
+    )
+    assert r.headers["cache-control"] == IMMUTABLE
+    again = site.get(
+        "/_next/static/chunks/app-3f2a.js",
+        headers={"Accept-Encoding": "gzip", "If-None-Match": r.headers["etag"]},
+    )
+    assert again.status_code == 304
+
+    plain = site.get("/_next/static/chunks/app-3f2a.js", headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200 and "content-encoding" not in plain.headers and plain.text == big
+    assert plain.headers["etag"] != r.headers["etag"]  # two representations, two validators
+
+    script.write_text("console.log(2)")  # changed after its twin was made: the twin is stale
+    os.utime(script, (script.stat().st_mtime + 10,) * 2)
+    fresh = site.get("/_next/static/chunks/app-3f2a.js", headers={"Accept-Encoding": "gzip"})
+    assert fresh.text == "console.log(2)" and "content-encoding" not in fresh.headers

@@ -16,24 +16,31 @@ What is served, and how:
   everything else (pages, their RSC payloads) is ``no-cache``: revalidated each time (ETag), so a
   new build is seen at once;
 - a path that is no file: the export's 404 page for a browser (it asks for ``text/html``), the
-  API's JSON 404 for anything else.
+  API's JSON 404 for anything else;
+- text files (scripts, styles, pages, RSC payloads) are compressed once, when the dashboard is
+  built (``make dashboard`` leaves ``name.gz`` beside ``name``): a browser that accepts gzip gets
+  those bytes (``Content-Encoding: gzip``, ``Vary: Accept-Encoding``), nothing is compressed per
+  request.
 """
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import stat
 from pathlib import Path
 
 from starlette.datastructures import Headers
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from starlette.staticfiles import StaticFiles
+from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Receive, Scope, Send
 
 BUILT = Path(__file__).resolve().parent.parent / "web"
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "no-cache"
 API_PATHS = frozenset({"/v1", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+COMPRESSED = frozenset({".html", ".js", ".css", ".txt", ".json", ".svg", ".map"})
+"""What ``make dashboard`` compresses (``gzip -k``): the text the export holds."""
 
 NOT_BUILT = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>controlroom</title>
@@ -69,8 +76,42 @@ class _Files(StaticFiles):
         status_code: int = 200,
     ) -> Response:
         immutable = scope["path"].startswith("/_next/static/")
-        response = super().file_response(full_path, stat_result, scope, status_code)
+        response = self._gzipped(str(full_path), stat_result, scope, status_code)
+        if response is None:
+            response = super().file_response(full_path, stat_result, scope, status_code)
+        if Path(full_path).suffix in COMPRESSED:
+            response.headers["Vary"] = "Accept-Encoding"
         response.headers["Cache-Control"] = IMMUTABLE if immutable else REVALIDATE
+        return response
+
+    def _gzipped(
+        self, full_path: str, stat_result: os.stat_result, scope: Scope, status_code: int
+    ) -> Response | None:
+        """The file's gzip twin, for a client that accepts gzip, when the build made one (and made
+        it from this very file: a twin older than the file is left alone)."""
+        if Path(full_path).suffix not in COMPRESSED:
+            return None
+        accepted = Headers(scope=scope).get("accept-encoding", "")
+        if "gzip" not in {part.split(";")[0].strip() for part in accepted.split(",")}:
+            return None
+        try:
+            twin = os.stat(full_path + ".gz")
+        except OSError:
+            return None
+        if not stat.S_ISREG(twin.st_mode) or twin.st_mtime < stat_result.st_mtime:
+            return None
+        media_type = mimetypes.guess_type(full_path)[0] or "application/octet-stream"
+        if media_type.startswith("text/") or media_type in ("application/javascript", "image/svg+xml"):
+            media_type += "; charset=utf-8"
+        response = FileResponse(
+            full_path + ".gz",
+            status_code=status_code,
+            media_type=media_type,
+            stat_result=twin,
+            headers={"Content-Encoding": "gzip"},
+        )
+        if self.is_not_modified(response.headers, Headers(scope=scope)):
+            return NotModifiedResponse(response.headers)
         return response
 
 
