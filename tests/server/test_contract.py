@@ -291,6 +291,9 @@ def test_error_responses_are_problem_documents(live: Any, client: httpx.Client) 
             {"field"},
         ),
     ]
+    wrong_method = next(r for r, status, _, _ in cases if status == 405)  # DELETE /v1/runs
+    assert wrong_method.headers["allow"] == "GET"  # what the path does answer
+    assert client.put("/v1/prices").headers["allow"] == "GET, POST"
     for r, status, code, extra in cases:
         doc = check(r, status, Problem)
         assert (doc["status"], doc["code"]) == (status, code), doc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -157,9 +157,18 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _methods_of(app: FastAPI, path: str) -> list[str]:
-    return sorted(
-        {m for r in app.routes if isinstance(r, Route) and r.path_regex.match(path) for m in r.methods or ()}
-    )
+    """The methods some route answers at ``path``, the routers the app includes (unprefixed)
+    walked too: FastAPI lists an included router as one entry of ``app.routes``."""
+
+    def routes(found: Iterable[Any]) -> Iterator[Route]:
+        for r in found:
+            if isinstance(r, Route):
+                yield r
+            inner = getattr(r, "original_router", None)
+            if inner is not None:
+                yield from routes(inner.routes)
+
+    return sorted({m for r in routes(app.routes) if r.path_regex.match(path) for m in r.methods or ()})
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
