@@ -33,7 +33,9 @@ def ids(client: httpx.Client, **params: Any) -> list[str]:
 
 def run_events(run_id: str, ts: int, *spans: dict[str, Any]) -> list[dict[str, Any]]:
     out = [ev("run.started", run_id, ts, {"agent": "bot"})]
-    out += [ev("span.recorded", run_id, ts + SEC, {"name": "call", "ended_at": ts + 2 * SEC, **s}) for s in spans]
+    out += [
+        ev("span.recorded", run_id, ts + SEC, {"name": "call", "ended_at": ts + 2 * SEC, **s}) for s in spans
+    ]
     return out
 
 
