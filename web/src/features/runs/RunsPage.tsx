@@ -175,13 +175,15 @@ export function RunsPage() {
                     <td className={styles.num}>{formatDuration(r.duration_ms)}</td>
                     <td className={styles.num}>{formatCount(tokens(r), true)}</td>
                     <td className={styles.num}>{formatUsd(r.cost_usd)}</td>
-                    <td className={styles.scores}>
+                    <td>
+                      <div className={styles.scores}>
                       {r.scores.slice(0, 3).map((s, i) => (
                         <span key={i} className={styles.score} title={`${s.name} (${s.source})`}>
                           {s.name} {scoreText(s.value, s.label)}
                         </span>
                       ))}
                       {r.scores.length > 3 && <span className="quiet small">+{r.scores.length - 3}</span>}
+                      </div>
                     </td>
                   </tr>
                 ))}
