@@ -126,6 +126,45 @@ def test_filter_by_agent_and_status_and_reload(browse: Any, demo: Demo) -> None:
     expect(page.get_by_text("No runs match these filters.")).to_be_visible()
 
 
+def test_awaiting_approval_and_refused_by_the_cap(browse: Any, demo: Demo) -> None:
+    run_id, now = uuid.uuid4().hex, time.time_ns()
+    send(
+        demo,
+        [
+            ev("run.started", run_id, now, {"agent": "capped-agent"}),
+            ev(
+                "span.recorded",
+                run_id,
+                now + 1000,
+                {
+                    "span_id": uuid.uuid4().hex[:16],
+                    "name": "openai.chat",
+                    "kind": "llm",
+                    "ended_at": now + 2000,
+                    "status": "error",
+                    "error": {"type": "BudgetExceeded", "message": "the daily cost cap would be crossed"},
+                    "attributes": {"controlroom.budget.reason": "cap_reached"},
+                },
+            ),
+            ev("run.ended", run_id, now + 3000, {"status": "failed"}),
+        ],
+    )
+    wait_for(lambda: [r["run_id"] for r in api_runs(demo, refused_by_cap="true")][:1] == [run_id])
+    waiting = [r["run_id"] for r in api_runs(demo, awaiting_approval="true")]
+    assert waiting, "the demo has runs waiting on a person"
+
+    page = open_logged_in(browse, demo, "/runs/")
+    expect(page.locator("table[aria-label='runs'] tbody tr").first).to_be_visible()
+    page.get_by_label("awaiting approval").check()
+    expect(page).to_have_url(re.compile(r"/runs/\?awaiting_approval=true$"))
+    wait_for(lambda: row_ids(page) == waiting)
+    page.get_by_label("awaiting approval").uncheck()
+    page.get_by_label("refused by the cap").check()
+    expect(page).to_have_url(re.compile(r"/runs/\?refused_by_cap=true$"))
+    wait_for(lambda: row_ids(page) == [r["run_id"] for r in api_runs(demo, refused_by_cap="true")])
+    expect(page.locator(f"tr[data-run='{run_id}']")).to_contain_text("cap")
+
+
 def test_keyboard_moves_the_preview_and_opens_the_run(browse: Any, demo: Demo) -> None:
     page = open_logged_in(browse, demo, "/runs/?status=succeeded")
     rows = page.locator("table[aria-label='runs'] tbody tr")
@@ -244,6 +283,14 @@ def test_a_2000_span_run_is_virtualised_and_loads_outputs_on_selection(browse: A
     page.get_by_role("button", name="Jump to next error ↓").click()  # wraps to the first
     expect(page.locator(f"[role='treeitem'][data-span='{errors[0]}']")).to_be_in_viewport()
     expect(page.get_by_label("errors")).to_have_text("3 errors (this is 1)")
+    page.keyboard.press("j")  # the keyboard moves through the rows
+    expect(page.locator(f"[role='treeitem'][data-span='{ids[11]}']")).to_have_attribute(
+        "aria-selected", "true"
+    )
+    page.keyboard.press("ArrowUp")
+    expect(page.locator(f"[role='treeitem'][data-span='{errors[0]}']")).to_have_attribute(
+        "aria-selected", "true"
+    )
     assert tree.get_by_role("treeitem").count() <= MAX_TREE_ROWS
 
     # Scrolling to the bottom renders the last rows (and only a window of rows).

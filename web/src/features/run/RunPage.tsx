@@ -216,6 +216,39 @@ export function RunPage() {
     }
   }, [tree, selected, id, revealedFor]);
 
+  const rows = useMemo(() => (tree ? visibleRows(tree, collapsed) : []), [tree, collapsed]);
+
+  // Keys: j / ↓ the next row, k / ↑ the previous, ← collapses the selected span, → expands it.
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      const t = e.target;
+      if (e.altKey || e.ctrlKey || e.metaKey) return;
+      if (t instanceof HTMLElement && (t.isContentEditable || ["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName))) {
+        return;
+      }
+      const at = selected ? rows.findIndex((n) => n.span.span_id === selected) : -1;
+      const step = e.key === "j" || e.key === "ArrowDown" ? 1 : e.key === "k" || e.key === "ArrowUp" ? -1 : 0;
+      if (step !== 0) {
+        const next = rows[at < 0 ? 0 : Math.min(rows.length - 1, Math.max(0, at + step))];
+        if (next) {
+          e.preventDefault();
+          select(next.span.span_id);
+        }
+      } else if ((e.key === "ArrowLeft" || e.key === "ArrowRight") && selected && tree?.byId.get(selected)?.hasChildren) {
+        e.preventDefault();
+        const collapse = e.key === "ArrowLeft";
+        setCollapsed((c) => {
+          const next = new Set(c);
+          if (collapse) next.add(selected);
+          else next.delete(selected);
+          return next;
+        });
+      }
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [rows, selected, select, tree]);
+
   if (!isRunId(id)) {
     return (
       <section>
@@ -244,7 +277,6 @@ export function RunPage() {
     );
   }
 
-  const rows = visibleRows(tree, collapsed);
   const node = selected ? tree.byId.get(selected) : undefined;
   const errors = tree.errors;
   const at = selected ? errors.indexOf(selected) : -1;
@@ -319,7 +351,7 @@ export function RunPage() {
         </label>
       </div>
       <p className="quiet small">
-        {formatCount(tree.order.length)} spans · window {formatDuration(w1 - w0)}
+        Keys: j / k (or ↓ / ↑) move, ← / → collapse and expand. {formatCount(tree.order.length)} spans · window {formatDuration(w1 - w0)}
         {zoom && ` from +${formatDuration(w0 - tree.t0)}`}
       </p>
       <div className={styles.body}>
