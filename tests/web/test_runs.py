@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -121,6 +122,15 @@ def test_filter_by_agent_and_status_and_reload(browse: Any, demo: Demo) -> None:
     expect(page.locator("input[name='agent']")).to_have_value(agent)
     expect(page.locator("select[name='status']")).to_have_value("failed")
     wait_for(lambda: row_ids(page) == expected)
+
+    page.goto(demo.url + "/runs/")
+    page.locator("select[name='last']").select_option("24")  # a time range from now
+    expect(page).to_have_url(re.compile(r"/runs/\?since=[^&]+Z$"))
+    since = urllib.parse.unquote(page.url.split("since=")[1])
+    day = [r["run_id"] for r in api_runs(demo, since=since)]
+    assert day and len(day) < len(api_runs(demo, limit=200))
+    wait_for(lambda: row_ids(page) == day)
+    expect(page.locator("input[name='since']")).not_to_have_value("")
 
     page.goto(demo.url + "/runs/?agent=nobody-at-all")  # a shared link with no match
     expect(page.get_by_text("No runs match these filters.")).to_be_visible()

@@ -66,6 +66,23 @@ export function RunFilters({ applied, onApply, agents }: Props) {
       {text("environment", "Environment", "any", "7rem")}
       {text("tag", "Tag", "any", "6rem")}
       <label className={styles.field}>
+        <span>Started in the last</span>
+        <select
+          name="last"
+          value=""
+          onChange={(e) => {
+            const hours = Number(e.target.value);
+            if (hours > 0) onApply({ ...draft, since: new Date(Date.now() - hours * 3_600_000).toISOString().replace(/\.\d{3}Z$/, "Z"), until: "" });
+          }}
+        >
+          <option value="">…</option>
+          <option value="1">hour</option>
+          <option value="24">24 hours</option>
+          <option value="168">7 days</option>
+          <option value="720">30 days</option>
+        </select>
+      </label>
+      <label className={styles.field}>
         <span>Started from</span>
         <input
           type="datetime-local"
