@@ -316,6 +316,7 @@ def test_the_models_catch_drift() -> None:
         "usage": usage,
         "unpriced_calls": 0,
         "counts": counts,
+        "refused_calls": 0,
         "scores": [],
     }
     RunList.model_validate({"runs": [summary], "next_cursor": None})  # the baseline is valid

@@ -23,6 +23,11 @@ TOKEN_FIELDS = USAGE_FIELDS
 # The counters of a cost_daily row, in the order of a contributions() list.
 COST_FIELDS = ("calls", *TOKEN_FIELDS, "cost_nanos", "unpriced_calls")
 CALL_KINDS = ("llm", "embedding")
+# Why the budget refused a call (POST /v1/budget/reservations answered 402): the SDK records the
+# reason on the refused span as this attribute. (ledger_unavailable, the SDK failing closed when it
+# cannot ask, is no refusal by a cap.)
+REFUSAL_ATTRIBUTE = "controlroom.budget.reason"
+CAP_REFUSALS = ("cap_reached", "held_by_in_flight_calls", "unpriced_model")
 
 
 def new_span(project_id: int, run_id: str, span_id: str, seq: int) -> Row:
@@ -91,6 +96,7 @@ def new_run(project_id: int, run_id: str, seq: int, ts: int, received_at: int) -
         "fallback_count": 0,
         "error_count": 0,
         "has_error": False,
+        "refused_count": 0,
         "last_event_at": received_at,
         "first_seq": seq,
     }
@@ -231,6 +237,11 @@ def summarise_run(run: Row, spans: Iterable[Row]) -> None:
     run["retry_count"] = sum(1 for s in spans if s["retry_of"] or (s["attempt"] or 1) > 1)
     run["fallback_count"] = sum(1 for s in spans if s["fallback_from"])
     run["error_count"] = sum(1 for s in spans if s["status"] == "error")
+    run["refused_count"] = sum(
+        1
+        for s in spans
+        if s["status"] == "error" and (s["attributes"] or {}).get(REFUSAL_ATTRIBUTE) in CAP_REFUSALS
+    )
     if run["end_status"] is not None:
         run["status"] = run["end_status"]
     elif run["abandoned_at"] is not None:

@@ -15,7 +15,7 @@ from controlroom.errors import InvalidQuery, NotFound
 from controlroom.events import RUN_STATUSES
 from controlroom.money import Usage
 from controlroom.projections.fold import COST_FIELDS, TOKEN_FIELDS, rollups
-from controlroom.store.tables import cost_daily, run_tags, runs, scores, spans
+from controlroom.store.tables import approvals, cost_daily, run_tags, runs, scores, spans
 
 GROUPS = ("agent", "provider", "model")
 COUNTS = ("span", "llm", "tool", "retry", "fallback", "error")
@@ -52,6 +52,7 @@ class RunSummary:
     cost_nanos: int | None
     unpriced_calls: int
     counts: dict[str, int]  # per COUNTS: spans, llm calls, tool calls, retries, fallbacks, errors
+    refused_calls: int = 0  # calls the budget refused (fold.CAP_REFUSALS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,8 @@ class RunFilter:
     score_min: float | None = None
     score_max: float | None = None
     order: str = "newest"  # or by the score_name score (a run's lowest of that name): score_asc, score_desc
+    awaiting_approval: bool = False  # only runs with an approval request still pending
+    refused_by_cap: bool = False  # only runs with a call the budget refused
 
 
 def encode_cursor(started_at: int, run_id: str) -> str:
@@ -197,6 +200,7 @@ def list_runs(
     else:
         q = select(runs).where(runs.c.project_id == project_id)
         started, rid = runs.c.started_at, runs.c.run_id
+    q = _flag_filters(q, project_id, f)
     if f.agent is not None:
         q = q.where(runs.c.agent == f.agent)
     if f.status:
@@ -255,6 +259,7 @@ def _runs_by_score(
     )
     score = agg.c.score
     q = select(runs, score).join(agg, runs.c.run_id == agg.c.run_id).where(runs.c.project_id == project_id)
+    q = _flag_filters(q, project_id, f)
     if f.tag is not None:
         q = q.where(
             select(run_tags.c.run_id)
@@ -303,6 +308,20 @@ def _runs_by_score(
     )
 
 
+def _flag_filters(q: Any, project_id: int, f: RunFilter) -> Any:
+    """The filters on what happened to a run beside its row: a pending approval request (the few
+    pending requests, through the queue's index), a call the budget refused (the runs' partial
+    index on refused_count > 0)."""
+    if f.awaiting_approval:
+        pending = select(approvals.c.run_id).where(
+            approvals.c.project_id == project_id, approvals.c.status == "pending"
+        )
+        q = q.where(runs.c.run_id.in_(pending))
+    if f.refused_by_cap:
+        q = q.where(runs.c.refused_count > 0)
+    return q
+
+
 def _brief_scores(conn: Connection, project_id: int, run_ids: list[str]) -> dict[str, list[BriefScore]]:
     """The scores of a page of runs, by run, in one query."""
     out: dict[str, list[BriefScore]] = {}
@@ -341,6 +360,7 @@ def run_summary(r: Any) -> RunSummary:
         cost_nanos=r["cost_nanos"],
         unpriced_calls=r["unpriced_calls"],
         counts={k: r[f"{k}_count"] for k in COUNTS},
+        refused_calls=r["refused_count"],
     )
 
 
@@ -353,9 +373,9 @@ def span_node(s: Any, *, rollup: bool) -> SpanNode:
         status=s["status"],
         started_at_ns=s["started_at"],
         ended_at_ns=s["ended_at"],
-        input=s["input"],
-        output=s["output"],
-        attributes=s["attributes"] or {},
+        input=s.get("input"),
+        output=s.get("output"),
+        attributes=s.get("attributes") or {},
         error=_error(s),
         provider=s["provider"],
         model=s["model"],
@@ -371,7 +391,12 @@ def span_node(s: Any, *, rollup: bool) -> SpanNode:
     )
 
 
-def get_run(conn: Connection, project_id: int, run_id: str) -> RunDetail:
+PAYLOADS = ("input", "output", "attributes")  # a span's own data, beside the tree's structure
+
+
+def get_run(conn: Connection, project_id: int, run_id: str, *, payloads: bool = True) -> RunDetail:
+    """The run and its span tree; ``payloads=False`` leaves each span's input, output and attributes
+    unread (``None``, ``{}``): a 2,000-span run's tree without its payloads (see get_span)."""
     row = (
         conn.execute(select(runs).where(runs.c.project_id == project_id, runs.c.run_id == run_id))
         .mappings()
@@ -379,8 +404,9 @@ def get_run(conn: Connection, project_id: int, run_id: str) -> RunDetail:
     )
     if row is None:
         raise NotFound(f"run {run_id} not found (or not yet projected)", run_id=run_id)
+    columns = spans.c if payloads else [c for c in spans.c if c.name not in PAYLOADS]
     span_rows = (
-        conn.execute(select(spans).where(spans.c.project_id == project_id, spans.c.run_id == run_id))
+        conn.execute(select(*columns).where(spans.c.project_id == project_id, spans.c.run_id == run_id))
         .mappings()
         .all()
     )
@@ -426,6 +452,30 @@ def get_run(conn: Connection, project_id: int, run_id: str) -> RunDetail:
             for s in score_rows
         ],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SpanPayload:
+    span_id: str
+    input: Any
+    output: Any
+    attributes: dict[str, Any]
+
+
+def get_span(conn: Connection, project_id: int, run_id: str, span_id: str) -> SpanPayload:
+    """One span's input, output and attributes (what get_run(payloads=False) leaves out)."""
+    row = (
+        conn.execute(
+            select(spans.c.span_id, *(spans.c[c] for c in PAYLOADS)).where(
+                spans.c.project_id == project_id, spans.c.run_id == run_id, spans.c.span_id == span_id
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"span {span_id} of run {run_id} not found (or not yet projected)", span_id=span_id)
+    return SpanPayload(row["span_id"], row["input"], row["output"], row["attributes"] or {})
 
 
 def _acyclic_parents(parent_of: dict[str, str | None], order: dict[str, Any]) -> dict[str, str | None]:

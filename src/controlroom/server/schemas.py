@@ -180,6 +180,10 @@ class RunSummary(_Out):
     cost_usd: str | None
     unpriced_calls: int
     counts: Counts
+    refused_calls: int = Field(
+        description="Calls the budget refused before they were made (a cap reached, held by calls "
+        "in flight, or a model without a price): the runs list's refused_by_cap"
+    )
 
 
 class BriefScoreOut(_Out):
@@ -209,9 +213,9 @@ class SpanOut(_Out):
     started_at: str | None
     ended_at: str | None
     duration_ms: float | None
-    input: Any
-    output: Any
-    attributes: dict[str, Any]
+    input: Any = Field(None, description="Absent with payloads=false")
+    output: Any = Field(None, description="Absent with payloads=false")
+    attributes: dict[str, Any] = Field(default_factory=dict, description="Absent with payloads=false")
     error: ErrorOut | None
     provider: str | None
     model: str | None
@@ -228,6 +232,15 @@ class SpanOut(_Out):
     )
     orphan: bool = Field(description="Its parent never arrived (or names a cycle): shown as a root")
     children: list[SpanOut]
+
+
+class SpanPayloadOut(_Out):
+    """What ``GET /v1/runs/{run_id}?payloads=false`` leaves out of a span."""
+
+    span_id: str
+    input: Any
+    output: Any
+    attributes: dict[str, Any]
 
 
 class ScoreOut(_Out):

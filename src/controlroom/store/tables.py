@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import postgresql
 
@@ -259,6 +260,8 @@ runs = Table(
     Column("fallback_count", Integer, nullable=False, server_default="0"),
     Column("error_count", Integer, nullable=False, server_default="0"),
     Column("has_error", Boolean, nullable=False, server_default="0"),
+    # calls the budget refused (a cap reached, held by calls in flight, or a model without a price)
+    Column("refused_count", Integer, nullable=False, server_default="0"),
     Column("last_event_at", BigInteger, nullable=False),  # server clock, for the abandoned sweep
     Column("first_seq", BigInteger, nullable=False),
     Index("ix_runs_list", "project_id", "started_at", "run_id"),
@@ -267,6 +270,14 @@ runs = Table(
     Index("ix_runs_environment", "project_id", "environment", "started_at", "run_id"),
     Index("ix_runs_cost", "project_id", "cost_nanos"),
     Index("ix_runs_open", "status", "last_event_at"),
+    Index(
+        "ix_runs_refused",
+        "project_id",
+        "started_at",
+        "run_id",
+        sqlite_where=text("refused_count > 0"),
+        postgresql_where=text("refused_count > 0"),
+    ),
 )
 
 run_tags = Table(

@@ -82,6 +82,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/runs/{run_id}/spans/{span_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One span's input, output and attributes */
+        get: operations["get_span_payload_v1_runs__run_id__spans__span_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/costs/daily": {
         parameters: {
             query?: never;
@@ -1922,6 +1939,11 @@ export interface components {
             /** Unpriced Calls */
             unpriced_calls: number;
             counts: components["schemas"]["Counts"];
+            /**
+             * Refused Calls
+             * @description Calls the budget refused before they were made (a cap reached, held by calls in flight, or a model without a price): the runs list's refused_by_cap
+             */
+            refused_calls: number;
             /** Inputs */
             inputs: unknown;
             /** Output */
@@ -2001,6 +2023,11 @@ export interface components {
             /** Unpriced Calls */
             unpriced_calls: number;
             counts: components["schemas"]["Counts"];
+            /**
+             * Refused Calls
+             * @description Calls the budget refused before they were made (a cap reached, held by calls in flight, or a model without a price): the runs list's refused_by_cap
+             */
+            refused_calls: number;
             /**
              * Scores
              * @description The run's scores, oldest first (the run's page has them all)
@@ -2175,12 +2202,21 @@ export interface components {
             ended_at: string | null;
             /** Duration Ms */
             duration_ms: number | null;
-            /** Input */
-            input: unknown;
-            /** Output */
-            output: unknown;
-            /** Attributes */
-            attributes: {
+            /**
+             * Input
+             * @description Absent with payloads=false
+             */
+            input?: unknown;
+            /**
+             * Output
+             * @description Absent with payloads=false
+             */
+            output?: unknown;
+            /**
+             * Attributes
+             * @description Absent with payloads=false
+             */
+            attributes?: {
                 [key: string]: unknown;
             };
             error: components["schemas"]["ErrorOut"] | null;
@@ -2215,6 +2251,22 @@ export interface components {
             orphan: boolean;
             /** Children */
             children: components["schemas"]["SpanOut"][];
+        };
+        /**
+         * SpanPayloadOut
+         * @description What ``GET /v1/runs/{run_id}?payloads=false`` leaves out of a span.
+         */
+        SpanPayloadOut: {
+            /** Span Id */
+            span_id: string;
+            /** Input */
+            input: unknown;
+            /** Output */
+            output: unknown;
+            /** Attributes */
+            attributes: {
+                [key: string]: unknown;
+            };
         };
         StoredJson: string | number | boolean | components["schemas"]["StoredJson"][] | {
             [key: string]: components["schemas"]["StoredJson"];
@@ -3057,6 +3109,10 @@ export interface operations {
                 score_max?: number | null;
                 /** @description newest (the default), or by the score_name score: score_asc (worst first), score_desc */
                 order?: "newest" | "score_asc" | "score_desc";
+                /** @description true: only runs with an approval request still pending */
+                awaiting_approval?: boolean;
+                /** @description true: only runs with a call the budget refused (refused_calls > 0) */
+                refused_by_cap?: boolean;
                 limit?: number;
                 /** @description next_cursor of the previous page */
                 cursor?: string;
@@ -3107,7 +3163,10 @@ export interface operations {
     };
     get_run_v1_runs__run_id__get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description false: each span without its input, output and attributes (the tree alone, for a large run; GET /v1/runs/{run_id}/spans/{span_id} has one span's) */
+                payloads?: boolean;
+            };
             header?: never;
             path: {
                 /** @description 32 hex digits */
@@ -3154,6 +3213,67 @@ export interface operations {
                 };
             };
             /** @description not_found: no such run (or not yet projected) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_span_payload_v1_runs__run_id__spans__span_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description 32 hex digits */
+                run_id: string;
+                /** @description 16 hex digits */
+                span_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SpanPayloadOut"];
+                };
+            };
+            /** @description invalid_json, invalid_encoding, invalid_event or invalid_query (a query or path parameter, NUL characters in any) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the key's scope or the person's role does not allow it (csrf_failed: a change with a session that did not come from this server's pages) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description not_found: no such span (or not yet projected) */
             404: {
                 headers: {
                     [name: string]: unknown;

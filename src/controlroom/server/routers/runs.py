@@ -29,6 +29,7 @@ from controlroom.server.schemas import (
     RunListItem,
     ScoreOut,
     SpanOut,
+    SpanPayloadOut,
     UsageOut,
     comma_separated,
     problems,
@@ -110,11 +111,14 @@ def summary_fields(r: queries.RunSummary) -> dict[str, Any]:
         "cost_usd": _usd(r.cost_nanos),
         "unpriced_calls": r.unpriced_calls,
         "counts": Counts(**r.counts),
+        "refused_calls": r.refused_calls,
     }
 
 
-def span_out(s: queries.SpanNode) -> SpanOut:
+def span_out(s: queries.SpanNode, *, payloads: bool = True) -> SpanOut:
+    data = {"input": s.input, "output": s.output, "attributes": s.attributes} if payloads else {}
     return SpanOut(
+        **data,
         span_id=s.span_id,
         parent_span_id=s.parent_span_id,
         kind=s.kind,
@@ -123,9 +127,6 @@ def span_out(s: queries.SpanNode) -> SpanOut:
         started_at=format_ts(s.started_at_ns),
         ended_at=format_ts(s.ended_at_ns),
         duration_ms=_duration_ms(s.started_at_ns, s.ended_at_ns),
-        input=s.input,
-        output=s.output,
-        attributes=s.attributes,
         error=_error(s.error),
         provider=s.provider,
         model=s.model,
@@ -139,7 +140,7 @@ def span_out(s: queries.SpanNode) -> SpanOut:
         computed_cost_usd=_usd(s.computed_cost_nanos),
         rollup=s.rollup,
         orphan=s.orphan,
-        children=[span_out(c) for c in s.children],
+        children=[span_out(c, payloads=payloads) for c in s.children],
     )
 
 
@@ -160,13 +161,15 @@ def run_approval(a: ap.Approval) -> RunApproval:
     )
 
 
-def detail_out(d: queries.RunDetail, approvals: list[ap.Approval] | None = None) -> RunDetail:
+def detail_out(
+    d: queries.RunDetail, approvals: list[ap.Approval] | None = None, *, payloads: bool = True
+) -> RunDetail:
     return RunDetail(
         **summary_fields(d.summary),
         inputs=d.inputs,
         output=d.output,
         metadata=d.metadata,
-        spans=[span_out(s) for s in d.spans],
+        spans=[span_out(s, payloads=payloads) for s in d.spans],
         scores=[
             ScoreOut(
                 name=s.name,
@@ -229,17 +232,20 @@ def page_json(page: queries.RunPage) -> dict[str, Any]:
     return as_json(RunList(runs=items, next_cursor=page.next_cursor))
 
 
-def run_json(run: queries.RunDetail, approvals: list[ap.Approval] | None = None) -> dict[str, Any]:
-    return as_json(detail_out(run, approvals))
+def run_json(
+    run: queries.RunDetail, approvals: list[ap.Approval] | None = None, *, payloads: bool = True
+) -> dict[str, Any]:
+    return as_json(detail_out(run, approvals, payloads=payloads))
 
 
 MAX_RUN_APPROVALS = 500
 
 
-def run_with_approvals(conn: Any, project_id: int, run_id: str) -> dict[str, Any]:
+def run_with_approvals(conn: Any, project_id: int, run_id: str, *, payloads: bool = True) -> dict[str, Any]:
     """The run and its approval requests, read in one transaction."""
-    run = queries.get_run(conn, project_id, run_id)
-    return run_json(run, ap.queue(conn, project_id=project_id, run_id=run_id, limit=MAX_RUN_APPROVALS))
+    run = queries.get_run(conn, project_id, run_id, payloads=payloads)
+    approvals = ap.queue(conn, project_id=project_id, run_id=run_id, limit=MAX_RUN_APPROVALS)
+    return run_json(run, approvals, payloads=payloads)
 
 
 def costs_json(costs: queries.DailyCosts) -> dict[str, Any]:
@@ -296,6 +302,16 @@ async def list_runs(
         ),
         WithJsonSchema({"type": "string", "enum": list(queries.ORDERS)}),
     ] = "newest",
+    awaiting_approval: Annotated[
+        bool,
+        Query(description="true: only runs with an approval request still pending"),
+        WithJsonSchema({"type": "boolean"}),
+    ] = False,
+    refused_by_cap: Annotated[
+        bool,
+        Query(description="true: only runs with a call the budget refused (refused_calls > 0)"),
+        WithJsonSchema({"type": "boolean"}),
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[
         str | None,
@@ -317,6 +333,8 @@ async def list_runs(
         score_min=score_min,
         score_max=score_max,
         order=order,
+        awaiting_approval=awaiting_approval,
+        refused_by_cap=refused_by_cap,
     )
     return JSONResponse(
         page_json(await in_read(store, queries.list_runs, project.id, f, limit=limit, cursor=cursor))
@@ -333,11 +351,45 @@ async def get_run(
     run_id: Annotated[str, Path(description="32 hex digits", json_schema_extra={"pattern": HEX_RUN_ID})],
     project: ReadProject,
     store: StoreDep,
+    payloads: Annotated[
+        bool,
+        Query(
+            description="false: each span without its input, output and attributes (the tree alone, "
+            "for a large run; GET /v1/runs/{run_id}/spans/{span_id} has one span's)"
+        ),
+        WithJsonSchema({"type": "boolean"}),
+    ] = True,
 ) -> JSONResponse:
-    rid = run_id.lower()
-    if len(rid) != 32 or any(c not in "0123456789abcdef" for c in rid):
-        raise InvalidQuery(f"run_id {run_id!r} is not 32 hex characters", parameter="run_id")
-    return JSONResponse(await in_read(store, run_with_approvals, project.id, rid))
+    rid = _hex_id(run_id, "run_id", 32)
+    return JSONResponse(await in_read(store, run_with_approvals, project.id, rid, payloads=payloads))
+
+
+def _hex_id(value: str, name: str, length: int) -> str:
+    v = value.lower()
+    if len(v) != length or any(c not in "0123456789abcdef" for c in v):
+        raise InvalidQuery(f"{name} {value!r} is not {length} hex characters", parameter=name)
+    return v
+
+
+@router.get(
+    "/v1/runs/{run_id}/spans/{span_id}",
+    response_model=SpanPayloadOut,
+    responses=problems(400, 401, 403, 404, s404="not_found: no such span (or not yet projected)"),
+    summary="One span's input, output and attributes",
+)
+async def get_span_payload(
+    run_id: Annotated[str, Path(description="32 hex digits", json_schema_extra={"pattern": HEX_RUN_ID})],
+    span_id: Annotated[
+        str, Path(description="16 hex digits", json_schema_extra={"pattern": "^[0-9a-fA-F]{16}$"})
+    ],
+    project: ReadProject,
+    store: StoreDep,
+) -> JSONResponse:
+    rid, sid = _hex_id(run_id, "run_id", 32), _hex_id(span_id, "span_id", 16)
+    p = await in_read(store, queries.get_span, project.id, rid, sid)
+    return JSONResponse(
+        as_json(SpanPayloadOut(span_id=p.span_id, input=p.input, output=p.output, attributes=p.attributes))
+    )
 
 
 @router.get(

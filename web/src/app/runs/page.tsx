@@ -1,5 +1,11 @@
-import { NotBuilt } from "@/components/NotBuilt";
+import { Suspense } from "react";
 
-export default function RunsPage() {
-  return <NotBuilt view="Runs" api={["GET /v1/runs (filters, keyset paging: docs/api.md)"]} />;
+import { RunsPage } from "@/features/runs/RunsPage";
+
+export default function Page() {
+  return (
+    <Suspense>
+      <RunsPage />
+    </Suspense>
+  );
 }
