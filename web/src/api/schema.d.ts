@@ -363,8 +363,9 @@ export interface paths {
         };
         /**
          * The project's API keys
-         * @description Every key, revoked ones too, oldest first: its id, label, first 10 characters and scope —
-         *     never the key itself, which is shown once, when it is created.
+         * @description Every key, revoked ones too, oldest first: its id, label, first 10 characters, scope and
+         *     when it was last used (to within a minute or so) — never the key itself, which is shown once,
+         *     when it is created.
          */
         get: operations["list_keys_v1_keys_get"];
         put?: never;
@@ -1513,6 +1514,11 @@ export interface components {
             created_at: string;
             /** Revoked At */
             revoked_at: string | null;
+            /**
+             * Last Used At
+             * @description When it last authenticated a request, to within a minute or so; null: never
+             */
+            last_used_at: string | null;
         };
         /** LoginIn */
         LoginIn: {
@@ -1551,6 +1557,11 @@ export interface components {
             created_at: string;
             /** Revoked At */
             revoked_at: string | null;
+            /**
+             * Last Used At
+             * @description When it last authenticated a request, to within a minute or so; null: never
+             */
+            last_used_at: string | null;
             /**
              * Key
              * @description The key itself: shown in this answer only, store it now
