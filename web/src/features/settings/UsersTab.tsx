@@ -20,6 +20,10 @@ const ROLES: Role[] = ["viewer", "approver", "admin"];
 const ROLE_HELP = "viewer: reads; approver: also decides approval requests; admin: also manages the project";
 const MIN_PASSWORD = 12;
 
+function aRole(role: Role): string {
+  return role === "viewer" ? "a viewer" : `an ${role}`;
+}
+
 interface Change {
   login: string;
   role?: Role;
@@ -29,7 +33,7 @@ interface Change {
 /** A refusal that leaves the project without an admin, said plainly. */
 function lastAdmin(error: Error | null): Error | null {
   if (error instanceof ApiError && error.status === 409) {
-    return new Error(`Refused: ${error.message}. Make someone else an admin first.`);
+    return new Error(`Refused (409): ${error.message}. Make someone else an admin first.`);
   }
   return error;
 }
@@ -59,7 +63,7 @@ export function UsersTab() {
         }),
       ),
     onSuccess: (user) => {
-      notify("done", `${user.login} is a ${user.role} of this project and can log in now.`);
+      notify("done", `${user.login} is ${aRole(user.role)} of this project and can log in now.`);
       setLogin("");
       setName("");
       setPassword("");
@@ -75,7 +79,7 @@ export function UsersTab() {
         }),
       ),
     onSuccess: (user) =>
-      notify("done", `${user.login} is ${user.disabled ? "disabled" : `a ${user.role}`} now.`),
+      notify("done", `${user.login} is ${user.disabled ? "disabled" : aRole(user.role)} now.`),
     onSettled: () => queries.invalidateQueries({ queryKey: key }),
   });
   const remove = useMutation({
