@@ -151,6 +151,31 @@ def test_a_daily_cap_is_set_and_shown_with_today_s_spend(browse: Any, demo: Demo
     expect(page.get_by_role("alert").filter(has_text="422")).to_be_visible()  # said under the form
 
 
+def test_a_price_override_is_added_and_the_model_in_use_is_charged_it(browse: Any, demo: Demo) -> None:
+    page = settings_page(browse, demo, "admin", "prices")
+    in_use = page.get_by_role("table", name="models in use")
+    expect(in_use).to_contain_text("built-in list")  # the demo's models are all on the list
+    first = in_use.locator("tbody tr").first
+    model = first.locator("td").first.inner_text()
+    expect(first).not_to_contain_text("this project's override")
+
+    form = page.get_by_role("form", name="add a price override")
+    form.get_by_label("Model").fill(model)
+    form.get_by_label("Input, USD / M tokens").fill("1.5")
+    form.get_by_label("Output, USD / M tokens").fill("6")
+    form.get_by_role("button", name="Add override").click()
+    expect(page.get_by_role("table", name="price overrides")).to_contain_text(model)
+    row = in_use.locator("tbody tr").filter(has=page.get_by_text(model, exact=True))
+    expect(row.first).to_contain_text("this project's override")
+    expect(row.first).to_contain_text("$1.5")
+
+    form.get_by_label("Model").fill(model)
+    form.get_by_label("Input, USD / M tokens").fill("-1")
+    form.get_by_label("Output, USD / M tokens").fill("6")
+    form.get_by_role("button", name="Add override").click()
+    expect(page.get_by_role("alert").filter(has_text="422")).to_contain_text("input_per_mtok")
+
+
 @dataclass
 class Receiver:
     url: str = ""

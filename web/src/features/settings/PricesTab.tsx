@@ -10,6 +10,7 @@ import { useState, type FormEvent } from "react";
 import { api, unwrap } from "@/api/client";
 import { useNotify } from "@/components/Notices";
 import { Time } from "@/components/Time";
+import { formatCount } from "@/lib/format";
 import { useNow } from "@/lib/time";
 
 import { FormError, Loading, ReadOnlyNote, Section, useAdminOnly, useSettingsKey } from "./common";
@@ -22,7 +23,73 @@ function perMillion(value: string | null): string {
   return value === null ? "—" : `$${value}`;
 }
 
+const SOURCES = { override: "this project's override", built_in: "built-in list", unknown: "no price known" } as const;
+
+/** The models the project called lately with the price each is charged now, and from where. */
+function ModelsInUse() {
+  const models = useQuery({
+    queryKey: useSettingsKey("prices", "models"),
+    queryFn: async () => unwrap(await api.GET("/v1/prices/models", { params: { query: { days: 30 } } })).models,
+    refetchInterval: 60_000,
+  });
+  return (
+    <Section
+      title="Models in use"
+      intro="The models this project called in the last 30 days, most called first, with what a call to each is charged now (USD per million tokens; the highest tier where the price depends on the call)."
+    >
+      {models.data === undefined ? (
+        <Loading error={models.error} what="the models in use" />
+      ) : models.data.length === 0 ? (
+        <p className="empty">No model calls in the last 30 days: the prices show here once agents call models.</p>
+      ) : (
+        <div className={styles.scroll}>
+          <table className={styles.table} aria-label="models in use">
+            <thead>
+              <tr>
+                <th>Model</th>
+                <th>Provider</th>
+                <th className={styles.num}>Calls</th>
+                <th className={styles.num}>Input / M</th>
+                <th className={styles.num}>Output / M</th>
+                <th className={styles.num}>Cache read / M</th>
+                <th>Price from</th>
+                <th>Last called (day)</th>
+              </tr>
+            </thead>
+            <tbody>
+              {models.data.map((m) => (
+                <tr key={`${m.provider ?? ""}/${m.model ?? ""}`}>
+                  <td className="mono">{m.model ?? <span className="quiet">unnamed</span>}</td>
+                  <td>{m.provider ?? <span className="quiet">—</span>}</td>
+                  <td className={styles.num}>
+                    {formatCount(m.calls)}
+                    {m.unpriced_calls > 0 && <span className="error"> ({formatCount(m.unpriced_calls)} unpriced)</span>}
+                  </td>
+                  <td className={styles.num}>{perMillion(m.input_per_mtok)}</td>
+                  <td className={styles.num}>{perMillion(m.output_per_mtok)}</td>
+                  <td className={styles.num}>{perMillion(m.cache_read_per_mtok)}</td>
+                  <td className={m.source === "unknown" ? "error" : undefined}>{SOURCES[m.source]}</td>
+                  <td className="small">{m.last_day}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </Section>
+  );
+}
+
 export function PricesTab() {
+  return (
+    <>
+      <OverridesSection />
+      <ModelsInUse />
+    </>
+  );
+}
+
+function OverridesSection() {
   const key = useSettingsKey("prices");
   const queries = useQueryClient();
   const notify = useNotify();

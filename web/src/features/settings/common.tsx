@@ -36,25 +36,9 @@ export function ReadOnlyNote({ reason }: { reason: string | null }) {
   );
 }
 
-/** A refusal from the server (its problem document), as a person reads it. */
+/** A refusal from the server (its problem document, whose detail names each field at fault). */
 export function problemText(error: Error): string {
-  if (!(error instanceof ApiError)) {
-    return error.message;
-  }
-  const lines = [error.message];
-  const errors = error.problem.errors;
-  if (Array.isArray(errors)) {
-    for (const e of errors.slice(0, 5)) {
-      if (typeof e === "object" && e !== null) {
-        const { loc, msg } = e as { loc?: unknown; msg?: unknown };
-        const where = Array.isArray(loc) ? loc.filter((p) => p !== "body").join(".") : "";
-        if (typeof msg === "string" && !error.message.includes(msg)) {
-          lines.push(where ? `${where}: ${msg}` : msg);
-        }
-      }
-    }
-  }
-  return `${error.status} ${error.code}: ${lines.join("; ")}`;
+  return error instanceof ApiError ? `${error.status} ${error.code}: ${error.message}` : error.message;
 }
 
 /** The error of the form just above it, or nothing. */
