@@ -85,6 +85,7 @@ def test_an_api_key_is_shown_once_works_and_is_revoked(browse: Any, demo: Demo) 
     shown = page.get_by_test_id("secret")
     expect(shown).to_have_text(re.compile(r"^cr_\S{40,}$"))
     expect(page.get_by_text("It will not be shown again")).to_be_visible()
+    expect(page.get_by_label("how to use the key")).to_contain_text(f"export CONTROLROOM_URL={demo.url} ")
     secret = shown.inner_text()
     with httpx.Client(base_url=demo.url, headers={"Authorization": f"Bearer {secret}"}) as agent:
         assert agent.get("/v1/runs", params={"limit": 1}).status_code == 200

@@ -16,6 +16,23 @@ import styles from "./settings.module.css";
 
 type Scope = "agent" | "admin";
 
+/** How to use a new key: the lines for the agent's shell (as docs/sdk.md has them), for this server. */
+function FirstRun({ secret }: { secret: string }) {
+  const origin = typeof window === "undefined" ? "" : window.location.origin;
+  return (
+    <>
+      <p className="small">
+        In the shell where the agent runs (<code>pip install controlroom</code>, then <code>controlroom.init()</code>{" "}
+        in the agent reads these), and to see its runs:
+      </p>
+      <pre className="json" aria-label="how to use the key">
+        {`export CONTROLROOM_URL=${origin} CONTROLROOM_API_KEY=${secret}\n`}
+        {`curl -s "$CONTROLROOM_URL/v1/runs?limit=5" -H "Authorization: Bearer $CONTROLROOM_API_KEY"`}
+      </pre>
+    </>
+  );
+}
+
 export function KeysTab() {
   const key = useSettingsKey("keys");
   const queries = useQueryClient();
@@ -112,7 +129,9 @@ export function KeysTab() {
       )}
       <FormError error={revoke.error} />
       {secret !== null && (
-        <SecretOnce label={`The new key “${secret.name}”`} value={secret.key} onDone={() => setSecret(null)} />
+        <SecretOnce label={`The new key “${secret.name}”`} value={secret.key} onDone={() => setSecret(null)}>
+          <FirstRun secret={secret.key} />
+        </SecretOnce>
       )}
       <form className={styles.form} onSubmit={submit} aria-label="create an API key">
         <label>

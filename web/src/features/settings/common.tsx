@@ -54,7 +54,17 @@ export function FormError({ error }: { error: Error | null }) {
 }
 
 /** A secret the server shows once: the value, a copy button, and the warning. */
-export function SecretOnce({ label, value, onDone }: { label: string; value: string; onDone: () => void }) {
+export function SecretOnce({
+  label,
+  value,
+  onDone,
+  children,
+}: {
+  label: string;
+  value: string;
+  onDone: () => void;
+  children?: ReactNode;
+}) {
   const [copied, setCopied] = useState(false);
   const copy = async () => {
     try {
@@ -81,6 +91,7 @@ export function SecretOnce({ label, value, onDone }: { label: string; value: str
           I have stored it
         </button>
       </div>
+      {children}
     </div>
   );
 }
