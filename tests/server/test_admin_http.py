@@ -205,6 +205,25 @@ def test_a_key_s_last_use_is_listed_and_written_at_most_once_a_minute(live: Live
         )
 
 
+def test_a_key_whose_use_cannot_be_recorded_still_works(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from controlroom.server import deps
+
+    def locked(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("UPDATE api_keys", {}, Exception("database is locked"))
+
+    with live.client(admin=True) as admin:
+        new = admin.post("/v1/keys", json={"name": "ci"}).json()
+    monkeypatch.setattr(deps, "key_used", locked)
+    with live.client(new["key"]) as ci:
+        assert ci.get("/v1/runs").status_code == 200
+        assert next(k for k in ci.get("/v1/keys").json()["keys"] if k["name"] == "ci")["last_used_at"] is None
+    assert "could not record the use of an API key of acme" in caplog.text
+
+
 def test_an_admin_key_makes_admin_keys_and_cannot_revoke_itself(live: LiveServer) -> None:
     with live.client(admin=True) as admin:
         r = admin.post("/v1/keys", json={"name": "ops", "scope": "admin"})

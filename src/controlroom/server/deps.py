@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import zlib
@@ -13,6 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from pydantic import WithJsonSchema
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -29,6 +31,7 @@ from controlroom.errors import (
 from controlroom.store.engine import Store
 
 KEY_CACHE_SECONDS = 30.0
+logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -71,8 +74,13 @@ class KeyCache:
         if info is not None and (
             info.last_used_at is None or info.last_used_at <= at_ns - KEY_USE_RESOLUTION_NS
         ):
-            with self.store.write() as conn:
-                key_used(conn, key_hash=h, at_ns=at_ns)
+            try:
+                with self.store.write() as conn:
+                    key_used(conn, key_hash=h, at_ns=at_ns)
+            except SQLAlchemyError:  # a note for people, never a reason to refuse the request
+                logger.warning(
+                    "could not record the use of an API key of %s", info.project.name, exc_info=True
+                )
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
