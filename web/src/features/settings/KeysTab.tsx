@@ -110,6 +110,7 @@ export function KeysTab() {
                   <td>{k.revoked_at ? <>revoked <Time value={k.revoked_at} now={now} /></> : "active"}</td>
                   <td>
                     {!k.revoked_at && (
+                      <div className={styles.rowButtons}>
                       <button
                         type="button"
                         className="danger"
@@ -119,6 +120,7 @@ export function KeysTab() {
                       >
                         Revoke
                       </button>
+                      </div>
                     )}
                   </td>
                 </tr>
