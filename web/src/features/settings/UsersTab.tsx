@@ -89,6 +89,11 @@ export function UsersTab() {
     onSettled: () => queries.invalidateQueries({ queryKey: key }),
   });
   const busy = change.isPending || remove.isPending;
+  const act = (then: () => void) => {
+    change.reset(); // the refusal shown is the last action's only
+    remove.reset();
+    then();
+  };
 
   const submit = (e: FormEvent) => {
     e.preventDefault();
@@ -128,8 +133,8 @@ export function UsersTab() {
                       disabled={readOnly !== null || busy}
                       title={readOnly ?? undefined}
                       onChange={(e) => {
-                        change.reset();
-                        change.mutate({ login: u.login, role: e.target.value as Role });
+                        const newRole = e.target.value as Role;
+                        act(() => change.mutate({ login: u.login, role: newRole }));
                       }}
                     >
                       {ROLES.map((r) => (
@@ -149,7 +154,7 @@ export function UsersTab() {
                         type="button"
                         disabled={readOnly !== null || busy}
                         title={readOnly ?? undefined}
-                        onClick={() => change.mutate({ login: u.login, disabled: !u.disabled })}
+                        onClick={() => act(() => change.mutate({ login: u.login, disabled: !u.disabled }))}
                       >
                         {u.disabled ? "Enable" : "Disable"}
                       </button>
@@ -160,7 +165,7 @@ export function UsersTab() {
                         title={readOnly ?? undefined}
                         onClick={() => {
                           if (window.confirm(`Take ${u.login} out of this project? Their sessions end at once.`)) {
-                            remove.mutate(u.login);
+                            act(() => remove.mutate(u.login));
                           }
                         }}
                       >
