@@ -17,12 +17,14 @@ import httpx
 import orjson
 import pytest
 from api_support import assert_problem
+from sqlalchemy import select
 
 from conftest import LiveServer, free_port
 from controlroom.accounts import projects as pr
 from controlroom.accounts import sessions
 from controlroom.accounts import users as u
 from controlroom.notifications import signing
+from controlroom.store.tables import api_keys
 from tests_support import wait_for
 
 PASSWORD = "a long enough password"
@@ -156,7 +158,9 @@ def test_keys_are_listed_without_secrets_created_once_and_revoked_at_once(live: 
     assert (
         new["key"] not in listing.text and live.key not in listing.text and live.admin_key not in listing.text
     )
-    assert all(set(k) == {"id", "name", "prefix", "scope", "created_at", "revoked_at"} for k in keys)
+    assert all(
+        set(k) == {"id", "name", "prefix", "scope", "created_at", "revoked_at", "last_used_at"} for k in keys
+    )
 
     with live.client(new["key"]) as ci:
         assert ci.get("/v1/runs").status_code == 200
@@ -166,6 +170,58 @@ def test_keys_are_listed_without_secrets_created_once_and_revoked_at_once(live: 
             revoked = next(k for k in admin.get("/v1/keys").json()["keys"] if k["id"] == new["id"])
         assert revoked["revoked_at"] is not None
         assert_problem(ci.get("/v1/runs"), 401, "unauthorized")  # at once, though it was cached
+
+
+def test_a_key_s_last_use_is_listed_and_written_at_most_once_a_minute(live: LiveServer) -> None:
+    with live.client(admin=True) as admin:
+        new = admin.post("/v1/keys", json={"name": "ci"}).json()
+        assert new["last_used_at"] is None
+        listed = {k["name"]: k for k in admin.get("/v1/keys").json()["keys"]}
+    assert listed["ci"]["last_used_at"] is None  # never used
+    assert listed["admin"]["last_used_at"] is not None  # the listing itself used it
+    with live.client(new["key"]) as ci:
+        assert ci.get("/v1/runs").status_code == 200
+        assert ci.get("/v1/keys").status_code == 200
+        first = next(k for k in ci.get("/v1/keys").json()["keys"] if k["name"] == "ci")["last_used_at"]
+    assert first is not None and first >= new["created_at"]
+
+    # the cache forgotten (another process, or 30 s later): a use within the minute writes nothing
+    with live.store.read() as conn:
+        at = conn.execute(select(api_keys.c.last_used_at).where(api_keys.c.id == new["id"])).scalar_one()
+    with live.store.write() as conn:
+        pr.key_used(conn, key_hash=pr.hash_key(new["key"]), at_ns=at + pr.KEY_USE_RESOLUTION_NS - 1)
+        assert (
+            conn.execute(select(api_keys.c.last_used_at).where(api_keys.c.id == new["id"])).scalar_one() == at
+        )
+        pr.key_used(conn, key_hash=pr.hash_key(new["key"]), at_ns=at - 10 * pr.KEY_USE_RESOLUTION_NS)
+        assert (
+            conn.execute(select(api_keys.c.last_used_at).where(api_keys.c.id == new["id"])).scalar_one() == at
+        )
+        later = at + pr.KEY_USE_RESOLUTION_NS
+        pr.key_used(conn, key_hash=pr.hash_key(new["key"]), at_ns=later)
+        assert (
+            conn.execute(select(api_keys.c.last_used_at).where(api_keys.c.id == new["id"])).scalar_one()
+            == later
+        )
+
+
+def test_a_key_whose_use_cannot_be_recorded_still_works(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from controlroom.server import deps
+
+    def locked(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("UPDATE api_keys", {}, Exception("database is locked"))
+
+    with live.client(admin=True) as admin:
+        new = admin.post("/v1/keys", json={"name": "ci"}).json()
+    monkeypatch.setattr(deps, "key_used", locked)
+    with live.client(new["key"]) as ci:
+        assert ci.get("/v1/runs").status_code == 200
+        assert next(k for k in ci.get("/v1/keys").json()["keys"] if k["name"] == "ci")["last_used_at"] is None
+    assert "could not record the use of an API key of acme" in caplog.text
 
 
 def test_an_admin_key_makes_admin_keys_and_cannot_revoke_itself(live: LiveServer) -> None:
@@ -214,8 +270,13 @@ READS = ["/v1/keys", "/v1/users", "/v1/approval-policies", "/v1/webhooks", "/v1/
 
 
 def _state(live: LiveServer) -> Any:
+    """What a change could have changed (a key's last use is not: using a key records it)."""
     with live.client(admin=True) as admin:
-        return [admin.get(path).json() for path in READS]
+        state = [admin.get(path).json() for path in READS]
+    for listing in state:
+        for k in listing.get("keys", []):
+            k.pop("last_used_at")
+    return state
 
 
 def test_agent_keys_viewers_and_approvers_are_refused_and_nothing_changes(

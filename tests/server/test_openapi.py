@@ -111,6 +111,8 @@ def test_every_route_answers_as_documented(api: Checked, live: LiveServer) -> No
     api("POST", "/v1/prices", 422, json={"model": "doc-1", "input_per_mtok": "x", "output_per_mtok": "2"})
     api("GET", "/v1/prices", 200)
     api("GET", "/v1/prices", 401, headers={"Authorization": ""})
+    api("GET", "/v1/prices/models", 200)
+    api("GET", "/v1/prices/models", 400, params={"days": "0"})
 
     # no cap yet: nothing is held (and expires_at is absent)
     free = api("POST", RESERVE, 201, json={"model": "doc-1", "input_tokens": 10}).json()

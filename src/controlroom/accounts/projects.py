@@ -16,6 +16,8 @@ from controlroom.errors import Conflict, NotFound, ValidationFailed
 from controlroom.store.tables import api_keys, projects
 
 KEY_PREFIX = "cr_"
+KEY_USE_RESOLUTION_NS = 60 * 10**9
+"""A key's ``last_used_at`` is written at most this often (a write per request would be a cost)."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _PROJECT = (projects.c.id, projects.c.name, projects.c.timezone)  # the fields of Project
 
@@ -113,6 +115,7 @@ def list_keys(conn: Connection, *, project: Project) -> list[dict[str, object]]:
             api_keys.c.scope,
             api_keys.c.created_at,
             api_keys.c.revoked_at,
+            api_keys.c.last_used_at,
         )
         .where(api_keys.c.project_id == project.id)
         .order_by(api_keys.c.id)
@@ -141,19 +144,34 @@ def revoke_key(
 
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
-    """What an active API key is: its project and its scope."""
+    """What an active API key is: its project and its scope (and when it was last used)."""
 
     project: Project
     scope: str
+    last_used_at: int | None = None
 
 
 def key_info(conn: Connection, key: str) -> KeyInfo | None:
     row = conn.execute(
-        select(*_PROJECT, api_keys.c.scope)
+        select(*_PROJECT, api_keys.c.scope, api_keys.c.last_used_at)
         .join(api_keys, api_keys.c.project_id == projects.c.id)
         .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
     ).first()
-    return KeyInfo(Project(*row[:3]), row[3]) if row else None
+    return KeyInfo(Project(*row[:3]), row[3], row[4]) if row else None
+
+
+def key_used(conn: Connection, *, key_hash: str, at_ns: int) -> None:
+    """Record that the key with this hash authenticated a request at ``at_ns``, unless a use
+    within KEY_USE_RESOLUTION_NS before it is recorded already (so concurrent processes write it
+    once, and never move it backwards)."""
+    conn.execute(
+        update(api_keys)
+        .where(
+            api_keys.c.key_hash == key_hash,
+            (api_keys.c.last_used_at.is_(None)) | (api_keys.c.last_used_at <= at_ns - KEY_USE_RESOLUTION_NS),
+        )
+        .values(last_used_at=at_ns)
+    )
 
 
 def project_for_key(conn: Connection, key: str) -> Project | None:

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, func, insert, select, text
 
 from controlroom.accounts.projects import Project
 from controlroom.cost import PriceOverride, Pricer
+from controlroom.cost.pricing import canonical_provider
 from controlroom.errors import ValidationFailed
 from controlroom.events import format_ts, parse_ts
 from controlroom.store.engine import LedgerTx
-from controlroom.store.tables import price_overrides
+from controlroom.store.tables import cost_daily, price_overrides
+
+MAX_MODELS = 500
 
 
 def parse_rate(value: str | None, name: str, *, required: bool) -> str | None:
@@ -82,6 +87,64 @@ def list_prices(conn: Connection, *, project: Project) -> list[dict[str, Any]]:
         .order_by(price_overrides.c.id)
     ).mappings()
     return [_out(r) for r in rows]
+
+
+def _per_mtok(rate: Decimal) -> str:
+    return format((rate * 1_000_000).normalize(), "f")
+
+
+def models_in_use(
+    conn: Connection, *, project: Project, pricer: Pricer, days: int, at_ns: int
+) -> list[dict[str, Any]]:
+    """The models the project called in its last ``days`` days (by its own day boundary), most
+    called first, each with the prices that apply to a call now (USD per million tokens, the
+    highest tier where the price depends on the call) and where they come from: ``override`` (the
+    project's own), ``built_in`` (genai-prices) or ``unknown`` (no price: its calls cost nothing
+    known and are counted as unpriced)."""
+    first_day = (datetime.now(ZoneInfo(project.timezone)).date() - timedelta(days=days - 1)).isoformat()
+    calls = func.sum(cost_daily.c.calls)
+    rows = conn.execute(
+        select(
+            cost_daily.c.provider,
+            cost_daily.c.model,
+            calls,
+            func.sum(cost_daily.c.unpriced_calls),
+            func.max(cost_daily.c.day),
+        )
+        .where(cost_daily.c.project_id == project.id, cost_daily.c.day >= first_day)
+        .group_by(cost_daily.c.provider, cost_daily.c.model)
+        .order_by(calls.desc(), cost_daily.c.model, cost_daily.c.provider)
+        .limit(MAX_MODELS)
+    ).all()
+    overrides = conn.execute(
+        select(price_overrides.c.model, price_overrides.c.provider, price_overrides.c.effective_from).where(
+            price_overrides.c.project_id == project.id
+        )
+    ).all()
+    found = []
+    for provider, model, n, unpriced, last_day in rows:
+        rates = pricer.rates(provider=provider or None, model=model or None, at_ns=at_ns)
+        overridden = any(
+            o_model.strip().lower() == model.strip().lower()
+            and (o_provider is None or canonical_provider(o_provider) == canonical_provider(provider))
+            and (o_from or 0) <= at_ns
+            for o_model, o_provider, o_from in overrides
+        )
+        found.append(
+            {
+                "provider": provider or None,
+                "model": model or None,
+                "calls": int(n),
+                "unpriced_calls": int(unpriced),
+                "last_day": last_day,
+                "source": "unknown" if rates is None else "override" if overridden else "built_in",
+                "input_per_mtok": None if rates is None else _per_mtok(rates.input),
+                "output_per_mtok": None if rates is None else _per_mtok(rates.output),
+                "cache_read_per_mtok": None if rates is None else _per_mtok(rates.cache_read),
+                "cache_write_per_mtok": None if rates is None else _per_mtok(rates.cache_write),
+            }
+        )
+    return found
 
 
 def _out(r: Any) -> dict[str, Any]:

@@ -40,6 +40,9 @@ class KeyOut(_Out):
     scope: KeyScope
     created_at: str
     revoked_at: str | None
+    last_used_at: str | None = Field(
+        description="When it last authenticated a request, to within a minute or so; null: never"
+    )
 
 
 class NewKeyOut(KeyOut):

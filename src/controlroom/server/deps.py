@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import zlib
@@ -13,10 +14,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from pydantic import WithJsonSchema
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from controlroom.accounts.projects import KeyInfo, hash_key, key_info
+from controlroom.accounts.projects import KEY_USE_RESOLUTION_NS, KeyInfo, hash_key, key_info, key_used
 from controlroom.config import Settings
 from controlroom.errors import (
     InvalidEncoding,
@@ -29,13 +31,16 @@ from controlroom.errors import (
 from controlroom.store.engine import Store
 
 KEY_CACHE_SECONDS = 30.0
+logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
 class KeyCache:
     """API key -> its project and scope, cached briefly so ingest does not hit the database per
-    request. A revoked key stops working within KEY_CACHE_SECONDS."""
+    request. A revoked key stops working within KEY_CACHE_SECONDS. A key's last use is recorded
+    when the cache asks the database about it and the recorded one is older than
+    KEY_USE_RESOLUTION_NS: so at most once a minute per key (and per process)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -65,6 +70,17 @@ class KeyCache:
             return info
         with self.store.read() as conn:
             info = key_info(conn, key)
+        at_ns = time.time_ns()
+        if info is not None and (
+            info.last_used_at is None or info.last_used_at <= at_ns - KEY_USE_RESOLUTION_NS
+        ):
+            try:
+                with self.store.write() as conn:
+                    key_used(conn, key_hash=h, at_ns=at_ns)
+            except SQLAlchemyError:  # a note for people, never a reason to refuse the request
+                logger.warning(
+                    "could not record the use of an API key of %s", info.project.name, exc_info=True
+                )
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

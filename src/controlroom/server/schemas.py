@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -363,6 +363,25 @@ class PriceOut(_Out):
 
 class PriceList(_Out):
     prices: list[PriceOut]
+
+
+class ModelPriceOut(_Out):
+    provider: str | None
+    model: str | None
+    calls: int = Field(description="Calls to it in the period")
+    unpriced_calls: int = Field(description="Of which with no known price")
+    last_day: str = Field(description="The last day (the project's) it was called")
+    source: Literal["override", "built_in", "unknown"] = Field(
+        description="override: the project's own price; built_in: genai-prices; unknown: no price"
+    )
+    input_per_mtok: str | None = Field(description="USD per million tokens, now (the highest tier)")
+    output_per_mtok: str | None
+    cache_read_per_mtok: str | None
+    cache_write_per_mtok: str | None
+
+
+class ModelPriceList(_Out):
+    models: list[ModelPriceOut]
 
 
 # -- budgets --------------------------------------------------------------------------------------

@@ -59,6 +59,8 @@ api_keys = Table(
     Column("revoked_at", BigInteger),
     # agent: send events, read, reserve, request and claim approvals; admin: also manage the project
     Column("scope", String(16), nullable=False, server_default="agent"),
+    # when it last authenticated a request, to within KEY_USE_RESOLUTION (null: never)
+    Column("last_used_at", BigInteger),
 )
 
 # People. A user has a role per project (memberships); sessions are rows, so revoking one is a

@@ -397,8 +397,9 @@ export interface paths {
         };
         /**
          * The project's API keys
-         * @description Every key, revoked ones too, oldest first: its id, label, first 10 characters and scope —
-         *     never the key itself, which is shown once, when it is created.
+         * @description Every key, revoked ones too, oldest first: its id, label, first 10 characters, scope and
+         *     when it was last used (to within a minute or so) — never the key itself, which is shown once,
+         *     when it is created.
          */
         get: operations["list_keys_v1_keys_get"];
         put?: never;
@@ -875,6 +876,29 @@ export interface paths {
          *     folded keep their cost until `controlroom rebuild`.
          */
         post: operations["set_price_v1_prices_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prices/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The models this project calls, with the prices that apply to them now
+         * @description The models called in the period (at most 500), most called first, each with its price now
+         *     in USD per million tokens (the highest tier where the price depends on the call) and its
+         *     source: ``override`` (the project's own, see ``POST /v1/prices``), ``built_in`` (genai-prices)
+         *     or ``unknown`` (no price: its calls are counted as unpriced).
+         */
+        get: operations["model_prices_v1_prices_models_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1547,6 +1571,11 @@ export interface components {
             created_at: string;
             /** Revoked At */
             revoked_at: string | null;
+            /**
+             * Last Used At
+             * @description When it last authenticated a request, to within a minute or so; null: never
+             */
+            last_used_at: string | null;
         };
         /** LoginIn */
         LoginIn: {
@@ -1564,6 +1593,50 @@ export interface components {
              * @enum {string}
              */
             role: "viewer" | "approver" | "admin";
+        };
+        /** ModelPriceList */
+        ModelPriceList: {
+            /** Models */
+            models: components["schemas"]["ModelPriceOut"][];
+        };
+        /** ModelPriceOut */
+        ModelPriceOut: {
+            /** Provider */
+            provider: string | null;
+            /** Model */
+            model: string | null;
+            /**
+             * Calls
+             * @description Calls to it in the period
+             */
+            calls: number;
+            /**
+             * Unpriced Calls
+             * @description Of which with no known price
+             */
+            unpriced_calls: number;
+            /**
+             * Last Day
+             * @description The last day (the project's) it was called
+             */
+            last_day: string;
+            /**
+             * Source
+             * @description override: the project's own price; built_in: genai-prices; unknown: no price
+             * @enum {string}
+             */
+            source: "override" | "built_in" | "unknown";
+            /**
+             * Input Per Mtok
+             * @description USD per million tokens, now (the highest tier)
+             */
+            input_per_mtok: string | null;
+            /** Output Per Mtok */
+            output_per_mtok: string | null;
+            /** Cache Read Per Mtok */
+            cache_read_per_mtok: string | null;
+            /** Cache Write Per Mtok */
+            cache_write_per_mtok: string | null;
         };
         /** NewKeyOut */
         NewKeyOut: {
@@ -1585,6 +1658,11 @@ export interface components {
             created_at: string;
             /** Revoked At */
             revoked_at: string | null;
+            /**
+             * Last Used At
+             * @description When it last authenticated a request, to within a minute or so; null: never
+             */
+            last_used_at: string | null;
             /**
              * Key
              * @description The key itself: shown in this answer only, store it now
@@ -6512,6 +6590,56 @@ export interface operations {
             };
             /** @description validation_failed: the body does not fit the schema */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    model_prices_v1_prices_models_get: {
+        parameters: {
+            query?: {
+                /** @description The period: this many days back, today included */
+                days?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelPriceList"];
+                };
+            };
+            /** @description invalid_json, invalid_encoding, invalid_event or invalid_query (a query or path parameter, NUL characters in any) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the key's scope or the person's role does not allow it (csrf_failed: a change with a session that did not come from this server's pages) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

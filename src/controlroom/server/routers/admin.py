@@ -68,6 +68,7 @@ def _key_out(k: dict[str, Any]) -> KeyOut:
         scope=k["scope"],
         created_at=format_ts(k["created_at"]) or "",
         revoked_at=format_ts(k["revoked_at"]),
+        last_used_at=format_ts(k["last_used_at"]),
     )
 
 
@@ -75,8 +76,9 @@ def _key_out(k: dict[str, Any]) -> KeyOut:
     "/v1/keys", response_model=KeyList, responses=problems(400, 401, 403), summary="The project's API keys"
 )
 async def list_keys(principal: Reader, store: StoreDep) -> KeyList:
-    """Every key, revoked ones too, oldest first: its id, label, first 10 characters and scope —
-    never the key itself, which is shown once, when it is created."""
+    """Every key, revoked ones too, oldest first: its id, label, first 10 characters, scope and
+    when it was last used (to within a minute or so) — never the key itself, which is shown once,
+    when it is created."""
     keys = await in_read(store, pr.list_keys, project=principal.project)
     return KeyList(keys=[_key_out(k) for k in keys])
 

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
@@ -12,7 +13,7 @@ from controlroom.projections.projector import Projector
 from controlroom.server.auth import AdminProject, ReadProject, open_route
 from controlroom.server.deps import StoreDep, in_read
 from controlroom.server.responses import JSONResponse
-from controlroom.server.schemas import Health, PriceIn, PriceList, PriceOut, problems
+from controlroom.server.schemas import Health, ModelPriceList, PriceIn, PriceList, PriceOut, problems
 from controlroom.store.tables import projection_errors
 
 router = APIRouter()
@@ -61,6 +62,34 @@ async def health(request: Request, store: StoreDep) -> JSONResponse:
 )
 async def list_prices(project: ReadProject, store: StoreDep) -> JSONResponse:
     return JSONResponse({"prices": await in_read(store, prices.list_prices, project=project)})
+
+
+@router.get(
+    "/v1/prices/models",
+    response_model=ModelPriceList,
+    responses=problems(400, 401, 403),
+    tags=["cost"],
+    summary="The models this project calls, with the prices that apply to them now",
+)
+async def model_prices(
+    request: Request,
+    project: ReadProject,
+    store: StoreDep,
+    days: Annotated[
+        int, Query(ge=1, le=366, description="The period: this many days back, today included")
+    ] = 30,
+) -> ModelPriceList:
+    """The models called in the period (at most 500), most called first, each with its price now
+    in USD per million tokens (the highest tier where the price depends on the call) and its
+    source: ``override`` (the project's own, see ``POST /v1/prices``), ``built_in`` (genai-prices)
+    or ``unknown`` (no price: its calls are counted as unpriced)."""
+    pricers = request.app.state.pricers
+
+    def read(conn: Any) -> list[dict[str, Any]]:
+        pricer = pricers.get(conn, project.id)
+        return prices.models_in_use(conn, project=project, pricer=pricer, days=days, at_ns=time.time_ns())
+
+    return ModelPriceList.model_validate({"models": await in_read(store, read)})
 
 
 @router.post(

@@ -1,10 +1,11 @@
-import { NotBuilt } from "@/components/NotBuilt";
+import { Suspense } from "react";
 
-export default function SettingsPage() {
+import { SettingsPage } from "@/features/settings/SettingsPage";
+
+export default function Page() {
   return (
-    <NotBuilt
-      view="Settings"
-      api={["GET /v1/keys", "GET /v1/users", "GET /v1/budgets", "GET /v1/prices", "GET /v1/approval-policies", "GET /v1/webhooks"]}
-    />
+    <Suspense>
+      <SettingsPage />
+    </Suspense>
   );
 }
