@@ -143,8 +143,9 @@ function Body({
           <dt>Spent</dt>
           <dd data-testid="period-spend">{formatUsd(now.cost)}</dd>
           <dd className="quiet small">
-            {delta === null ? "nothing" : `${delta >= 0 ? "+" : ""}${Math.round(delta * 100)}% against`}{" "}
-            {formatUsd(before.cost)} the {days} days before
+            {delta === null
+              ? `nothing spent the ${days} days before`
+              : `${delta >= 0 ? "+" : ""}${Math.round(delta * 100)}% against ${formatUsd(before.cost)} the ${days} days before`}
           </dd>
         </div>
         <div>
