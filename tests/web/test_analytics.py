@@ -11,13 +11,16 @@ import re
 from collections.abc import Iterator
 from contextlib import closing
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 from web_support import Demo, analytics_demo_server, chromium, require_built, screenshot
 
+import controlroom
 from controlroom.demo import DEMO_PASSWORD
+from tests_support import wait_for
 
 TIMEZONE = "America/New_York"  # the viewer's; the server's days are UTC
 expect.set_options(timeout=15_000)
@@ -116,6 +119,36 @@ def test_costs_per_day_with_the_cap_by_agent_then_by_model_through_the_url(brows
     expect(page).to_have_url(re.compile(r"/costs/\?group_by=model&days=7$"))
     expect(page.get_by_test_id("spend-chart").get_by_test_id("spend-day")).to_have_count(7)
     screenshot(page, "costs-by-model")
+
+
+def test_a_call_the_cap_refused_counts_among_the_refusals_linked_to_its_runs(
+    browse: Any, demo: Demo, tmp_path: Path
+) -> None:
+    """The coding agent's day is spent (the demo's $0.25 cap): its next model call, through the
+    SDK, is refused before it is made."""
+    controlroom.init(
+        url=demo.url, api_key=demo.key, spool_dir=tmp_path / "spool", strict=True, flush_interval=0.05
+    )
+    try:
+        with (
+            pytest.raises(controlroom.BudgetExceeded),
+            controlroom.run("coding-agent", inputs={"task": "one more"}),
+            controlroom.llm("openai", "gpt-4o", input="one more") as call,
+        ):
+            call.record(output="never", input_tokens=10, output_tokens=10)
+        assert controlroom.flush(timeout=10)
+    finally:
+        controlroom.shutdown(timeout=10)
+    wait_for(lambda: get(demo, "/v1/costs/daily")["total"]["refused_calls"] == 1)
+
+    page = logged_in(browse, demo, "viewer", "/costs/?group_by=agent&days=7")
+    refused = page.get_by_test_id("refused-total")
+    expect(refused).to_have_text("1")
+    expect(refused).to_have_attribute("href", re.compile(r"^/runs/\?refused_by_cap=true&since=.+&until=.+"))
+    coding = page.get_by_test_id("table-agent").locator("tr[data-group='coding-agent']")
+    expect(coding.get_by_role("link", name="1", exact=True)).to_have_attribute(
+        "href", re.compile(r"^/runs/\?agent=coding-agent&refused_by_cap=true&")
+    )
 
 
 def test_the_regression_with_its_evidence_and_a_worst_run_opened_from_it(browse: Any, demo: Demo) -> None:

@@ -121,7 +121,10 @@ function Body({
 }) {
   const lines = byGroup(chart, groupBy, p);
   const top = lines.filter((l) => l.now.cost > 0 || l.before.cost > 0).map((l) => l.group);
-  const groups = top.length > CHART_GROUPS ? [...top.slice(0, CHART_GROUPS), OTHERS] : top;
+  // the biggest spenders, in the order of their names: an agent keeps its colour whatever it spends
+  // (the evals view colours agents in the same order)
+  const named = top.slice(0, CHART_GROUPS).sort((a, b) => (a ?? "").localeCompare(b ?? ""));
+  const groups = top.length > CHART_GROUPS ? [...named, OTHERS] : named;
   const now = total(lines, "now");
   const before = total(lines, "before");
   const delta = change(now.cost, before.cost);
