@@ -124,6 +124,10 @@ def test_succeeded_runs_and_refused_calls_per_day_and_group(client: httpx.Client
     # one day alone
     doc = client.get("/v1/costs/daily", params={"since": day(D1), "until": day(D1)}).json()
     assert [(d["day"], d["succeeded_runs"], d["refused_calls"]) for d in doc["days"]] == [(day(D1), 1, 1)]
+    # the widest range there is: the same totals, never a 500
+    r = client.get("/v1/costs/daily", params={"since": "0001-01-01", "until": "9999-12-31"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["total"]["succeeded_runs"], r.json()["total"]["refused_calls"]) == (4, 2)
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ from controlroom.store.tables import runs, spans
 
 REFUSAL_ERROR = "BudgetExceeded"  # the SDK's exception type for a call refused by a cap
 BUCKET_NS = 900 * 10**9
+LAST_DAY = date(2262, 1, 1)
+NEVER = 2**63 - 1
 
 GroupKey = tuple[str | None, ...]  # the group_by keys' values, in group_by's order
 
@@ -40,10 +42,13 @@ class Outcome:
 def day_bounds(start: date, end: date, timezone: str) -> tuple[int, int]:
     """[start's local midnight, the local midnight after end) in epoch nanoseconds."""
     tz = ZoneInfo(timezone)
+    # epoch nanoseconds span 1970..2262: nothing is recorded outside (and SQL integers end there)
+    lo = max(0, int(datetime(start.year, start.month, start.day, tzinfo=tz).timestamp()) * 10**9)
+    if end >= LAST_DAY:
+        return lo, NEVER
     after = end + timedelta(days=1)
-    lo = datetime(start.year, start.month, start.day, tzinfo=tz)
     hi = datetime(after.year, after.month, after.day, tzinfo=tz)
-    return int(lo.timestamp()) * 10**9, int(hi.timestamp()) * 10**9
+    return lo, min(int(hi.timestamp()) * 10**9, NEVER)
 
 
 def outcomes(
