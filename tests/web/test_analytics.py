@@ -112,6 +112,8 @@ def test_costs_per_day_with_the_cap_by_agent_then_by_model_through_the_url(brows
     for model in ("gpt-4o-mini", "claude-sonnet-4-5"):
         expect(legend).to_contain_text(model)
     expect(legend).not_to_contain_text("support-bot")
+    # a run that called two models is still one successful run
+    expect(page.get_by_test_id("succeeded-total")).to_have_text(f"{by_agent['total']['succeeded_runs']:,}")
     page.reload()
     expect(page.get_by_role("link", name="By model")).to_have_attribute("aria-current", "true")
     expect(page.get_by_label("legend")).to_contain_text("gpt-4o-mini")

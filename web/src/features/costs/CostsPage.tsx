@@ -125,8 +125,10 @@ function Body({
   // (the evals view colours agents in the same order)
   const named = top.slice(0, CHART_GROUPS).sort((a, b) => (a ?? "").localeCompare(b ?? ""));
   const groups = top.length > CHART_GROUPS ? [...named, OTHERS] : named;
-  const now = total(lines, "now");
-  const before = total(lines, "before");
+  // the period's totals by agent: a run that called two models is one successful run, not two
+  const perAgent = agents === undefined ? lines : byGroup(agents, "agent", p);
+  const now = total(perAgent, "now");
+  const before = total(perAgent, "before");
   const delta = change(now.cost, before.cost);
   const link = (filters: Record<string, string>) => runsHref(filters, p.current.first, p.current.last, tz);
 
@@ -154,7 +156,9 @@ function Body({
         <div>
           <dt>Successful runs</dt>
           <dd>
-            <Link href={link({ status: "succeeded" })}>{formatCount(now.succeeded)}</Link>
+            <Link href={link({ status: "succeeded" })} data-testid="succeeded-total">
+              {agents === undefined ? "…" : formatCount(now.succeeded)}
+            </Link>
           </dd>
           <dd className="quiet small">{formatUsd(now.succeeded > 0 ? now.cost / now.succeeded : null)} each</dd>
         </div>
