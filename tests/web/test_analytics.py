@@ -121,6 +121,10 @@ def test_costs_per_day_with_the_cap_by_agent_then_by_model_through_the_url(brows
     expect(page).to_have_url(re.compile(r"/costs/\?group_by=model&days=7$"))
     expect(page.get_by_test_id("spend-chart").get_by_test_id("spend-day")).to_have_count(7)
     screenshot(page, "costs-by-model")
+    # usable narrower than a laptop: the page never scrolls sideways (wide tables scroll in place)
+    page.set_viewport_size({"width": 760, "height": 900})
+    expect(page.get_by_test_id("table-model")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
 def test_a_call_the_cap_refused_counts_among_the_refusals_linked_to_its_runs(
@@ -165,6 +169,10 @@ def test_the_regression_with_its_evidence_and_a_worst_run_opened_from_it(browse:
     expect(page.get_by_test_id("score-panel").first).to_be_visible()
     expect(page.get_by_test_id("score-panel")).to_have_count(3)  # helpfulness, run_succeeded, step_count
     screenshot(page, "evals")
+    page.set_viewport_size({"width": 760, "height": 900})
+    expect(page.get_by_role("table", name="eval configurations")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.set_viewport_size({"width": 1366, "height": 900})
 
     worst = bot[0]["worst_run_ids"][0]
     page.locator(f"#regression-{bot[0]['id']}").get_by_test_id("worst-run").first.click()

@@ -8,6 +8,7 @@ import { useSearchParams } from "next/navigation";
 
 import { useWho } from "@/lib/session";
 import { useNow } from "@/lib/time";
+import { todayIn } from "@/features/costs/days";
 
 import { Configs } from "./Configs";
 import { Jobs } from "./Jobs";
@@ -60,7 +61,7 @@ export function EvalsPage() {
           <p className="quiet small">
             By the day the judged runs started, in {scores.data.timezone}; the mean of each day&apos;s scores.
           </p>
-          <ScoreCharts rows={scores.data.days} until={scores.data.days.reduce((m, d) => (d.day > m ? d.day : m), "")} />
+          <ScoreCharts rows={scores.data.days} until={todayIn(scores.data.timezone, now)} />
         </>
       )}
 

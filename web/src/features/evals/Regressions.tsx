@@ -51,7 +51,7 @@ export function Regressions({ list, chosen, now }: { list: Regression[]; chosen:
             <p className={styles.worst}>
               Worst runs:{" "}
               {r.worst_run_ids.map((id) => (
-                <Link key={id} href={`/runs/view/?id=${id}`} className="mono" data-testid="worst-run">
+                <Link key={id} href={`/runs/view/?id=${id}`} className="mono" title={`run ${id}`} data-testid="worst-run">
                   {id.slice(0, 8)}
                 </Link>
               ))}
