@@ -12,7 +12,7 @@ import styles from "./costs.module.css";
 const W = 960;
 const H = 260;
 const PAD = { left: 64, right: 12, top: 22, bottom: 34 };
-export const PALETTE = ["#2456c9", "#d97706", "#0f8a6a", "#a23bb5", "#c2410c", "#0e7490", "#6b7a1f", "#9f1239"];
+export const PALETTE = ["#2456c9", "#e08a00", "#0f8a6a", "#a23bb5", "#7a5230", "#0e7490", "#9aa51f", "#d4589b"];
 const OTHER = "#9aa3b2";
 
 export function colour(index: number): string {

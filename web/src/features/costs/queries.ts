@@ -19,8 +19,9 @@ export type Grouping = "agent" | "model";
 export const DAY_CHOICES = [7, 14, 30] as const;
 
 /**
- * Two periods of `days` days ending today (the server's today). The viewer's today may be a day
- * off the server's, so one more day is asked for; the answer's `until` is the server's today.
+ * Two periods of `days` days ending today (the server's today, the default `until`). Today in UTC
+ * may be a day off the server's timezone's, so one more day is asked for; the answer's `until`
+ * says which day is today.
  */
 export function useDailyCosts(groupBy: Grouping, days: number) {
   const { project } = useWho();

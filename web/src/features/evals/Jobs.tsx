@@ -1,7 +1,7 @@
 /**
  * Eval jobs, newest first, with their progress: runs looked at out of the runs in their window
- * (a post-run job has no total: its counts grow as runs end). Polled every two seconds while one
- * is queued or running.
+ * (a post-run job has no total: its counts grow as runs end). Polled every two seconds while a
+ * batch job is queued or running.
  */
 import { Status } from "@/components/Status";
 import { formatCount } from "@/lib/format";

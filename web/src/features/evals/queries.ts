@@ -1,6 +1,6 @@
 /**
  * The evals view's data: daily scores, open regressions, configurations and jobs (polled every
- * two seconds while a job is queued or running, so its progress moves), and the admin's changes:
+ * two seconds while a batch job is queued or running, so its progress moves), and the admin's changes:
  * pause or resume a configuration, run one now (a backfill over its runs).
  */
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
@@ -47,8 +47,9 @@ export function useConfigs() {
   });
 }
 
+/** A batch job is queued or running (the post-run job of a configuration runs for good). */
 function busy(jobs: EvalJob[] | undefined): boolean {
-  return jobs?.some((j) => j.state === "queued" || j.state === "running") ?? false;
+  return jobs?.some((j) => j.kind !== "post_run" && (j.state === "queued" || j.state === "running")) ?? false;
 }
 
 export function useJobs() {
