@@ -144,3 +144,40 @@ def npm() -> str:
     require(found is not None, "npm is missing: install Node 20 or later")
     assert found is not None
     return found
+
+
+# -- the costs and evals views (tests/web/test_analytics.py) --------------------------------------
+
+ANALYTICS_DAYS = 8  # the support bot's bad release went out 4 days ago: 4 days of each version
+
+
+@contextmanager
+def analytics_demo_server(built: Path, directory: Path) -> Iterator[Demo]:
+    """Like :func:`demo_server`, with what the costs and evals views show: the demo's caps, its eval
+    configurations with the history judged, and enough days of it for the support bot's
+    regression (its versions compared) to be open when the server starts."""
+    from argon2 import PasswordHasher
+
+    from controlroom.accounts import passwords
+    from controlroom.demo import judge_history, set_demo_caps, set_demo_evals
+
+    passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    store = Store(f"sqlite:///{directory / 'controlroom.db'}")
+    store.migrate()
+    with store.write() as conn:
+        project = projects.ensure_project(conn, name="demo")
+        key = projects.create_key(conn, project=project).key
+    backfill(store, project, days=ANALYTICS_DAYS)
+    set_demo_caps(store, project)
+    set_demo_evals(store, project)
+    judge_history(store, project)
+    port = free_port()
+    settings = Settings.load(env={}, database_url=store.url, port=port)
+    server, thread = start_server(store, settings, dashboard=built)
+    try:
+        yield Demo(f"http://127.0.0.1:{port}", store, project, key)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        store.dispose()
+        passwords.use_hasher(None)

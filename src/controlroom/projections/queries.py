@@ -15,6 +15,7 @@ from controlroom.errors import InvalidQuery, NotFound
 from controlroom.events import RUN_STATUSES
 from controlroom.money import Usage
 from controlroom.projections.fold import COST_FIELDS, TOKEN_FIELDS, rollups
+from controlroom.projections.outcomes import Outcome, outcomes
 from controlroom.store.tables import approvals, cost_daily, run_tags, runs, scores, spans
 
 GROUPS = ("agent", "provider", "model")
@@ -134,6 +135,8 @@ class CostRow:
     usage: Usage
     cost_nanos: int
     unpriced_calls: int
+    succeeded_runs: int = 0  # see projections.outcomes
+    refused_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,8 @@ class DailyCosts:
     calls: int
     cost_nanos: int
     unpriced_calls: int
+    succeeded_runs: int = 0
+    refused_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,17 +545,39 @@ def daily_costs(
         .group_by(*keys)
         .order_by(*keys)
     )
-    days = [
-        CostRow(
-            day=date.fromisoformat(r["day"]),
-            group={g: r[g] or None for g in group_by},
-            calls=int(r["calls"]),
-            usage=Usage(**{k: int(r[k]) for k in TOKEN_FIELDS}),
-            cost_nanos=int(r["cost_nanos"]),
-            unpriced_calls=int(r["unpriced_calls"]),
+    found = outcomes(conn, project_id, timezone, start=start, end=end, group_by=group_by)
+    days = []
+    for r in conn.execute(q).mappings():
+        day = date.fromisoformat(r["day"])
+        group = {g: r[g] or None for g in group_by}
+        o = found.pop((day, tuple(group.values())), None) or Outcome()
+        days.append(
+            CostRow(
+                day=day,
+                group=group,
+                calls=int(r["calls"]),
+                usage=Usage(**{k: int(r[k]) for k in TOKEN_FIELDS}),
+                cost_nanos=int(r["cost_nanos"]),
+                unpriced_calls=int(r["unpriced_calls"]),
+                succeeded_runs=o.succeeded_runs,
+                refused_calls=o.refused_calls,
+            )
         )
-        for r in conn.execute(q).mappings()
+    # days and groups with successes or refusals but no spend
+    days += [
+        CostRow(
+            day=day,
+            group=dict(zip(group_by, key, strict=True)),
+            calls=0,
+            usage=Usage(),
+            cost_nanos=0,
+            unpriced_calls=0,
+            succeeded_runs=o.succeeded_runs,
+            refused_calls=o.refused_calls,
+        )
+        for (day, key), o in found.items()
     ]
+    days.sort(key=lambda d: (d.day, *("" if v is None else v for v in d.group.values())))
     return DailyCosts(
         since=start,
         until=end,
@@ -560,4 +587,6 @@ def daily_costs(
         calls=sum(d.calls for d in days),
         cost_nanos=sum(d.cost_nanos for d in days),
         unpriced_calls=sum(d.unpriced_calls for d in days),
+        succeeded_runs=sum(d.succeeded_runs for d in days),
+        refused_calls=sum(d.refused_calls for d in days),
     )

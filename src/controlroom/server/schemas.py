@@ -294,12 +294,19 @@ class CostRow(_Out):
     usage: UsageOut
     cost_usd: str | None
     unpriced_calls: int
+    succeeded_runs: int = Field(
+        description="Runs that succeeded, started this day; grouped by provider or model, those that "
+        "made a call in the group",
+    )
+    refused_calls: int = Field(description="Model calls a daily cost cap refused this day")
 
 
 class CostTotal(_Out):
     calls: int
     cost_usd: str | None
     unpriced_calls: int
+    succeeded_runs: int
+    refused_calls: int
 
 
 class DailyCosts(_Out):

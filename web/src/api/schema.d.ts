@@ -1199,6 +1199,16 @@ export interface components {
             cost_usd: string | null;
             /** Unpriced Calls */
             unpriced_calls: number;
+            /**
+             * Succeeded Runs
+             * @description Runs that succeeded, started this day; grouped by provider or model, those that made a call in the group
+             */
+            succeeded_runs: number;
+            /**
+             * Refused Calls
+             * @description Model calls a daily cost cap refused this day
+             */
+            refused_calls: number;
         };
         /** CostTotal */
         CostTotal: {
@@ -1208,6 +1218,10 @@ export interface components {
             cost_usd: string | null;
             /** Unpriced Calls */
             unpriced_calls: number;
+            /** Succeeded Runs */
+            succeeded_runs: number;
+            /** Refused Calls */
+            refused_calls: number;
         };
         /** Counts */
         Counts: {

@@ -205,10 +205,18 @@ def costs_out(c: queries.DailyCosts) -> DailyCosts:
                 usage=_usage(d.usage),
                 cost_usd=to_usd(d.cost_nanos),
                 unpriced_calls=d.unpriced_calls,
+                succeeded_runs=d.succeeded_runs,
+                refused_calls=d.refused_calls,
             )
             for d in c.days
         ],
-        total=CostTotal(calls=c.calls, cost_usd=to_usd(c.cost_nanos), unpriced_calls=c.unpriced_calls),
+        total=CostTotal(
+            calls=c.calls,
+            cost_usd=to_usd(c.cost_nanos),
+            unpriced_calls=c.unpriced_calls,
+            succeeded_runs=c.succeeded_runs,
+            refused_calls=c.refused_calls,
+        ),
     )
 
 

@@ -1,5 +1,11 @@
-import { NotBuilt } from "@/components/NotBuilt";
+import { Suspense } from "react";
 
-export default function CostsPage() {
-  return <NotBuilt view="Costs" api={["GET /v1/costs/daily?group_by=agent", "GET /v1/budgets"]} />;
+import { CostsPage } from "@/features/costs/CostsPage";
+
+export default function Page() {
+  return (
+    <Suspense>
+      <CostsPage />
+    </Suspense>
+  );
 }

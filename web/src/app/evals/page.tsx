@@ -1,10 +1,11 @@
-import { NotBuilt } from "@/components/NotBuilt";
+import { Suspense } from "react";
 
-export default function EvalsPage() {
+import { EvalsPage } from "@/features/evals/EvalsPage";
+
+export default function Page() {
   return (
-    <NotBuilt
-      view="Evals"
-      api={["GET /v1/evals/configs", "GET /v1/evals/jobs", "GET /v1/evals/regressions", "GET /v1/scores/daily"]}
-    />
+    <Suspense>
+      <EvalsPage />
+    </Suspense>
   );
 }
