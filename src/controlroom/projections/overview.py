@@ -277,7 +277,7 @@ def find_spikes(
     return found[:MAX_SPIKES]
 
 
-def _hourly_costs(
+def hourly_costs(
     conn: Connection, project_id: int, first_hour: int, last_hour: int
 ) -> dict[tuple[str, str], dict[int, int]]:
     out: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
@@ -305,7 +305,7 @@ def _spend(hourly: dict[tuple[str, str], dict[int, int]], first_hour: int, agent
 
 def cost_card(conn: Connection, project_id: int, timezone: str, now: int) -> CostCard:
     now_hour = _hour(now)
-    hourly = _hourly_costs(conn, project_id, now_hour - 24 * (SPIKE_DAYS + BASELINE_DAYS), now_hour)
+    hourly = hourly_costs(conn, project_id, now_hour - 24 * (SPIKE_DAYS + BASELINE_DAYS), now_hour)
     rate_from = now_hour - PROJECTION_HOURS + 1
     rate_span_ns = now - rate_from * HOUR_NS  # the whole hours before this one, and this one so far
 
