@@ -221,6 +221,11 @@ def test_rebuild_equals_incremental_on_a_random_history(store: Store, project: P
     incremental = snapshot(store)
     assert len(incremental["runs"]) == 25
     assert incremental["unguarded_spend"]  # made-up reservations and unguarded calls were counted
+    # the hourly rollup holds the same calls and cost as the daily one, by hour instead of day
+    hourly = incremental["cost_hourly"]  # project_id, hour, agent, model, calls, cost_nanos
+    daily = incremental["cost_daily"]  # ..., calls (5th), 5 token counts, cost_nanos, unpriced_calls
+    assert hourly and sum(r[4] for r in hourly) == sum(r[5] for r in daily)
+    assert sum(r[5] for r in hourly) == sum(r[-2] for r in daily)
     assert projector.rebuild() > 0
     assert snapshot(store) == incremental
 

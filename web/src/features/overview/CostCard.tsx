@@ -9,11 +9,36 @@ import Link from "next/link";
 
 import { Status } from "@/components/Status";
 import { formatUsd } from "@/lib/format";
-import { formatTime, fromNow } from "@/lib/time";
+import { formatTime, fromNow, parseTime } from "@/lib/time";
 
 import { plusHour, runHref, runsHref } from "./links";
 import s from "./overview.module.css";
 import type { CostCard as Card } from "./queries";
+
+type Spike = Card["spikes"][number];
+
+/** Spikes of one agent and model on one day (the viewer's) told as one: hours, cost, baseline. */
+function spikeGroups(spikes: Spike[]) {
+  const groups = new Map<
+    string,
+    { key: string; agent: string; model: string; first: string; last: string; hours: number; cost: number; baseline: number; worst: number }
+  >();
+  for (const x of [...spikes].sort((a, b) => a.hour.localeCompare(b.hour))) {
+    const key = `${x.agent}/${x.model}/${parseTime(x.hour).toDateString()}`;
+    const g = groups.get(key);
+    const cost = Number(x.cost_usd);
+    if (g === undefined) {
+      groups.set(key, { key, agent: x.agent, model: x.model, first: x.hour, last: x.hour, hours: 1, cost, baseline: Number(x.baseline_usd), worst: cost });
+    } else {
+      g.last = x.hour;
+      g.hours += 1;
+      g.cost += cost;
+      g.baseline += Number(x.baseline_usd);
+      g.worst = Math.max(g.worst, cost);
+    }
+  }
+  return [...groups.values()].sort((a, b) => b.cost - b.baseline - (a.cost - a.baseline));
+}
 
 const pct = (part: number, whole: number) => `${Math.min(100, whole > 0 ? (part / whole) * 100 : 0).toFixed(1)}%`;
 
@@ -68,15 +93,17 @@ export function CostCard({ card, now }: { card: Card; now: number }) {
         <p className="quiet small">No spikes: no agent and model spent over {rule.factor}× its usual for the hour.</p>
       ) : (
         <ul className={s.list} aria-label="cost spikes">
-          {card.spikes.map((x) => (
-            <li key={`${x.agent}/${x.model}/${x.hour}`} className={s.spike}>
-              <Link href={runsHref({ agent: x.agent, since: x.hour, until: plusHour(x.hour) })}>
-                <strong>{x.agent}</strong> on <span className="mono">{x.model}</span>
+          {spikeGroups(card.spikes).map((g) => (
+            <li key={g.key} className={s.spike}>
+              <Link href={runsHref({ agent: g.agent, since: g.first, until: plusHour(g.last) })}>
+                <strong>{g.agent}</strong> on <span className="mono">{g.model}</span>
               </Link>
-              : {formatUsd(x.cost_usd)} in the hour from {formatTime(x.hour)}{" "}
+              : {formatUsd(g.cost)} {g.hours === 1 ? "in the hour from" : `in ${g.hours} spike hours, the first from`}{" "}
+              {formatTime(g.first)}{" "}
               <span className="quiet">
-                ({fromNow(x.hour, now)}; usually {formatUsd(x.baseline_usd)}
-                {x.factor !== null && `, ${x.factor}×`})
+                ({fromNow(g.first, now)}; usually {formatUsd(g.baseline)}
+                {g.baseline > 0 && `, ${(g.cost / g.baseline).toFixed(1)}×`}
+                {g.hours > 1 && `; the worst hour ${formatUsd(g.worst)}`})
               </span>
             </li>
           ))}
