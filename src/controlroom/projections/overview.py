@@ -28,6 +28,7 @@ from controlroom.approvals import requests as ap
 from controlroom.budget import ledger
 from controlroom.budget.days import day_bounds_ns, local_day
 from controlroom.evals import monitor
+from controlroom.events import RUN_STATUSES
 from controlroom.store.tables import approvals, cost_hourly, runs, spans
 
 logger = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ def failures_card(conn: Connection, project_id: int, now: int) -> FailuresCard:
     counts: dict[tuple[str, bool], int] = {}
     for status, last, total in conn.execute(  # one range per status of ix_runs_status
         select(runs.c.status, func.count().filter(recent), func.count())
-        .where(in_48h, runs.c.status.in_(("running", "succeeded", "failed", "cancelled", "abandoned")))
+        .where(in_48h, runs.c.status.in_(RUN_STATUSES))
         .group_by(runs.c.status)
     ):
         counts[(status, True)] = last
@@ -366,7 +367,7 @@ def series_card(conn: Connection, project_id: int, window: str, now: int) -> Ser
         select(hour_of, runs.c.status, func.count())
         .where(
             runs.c.project_id == project_id,
-            runs.c.status.in_(("running", "succeeded", "failed", "cancelled", "abandoned")),
+            runs.c.status.in_(RUN_STATUSES),
             runs.c.started_at >= first * HOUR_NS,
             runs.c.started_at < (last + 1) * HOUR_NS,
         )
