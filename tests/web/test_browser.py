@@ -240,7 +240,7 @@ def test_a_viewer_reads_sees_why_not_and_a_forged_decision_is_refused(browse: An
 def test_every_view_and_the_count_on_each(browse: Any, demo: Demo) -> None:
     page = logged_in(browse, demo, "admin", "/")
     for link, heading, shot in (
-        ("Overview", "Overview", "overview"),
+        ("Overview", "Overview", None),  # built: tests/web/test_overview.py writes its screenshot
         ("Runs", "Runs", "runs"),
         ("Evals", "Evals", "evals"),
         ("Costs", "Costs", "costs"),
@@ -250,7 +250,7 @@ def test_every_view_and_the_count_on_each(browse: Any, demo: Demo) -> None:
         page.get_by_role("navigation", name="main").get_by_role("link", name=re.compile(f"^{link}")).click()
         expect(page.get_by_role("heading", level=1)).to_have_text(heading)
         wait_for(lambda: shows_pending_count(page, demo))  # on every page
-        if heading not in ("Approvals",):
+        if heading not in ("Approvals", "Overview"):
             expect(page.locator("main")).to_contain_text("Not built yet")
         if shot is not None:
             screenshot(page, shot)
