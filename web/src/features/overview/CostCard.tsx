@@ -54,7 +54,9 @@ export function CostCard({ card, now }: { card: Card; now: number }) {
           <span className={s.label}>spent today ({card.timezone})</span>
         </div>
         <div className={s.figure}>
-          <span className={s.big}>{formatUsd(card.projected_usd)}</span>
+          <Link href="/costs/" className={s.big}>
+            {formatUsd(card.projected_usd)}
+          </Link>
           <span className={s.label} title={`spent + the last ${card.projection_hours} hours' rate × the hours left today`}>
             projected by midnight, at {formatUsd(card.rate_usd_per_hour)}/h
           </span>
@@ -74,7 +76,10 @@ export function CostCard({ card, now }: { card: Card; now: number }) {
             return (
               <li key={c.agent ?? ""}>
                 <div className="small">
-                  <strong>{c.agent ?? "Whole project"}</strong>: {formatUsd(c.settled_usd)} settled + {formatUsd(c.held_usd)}{" "}
+                  <Link href={c.agent === null ? "/costs/" : runsHref({ agent: c.agent, since: card.day_start })}>
+                    <strong>{c.agent ?? "Whole project"}</strong>
+                  </Link>
+                  : {formatUsd(c.settled_usd)} settled + {formatUsd(c.held_usd)}{" "}
                   held of {formatUsd(c.cap_usd)}, {formatUsd(c.remaining_usd)} left ·{" "}
                   <span className={over ? "error" : "quiet"}>projected {formatUsd(c.projected_usd)}</span>
                 </div>
