@@ -316,3 +316,21 @@ def test_the_demo_history_flags_its_spike_day_and_no_ordinary_day(store: Store, 
         ("research-agent", "claude-sonnet-4-5")
     }
     assert o.cards["cost"].spikes, "the spike day is within the overview's 7 days"
+
+
+def test_the_live_demo_fleet_stays_under_the_spike_minimum() -> None:
+    """A running demo flags its spike day, not its own live hours: the live support bot (two runs in
+    three of the fleet's, one every 3 s on average, on gpt-4o-mini at its largest call) spends
+    less than the spike minimum in an hour, and would not had it called gpt-4o first."""
+    from controlroom.cost import Pricer
+    from controlroom.money import Usage
+
+    pricer = Pricer()
+    largest = Usage(input_tokens=3000, output_tokens=500)  # demo/fleet.py's upper bounds
+
+    def hour_of(model: str) -> int:
+        call = pricer.cost_nanos(provider="openai", model=model, usage=largest, at_ns=time.time_ns())
+        assert call is not None
+        return call * (3600 // 3) * 6 // 9
+
+    assert hour_of("gpt-4o-mini") < ov.SPIKE_MIN_NANOS < hour_of("gpt-4o")
