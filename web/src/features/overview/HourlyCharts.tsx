@@ -17,19 +17,22 @@ const STATUSES = [
   ["abandoned", "#c77700"],
   ["failed", "#b42318"],
 ] as const;
-const BAR = 10;
+const WIDTH = 720; // the charts' drawing width (they scale to the card's)
 const HEIGHT = 110;
 const AXIS = 16;
 
 const hourLabel = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 const dayLabel = new Intl.DateTimeFormat(undefined, { weekday: "short", day: "numeric" });
 
+const barOf = (card: SeriesCard) => WIDTH / Math.max(1, card.hours.length);
+
 function labels(card: SeriesCard) {
+  const bar = barOf(card);
   const every = card.window === "7d" ? 24 : 6;
   return card.hours.flatMap((h, i) => {
     const t = parseTime(h.hour);
     const start = card.window === "7d" ? t.getHours() === 0 : t.getHours() % every === 0;
-    return start ? [{ x: i * BAR, text: card.window === "7d" ? dayLabel.format(t) : hourLabel.format(t) }] : [];
+    return start ? [{ x: i * bar, text: card.window === "7d" ? dayLabel.format(t) : hourLabel.format(t) }] : [];
   });
 }
 
@@ -51,7 +54,8 @@ function Axis({ card }: { card: SeriesCard }) {
 export function RunsChart({ card }: { card: SeriesCard }) {
   const totals = card.hours.map((h) => Object.values(h.runs).reduce((a, b) => a + b, 0));
   const max = Math.max(1, ...totals);
-  const width = card.hours.length * BAR;
+  const bar = barOf(card);
+  const width = WIDTH;
   return (
     <figure style={{ margin: 0 }}>
       <svg className={s.chart} viewBox={`0 0 ${width} ${HEIGHT + AXIS}`} role="img" aria-label="runs per hour by status">
@@ -63,13 +67,13 @@ export function RunsChart({ card }: { card: SeriesCard }) {
               <title>{`${formatCount(totals[i])} runs${totals[i] ? ": " : ""}${Object.entries(h.runs)
                 .map(([k, v]) => `${v} ${k}`)
                 .join(", ")}`}</title>
-              <rect x={i * BAR} y={0} width={BAR} height={HEIGHT} fill="transparent" />
+              <rect x={i * bar} y={0} width={bar} height={HEIGHT} fill="transparent" />
               {STATUSES.map(([status, colour]) => {
                 const n = h.runs[status] ?? 0;
                 if (!n) return null;
                 const height = (n / max) * (HEIGHT - 4);
                 y -= height;
-                return <rect key={status} x={i * BAR + 1} y={y} width={BAR - 2} height={height} fill={colour} />;
+                return <rect key={status} x={i * bar + Math.min(1, bar / 5)} y={y} width={Math.max(1, bar - 2)} height={height} fill={colour} />;
               })}
             </a>
           );
@@ -92,7 +96,8 @@ export function CostChart({ card }: { card: SeriesCard }) {
   const costs = card.hours.map((h) => Number(h.cost_usd));
   const pace = card.cap_usd === null ? null : Number(card.cap_usd) / 24;
   const max = Math.max(1e-9, ...costs, pace ?? 0);
-  const width = card.hours.length * BAR;
+  const bar = barOf(card);
+  const width = WIDTH;
   const paceY = pace === null ? null : HEIGHT - (pace / max) * (HEIGHT - 4);
   return (
     <figure style={{ margin: 0 }}>
@@ -105,8 +110,8 @@ export function CostChart({ card }: { card: SeriesCard }) {
           return (
             <a key={h.hour} href={runsHref({ since: h.hour, until: plusHour(h.hour) })}>
               <title>{formatUsd(h.cost_usd)}</title>
-              <rect x={i * BAR} y={0} width={BAR} height={HEIGHT} fill="transparent" />
-              <rect x={i * BAR + 1} y={HEIGHT - height} width={BAR - 2} height={height} fill={over ? "#b42318" : "#2456c9"} />
+              <rect x={i * bar} y={0} width={bar} height={HEIGHT} fill="transparent" />
+              <rect x={i * bar + Math.min(1, bar / 5)} y={HEIGHT - height} width={Math.max(1, bar - 2)} height={height} fill={over ? "#b42318" : "#2456c9"} />
             </a>
           );
         })}
