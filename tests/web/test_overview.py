@@ -121,3 +121,21 @@ def test_a_viewer_reads_the_overview_but_cannot_decide(browse: Any, demo: Demo) 
     )
     expect(first.get_by_role("button", name="Approve")).to_be_disabled()
     expect(first.get_by_role("note")).to_contain_text("Deciding needs the approver role")
+
+
+def test_an_empty_project_shows_how_to_send_a_first_run(browse: Any, demo: Demo) -> None:
+    from controlroom.accounts import projects
+    from controlroom.accounts import users as u
+
+    with demo.store.write() as conn:
+        empty = projects.ensure_project(conn, name="fresh")
+        newcomer = u.create_user(conn, login="newcomer", password=DEMO_PASSWORD)
+        u.set_role(conn, user=newcomer, project=empty, role=u.Role.admin)
+    page = overview_as(browse, demo, "newcomer")
+    first = page.get_by_role("region", name="send a first run")
+    expect(first).to_contain_text("Nothing has run in this project lately")
+    expect(first).to_contain_text(f"curl -s {demo.url}/v1/events")  # this server's own address
+    expect(first).to_contain_text(f"CONTROLROOM_URL={demo.url}")
+    expect(
+        page.locator("[data-card='failures']").get_by_label("failed runs in the last 24 hours")
+    ).to_have_text("0")
