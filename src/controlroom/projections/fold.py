@@ -334,6 +334,14 @@ def hourly(run: Row, spans: Iterable[Row]) -> dict[HourKey, list[int]]:
     return out
 
 
+def run_hour(run: Row) -> tuple[int, int, str] | None:
+    """The run's place in runs_hourly: (project, UTC hour of its start, status); None before its
+    start is known."""
+    if run["started_at"] is None:
+        return None
+    return run["project_id"], run["started_at"] // 10**9 // 3600, run["status"]
+
+
 RESERVATION_ATTRIBUTE = "controlroom.reservation_id"
 BUCKET_SECONDS = 900
 

@@ -29,7 +29,7 @@ from controlroom.budget import ledger
 from controlroom.budget.days import day_bounds_ns, local_day
 from controlroom.evals import monitor
 from controlroom.events import RUN_STATUSES
-from controlroom.store.tables import approvals, cost_hourly, runs, spans
+from controlroom.store.tables import approvals, cost_hourly, runs, runs_hourly, spans
 
 logger = logging.getLogger(__name__)
 
@@ -362,19 +362,14 @@ def series_card(conn: Connection, project_id: int, window: str, now: int) -> Ser
     last = _hour(now)
     first = last - hours + 1
     buckets = {h: HourBucket(h * HOUR_NS, {}, 0) for h in range(first, last + 1)}
-    hour_of = runs.c.started_at // HOUR_NS
     for hour, status, count in conn.execute(
-        select(hour_of, runs.c.status, func.count())
-        .where(
-            runs.c.project_id == project_id,
-            runs.c.status.in_(RUN_STATUSES),
-            runs.c.started_at >= first * HOUR_NS,
-            runs.c.started_at < (last + 1) * HOUR_NS,
+        select(runs_hourly.c.hour, runs_hourly.c.status, runs_hourly.c.runs).where(
+            runs_hourly.c.project_id == project_id,
+            runs_hourly.c.hour >= first,
+            runs_hourly.c.hour <= last,
         )
-        .group_by(hour_of, runs.c.status)
     ):
-        if int(hour) in buckets:
-            buckets[int(hour)].runs[status] = count
+        buckets[hour].runs[status] = count
     for hour, cost in conn.execute(
         select(cost_hourly.c.hour, func.sum(cost_hourly.c.cost_nanos))
         .where(

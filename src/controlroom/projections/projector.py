@@ -35,6 +35,7 @@ from controlroom.store.tables import (
     reservations,
     run_tags,
     runs,
+    runs_hourly,
     scores,
     spans,
     unguarded_spend,
@@ -307,6 +308,7 @@ class Projector:
         deltas: dict[fold.DayKey, list[int]] = defaultdict(lambda: [0] * len(fold.COST_FIELDS))
         spend: dict[tuple[int, int, str], int] = defaultdict(int)
         hours: dict[fold.HourKey, list[int]] = defaultdict(lambda: [0, 0])
+        run_hours: dict[tuple[int, int, str], int] = defaultdict(int)
         for key, run in new_runs.items():
             spans_now = new_spans[key].values()
             fold.summarise_run(run, spans_now)
@@ -318,6 +320,8 @@ class Projector:
             for hk, (n, cost) in fold.hourly(run, spans_now).items():
                 hours[hk][0] += n
                 hours[hk][1] += cost
+            if (rh := fold.run_hour(run)) is not None:
+                run_hours[rh] += 1
             if key in old_runs:
                 old, old_run_spans = old_runs[key], old_spans.get(key, {}).values()
                 for dk, acc in fold.contributions(old, old_run_spans, tz).items():
@@ -327,11 +331,13 @@ class Projector:
                 for hk, (n, cost) in fold.hourly(old, old_run_spans).items():
                     hours[hk][0] -= n
                     hours[hk][1] -= cost
+                if (rh := fold.run_hour(old)) is not None:
+                    run_hours[rh] -= 1
 
         def write(conn: Connection) -> None:
             self._write(conn, old_runs, new_runs, new_spans, touched_spans, new_scores, deltas)
             self._write_spend(conn, spend)
-            self._write_hours(conn, hours)
+            self._write_hours(conn, hours, run_hours)
 
         return _Fold(write, {k: (r, new_spans[k]) for k, r in new_runs.items()})
 
@@ -447,7 +453,12 @@ class Projector:
             key = tuple_(unguarded_spend.c.project_id, unguarded_spend.c.bucket, unguarded_spend.c.agent)
             conn.execute(delete(unguarded_spend).where(key.in_(emptied), unguarded_spend.c.cost_nanos == 0))
 
-    def _write_hours(self, conn: Connection, hours: dict[fold.HourKey, list[int]]) -> None:
+    def _write_hours(
+        self,
+        conn: Connection,
+        hours: dict[fold.HourKey, list[int]],
+        run_hours: dict[tuple[int, int, str], int],
+    ) -> None:
         rows = [
             {"project_id": p, "hour": h, "agent": a, "model": m, "calls": n, "cost_nanos": c}
             for (p, h, a, m), (n, c) in sorted(hours.items())
@@ -464,6 +475,16 @@ class Projector:
                     key.in_(emptied), cost_hourly.c.calls == 0, cost_hourly.c.cost_nanos == 0
                 )
             )
+        counted = [
+            {"project_id": p, "hour": h, "status": st, "runs": n}
+            for (p, h, st), n in sorted(run_hours.items())
+            if n
+        ]
+        self.store.insert_many(conn, runs_hourly, counted, _add(runs_hourly, ("runs",)))
+        left = [k for k, n in run_hours.items() if n < 0]
+        if left:  # runs that moved to another status (or hour): a row left at 0 is dropped
+            key = tuple_(runs_hourly.c.project_id, runs_hourly.c.hour, runs_hourly.c.status)
+            conn.execute(delete(runs_hourly).where(key.in_(left), runs_hourly.c.runs == 0))
 
     @staticmethod
     def _save_position(conn: Connection, seq: int) -> None:
