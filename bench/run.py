@@ -25,7 +25,18 @@ from generate import GenConfig, build
 from ingest import IngestConfig, run_ingest
 from queries import TARGET_P95_MS, QueryConfig, run_queries
 
-PARTS = ("ingest", "generate", "queries", "otlp", "sdk", "budget", "approvals", "regressions", "evals")
+PARTS = (
+    "ingest",
+    "generate",
+    "queries",
+    "overview",
+    "otlp",
+    "sdk",
+    "budget",
+    "approvals",
+    "regressions",
+    "evals",
+)
 # Benchmarks with their own scripts; each prints JSON lines (or one JSON document) on stdout.
 SCRIPTS: dict[str, list[list[str]]] = {
     "otlp": [["otlp.py"]],
@@ -34,6 +45,7 @@ SCRIPTS: dict[str, list[list[str]]] = {
     "approvals": [["approvals.py", "--backend", "sqlite"], ["approvals.py", "--backend", "postgresql"]],
     "regressions": [["regressions.py"]],
     "evals": [["eval_snapshots.py", "--backend", "sqlite"], ["eval_jobs.py"]],
+    "overview": [["overview.py", "--backend", "sqlite"], ["overview.py", "--backend", "postgresql"]],
 }
 # (shape, projector in a separate `controlroom worker` process)
 INGEST_VARIANTS = (("started_ended", False), ("started_ended", True), ("recorded", False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -221,6 +222,16 @@ def test_rebuild_equals_incremental_on_a_random_history(store: Store, project: P
     incremental = snapshot(store)
     assert len(incremental["runs"]) == 25
     assert incremental["unguarded_spend"]  # made-up reservations and unguarded calls were counted
+    # the hourly rollup holds the same calls and cost as the daily one, by hour instead of day
+    hourly = incremental["cost_hourly"]  # project_id, hour, agent, model, calls, cost_nanos
+    daily = incremental["cost_daily"]  # ..., calls (5th), 5 token counts, cost_nanos, unpriced_calls
+    assert hourly and sum(r[4] for r in hourly) == sum(r[5] for r in daily)
+    assert sum(r[5] for r in hourly) == sum(r[-2] for r in daily)
+    # runs per hour and status: each run with a known start once, with its status
+    cols = [c.name for c in runs.c if c.name not in ("last_event_at", "first_seq")]
+    at, status = cols.index("started_at"), cols.index("status")
+    started = Counter((r[at] // 10**9 // 3600, r[status]) for r in incremental["runs"] if r[at] is not None)
+    assert {(h, st): n for _, h, st, n in incremental["runs_hourly"]} == started
     assert projector.rebuild() > 0
     assert snapshot(store) == incremental
 

@@ -92,8 +92,8 @@ class Demo:
 
 
 @contextmanager
-def demo_server(built: Path, directory: Path) -> Iterator[Demo]:
-    """A server with the built dashboard and three days of the demo's history (runs, approvals
+def demo_server(built: Path, directory: Path, days: int = 3) -> Iterator[Demo]:
+    """A server with the built dashboard and ``days`` of the demo's history (runs, approvals
     decided, expired and pending) and its people (admin, approver, viewer); on SQLite: what the
     browser sees does not depend on the database. Cheap password hashes: not what is tested."""
     from argon2 import PasswordHasher
@@ -106,7 +106,7 @@ def demo_server(built: Path, directory: Path) -> Iterator[Demo]:
     with store.write() as conn:
         project = projects.ensure_project(conn, name="demo")
         key = projects.create_key(conn, project=project).key
-    backfill(store, project, days=3)
+    backfill(store, project, days=days)
     port = free_port()
     settings = Settings.load(env={}, database_url=store.url, port=port)
     server, thread = start_server(store, settings, dashboard=built)

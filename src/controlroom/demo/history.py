@@ -340,7 +340,7 @@ def _run_events(
                 tokens_out=rng.randint(80, 300),
             )
     elif agent == "research-agent":
-        loops = rng.randint(12, 30) if spike else rng.randint(2, 5)
+        loops = rng.randint(40, 90) if spike else rng.randint(2, 5)  # a runaway loop
         for _ in range(loops):
             search = rec.span("web_search", "tool", root, input={"q": inputs["topic"]})
             rec.end(search, rng.uniform(200, 1500), output={"results": rng.randint(3, 10)})

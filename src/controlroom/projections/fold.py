@@ -327,6 +327,32 @@ def contributions(run: Row, spans: Iterable[Row], tz: str) -> dict[DayKey, list[
     return out
 
 
+HourKey = tuple[int, int, str, str]  # project, UTC hour (epoch seconds // 3600), agent, model
+
+
+def hourly(run: Row, spans: Iterable[Row]) -> dict[HourKey, list[int]]:
+    """The run's contribution to cost_hourly: per (project, UTC hour, agent, model), [calls, cost_nanos]
+    of its ended model calls, each at its start (as cost_daily counts them)."""
+    out: dict[HourKey, list[int]] = {}
+    for s in calls(list(spans)):
+        if s["status"] == "running":
+            continue
+        at = s["started_at"] or s["ended_at"]
+        key = (run["project_id"], at // 10**9 // 3600, run["agent"] or "", s["model"] or "")
+        acc = out.setdefault(key, [0, 0])
+        acc[0] += 1
+        acc[1] += s["cost_nanos"] or 0
+    return out
+
+
+def run_hour(run: Row) -> tuple[int, int, str] | None:
+    """The run's place in runs_hourly: (project, UTC hour of its start, status); None before its
+    start is known."""
+    if run["started_at"] is None:
+        return None
+    return run["project_id"], run["started_at"] // 10**9 // 3600, run["status"]
+
+
 RESERVATION_ATTRIBUTE = "controlroom.reservation_id"
 BUCKET_SECONDS = 900
 

@@ -29,11 +29,13 @@ from controlroom.store.engine import Store
 from controlroom.store.tables import (
     READ_MODEL_TABLES,
     cost_daily,
+    cost_hourly,
     projection_errors,
     projects,
     reservations,
     run_tags,
     runs,
+    runs_hourly,
     scores,
     spans,
     unguarded_spend,
@@ -305,6 +307,8 @@ class Projector:
         reserved = self._reserved(conn, new_spans, old_spans)
         deltas: dict[fold.DayKey, list[int]] = defaultdict(lambda: [0] * len(fold.COST_FIELDS))
         spend: dict[tuple[int, int, str], int] = defaultdict(int)
+        hours: dict[fold.HourKey, list[int]] = defaultdict(lambda: [0, 0])
+        run_hours: dict[tuple[int, int, str], int] = defaultdict(int)
         for key, run in new_runs.items():
             spans_now = new_spans[key].values()
             fold.summarise_run(run, spans_now)
@@ -313,16 +317,27 @@ class Projector:
                 deltas[dk] = [a + b for a, b in zip(deltas[dk], acc, strict=True)]
             for sk, cost in fold.unguarded(run, spans_now, reserved[key[0]]).items():
                 spend[sk] += cost
+            for hk, (n, cost) in fold.hourly(run, spans_now).items():
+                hours[hk][0] += n
+                hours[hk][1] += cost
+            if (rh := fold.run_hour(run)) is not None:
+                run_hours[rh] += 1
             if key in old_runs:
                 old, old_run_spans = old_runs[key], old_spans.get(key, {}).values()
                 for dk, acc in fold.contributions(old, old_run_spans, tz).items():
                     deltas[dk] = [a - b for a, b in zip(deltas[dk], acc, strict=True)]
                 for sk, cost in fold.unguarded(old, old_run_spans, reserved[key[0]]).items():
                     spend[sk] -= cost
+                for hk, (n, cost) in fold.hourly(old, old_run_spans).items():
+                    hours[hk][0] -= n
+                    hours[hk][1] -= cost
+                if (rh := fold.run_hour(old)) is not None:
+                    run_hours[rh] -= 1
 
         def write(conn: Connection) -> None:
             self._write(conn, old_runs, new_runs, new_spans, touched_spans, new_scores, deltas)
             self._write_spend(conn, spend)
+            self._write_hours(conn, hours, run_hours)
 
         return _Fold(write, {k: (r, new_spans[k]) for k, r in new_runs.items()})
 
@@ -437,6 +452,39 @@ class Projector:
         if emptied:
             key = tuple_(unguarded_spend.c.project_id, unguarded_spend.c.bucket, unguarded_spend.c.agent)
             conn.execute(delete(unguarded_spend).where(key.in_(emptied), unguarded_spend.c.cost_nanos == 0))
+
+    def _write_hours(
+        self,
+        conn: Connection,
+        hours: dict[fold.HourKey, list[int]],
+        run_hours: dict[tuple[int, int, str], int],
+    ) -> None:
+        rows = [
+            {"project_id": p, "hour": h, "agent": a, "model": m, "calls": n, "cost_nanos": c}
+            for (p, h, a, m), (n, c) in sorted(hours.items())
+            if n or c
+        ]
+        self.store.insert_many(conn, cost_hourly, rows, _add(cost_hourly, ("calls", "cost_nanos")))
+        emptied = [k for k, (n, c) in hours.items() if n < 0 or c < 0]
+        if emptied:  # every call moved elsewhere: dropped, as a rebuild would never have made it
+            key = tuple_(
+                cost_hourly.c.project_id, cost_hourly.c.hour, cost_hourly.c.agent, cost_hourly.c.model
+            )
+            conn.execute(
+                delete(cost_hourly).where(
+                    key.in_(emptied), cost_hourly.c.calls == 0, cost_hourly.c.cost_nanos == 0
+                )
+            )
+        counted = [
+            {"project_id": p, "hour": h, "status": st, "runs": n}
+            for (p, h, st), n in sorted(run_hours.items())
+            if n
+        ]
+        self.store.insert_many(conn, runs_hourly, counted, _add(runs_hourly, ("runs",)))
+        left = [k for k, n in run_hours.items() if n < 0]
+        if left:  # runs that moved to another status (or hour): a row left at 0 is dropped
+            key = tuple_(runs_hourly.c.project_id, runs_hourly.c.hour, runs_hourly.c.status)
+            conn.execute(delete(runs_hourly).where(key.in_(left), runs_hourly.c.runs == 0))
 
     @staticmethod
     def _save_position(conn: Connection, seq: int) -> None:

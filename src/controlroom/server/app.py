@@ -24,7 +24,7 @@ from controlroom.errors import ControlroomError, internal_error
 from controlroom.server.dashboard import Dashboard
 from controlroom.server.deps import KeyCache, no_nul_in_query
 from controlroom.server.responses import JSONResponse, problem_response, request_problem
-from controlroom.server.routers import admin, budget, evals, ingest, otlp, people, runs, system
+from controlroom.server.routers import admin, budget, evals, ingest, otlp, overview, people, runs, system
 from controlroom.server.schemas import EventBatch, Problem
 from controlroom.store.engine import Store
 from controlroom.workers.runtime import standard_runtime
@@ -42,6 +42,7 @@ ROUTERS = (
     people.approvals,
     admin.router,
     evals.router,
+    overview.router,
     system.router,
 )
 # Models the document refers to by name only: problem documents, and the event batch that ingest

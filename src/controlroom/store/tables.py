@@ -511,6 +511,30 @@ unguarded_spend = Table(
     Column("cost_nanos", BigInteger, nullable=False),
 )
 
+# Spend per UTC hour, agent and model (the overview's hourly costs and cost spikes), summed over
+# the model calls' costs at their start like cost_daily. Part of the read model.
+cost_hourly = Table(
+    "cost_hourly",
+    metadata,
+    Column("project_id", Integer, primary_key=True),
+    Column("hour", BigInteger, primary_key=True),  # UTC epoch seconds // 3600
+    Column("agent", String(256), primary_key=True),
+    Column("model", String(256), primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+)
+
+# Runs per UTC hour of their start and status (the overview's runs per hour): a run counts once, in
+# its start's hour, with its current status. Part of the read model.
+runs_hourly = Table(
+    "runs_hourly",
+    metadata,
+    Column("project_id", Integer, primary_key=True),
+    Column("hour", BigInteger, primary_key=True),  # UTC epoch seconds // 3600
+    Column("status", String(16), primary_key=True),
+    Column("runs", BigInteger, nullable=False),
+)
+
 # -- the daily cost cap (control state, written synchronously; not derived from the log) ------
 budgets = Table(
     "budgets",
@@ -554,4 +578,4 @@ reservations = Table(
     Index("ix_reservations_open", "state", "expires_at"),
 )
 
-READ_MODEL_TABLES = (runs, run_tags, spans, cost_daily, scores, unguarded_spend)
+READ_MODEL_TABLES = (runs, run_tags, spans, cost_daily, scores, unguarded_spend, cost_hourly, runs_hourly)

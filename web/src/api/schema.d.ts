@@ -838,6 +838,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/overview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The dashboard's overview: approvals, failures, cost and spikes, regressions, hourly series
+         * @description Each card is computed on its own: one that cannot be computed is answered as
+         *     `{"error": ...}` in its place, and the others stand.
+         */
+        get: operations["get_overview_v1_overview_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/health": {
         parameters: {
             query?: never;
@@ -998,6 +1019,25 @@ export interface components {
              */
             min_role?: ("viewer" | "approver" | "admin") | null;
         };
+        /** ApprovalsCardOut */
+        ApprovalsCardOut: {
+            /** Pending */
+            pending: number;
+            /** Oldest Requested At */
+            oldest_requested_at: string | null;
+            /**
+             * Near Expiry
+             * @description Pending requests that expire within near_expiry_minutes
+             */
+            near_expiry: number;
+            /** Near Expiry Minutes */
+            near_expiry_minutes: number;
+            /**
+             * Oldest
+             * @description The longest waiting pending requests, oldest first
+             */
+            oldest: components["schemas"]["ApprovalOut"][];
+        };
         /** BriefScoreOut */
         BriefScoreOut: {
             /** Name */
@@ -1066,6 +1106,40 @@ export interface components {
         CancelIn: {
             /** Reason */
             reason?: string | null;
+        };
+        /** CapOut */
+        CapOut: {
+            /** Agent */
+            agent: string | null;
+            /** Cap Usd */
+            cap_usd: string;
+            /** Timezone */
+            timezone: string;
+            /** Day */
+            day: string;
+            /** Settled Usd */
+            settled_usd: string;
+            /** Unguarded Usd */
+            unguarded_usd: string;
+            /** Held Usd */
+            held_usd: string;
+            /** Remaining Usd */
+            remaining_usd: string;
+            /** Resets At */
+            resets_at: string;
+            /**
+             * Projected Usd
+             * @description settled + the last hours' rate x the hours left in its day
+             */
+            projected_usd: string;
+        };
+        /** CardError */
+        CardError: {
+            /**
+             * Error
+             * @description Why this card could not be computed (the other cards stand)
+             */
+            error: string;
         };
         /** CheckOut */
         CheckOut: {
@@ -1181,6 +1255,39 @@ export interface components {
         ConfigPatch: {
             /** Paused */
             paused: boolean;
+        };
+        /** CostCardOut */
+        CostCardOut: {
+            /** Day */
+            day: string;
+            /** Day Start */
+            day_start: string;
+            /** Timezone */
+            timezone: string;
+            /**
+             * Spent Usd
+             * @description Model calls since the day's first whole hour (hourly rollup)
+             */
+            spent_usd: string;
+            /** Rate Usd Per Hour */
+            rate_usd_per_hour: string;
+            /** Projected Usd */
+            projected_usd: string;
+            /**
+             * Projection Hours
+             * @description The rate is the spend of the last this many hours
+             */
+            projection_hours: number;
+            /** Caps */
+            caps: components["schemas"]["CapOut"][];
+            /** Spikes */
+            spikes: components["schemas"]["SpikeOut"][];
+            spike_rule: components["schemas"]["SpikeRule"];
+            /**
+             * Top Runs
+             * @description Today's most expensive runs
+             */
+            top_runs: components["schemas"]["TopRunOut"][];
         };
         /** CostRow */
         CostRow: {
@@ -1419,6 +1526,67 @@ export interface components {
              */
             compare: "window" | "agent_version";
         };
+        /** FailedRunOut */
+        FailedRunOut: {
+            /** Run Id */
+            run_id: string;
+            /** Agent */
+            agent: string | null;
+            /** Status */
+            status: string;
+            /** Started At */
+            started_at: string | null;
+            /** Error Type */
+            error_type: string | null;
+            /** Error Message */
+            error_message: string | null;
+            /** Failing Span Id */
+            failing_span_id: string | null;
+            /** Failing Span Name */
+            failing_span_name: string | null;
+        };
+        /** FailuresCardOut */
+        FailuresCardOut: {
+            /**
+             * Since
+             * @description The last 24 hours start here (runs by their start)
+             */
+            since: string;
+            /**
+             * Previous Since
+             * @description The 24 hours before start here
+             */
+            previous_since: string;
+            /** Until */
+            until: string;
+            /**
+             * Failed
+             * @description Failed and abandoned runs of the last 24 hours
+             */
+            failed: number;
+            /** Abandoned */
+            abandoned: number;
+            /** Previous Failed */
+            previous_failed: number;
+            /** Previous Abandoned */
+            previous_abandoned: number;
+            /** Runs */
+            runs: number;
+            /** Previous Runs */
+            previous_runs: number;
+            /**
+             * Error Rate
+             * @description failed / runs of the last 24 hours (no runs: null)
+             */
+            error_rate: number | null;
+            /**
+             * Signatures
+             * @description Error type + failing span name, most frequent first
+             */
+            signatures: components["schemas"]["SignatureOut"][];
+            /** Recent */
+            recent: components["schemas"]["FailedRunOut"][];
+        };
         /** Health */
         Health: {
             /** Status */
@@ -1430,6 +1598,20 @@ export interface components {
             /** Schema Revision */
             schema_revision: string | null;
             projector: components["schemas"]["ProjectorHealth"];
+        };
+        /** HourOut */
+        HourOut: {
+            /** Hour */
+            hour: string;
+            /**
+             * Runs
+             * @description Runs started in the hour, by status
+             */
+            runs: {
+                [key: string]: number;
+            };
+            /** Cost Usd */
+            cost_usd: string;
         };
         /** IngestResponse */
         IngestResponse: {
@@ -1720,6 +1902,21 @@ export interface components {
             outcome: "executed" | "failed";
             error?: components["schemas"]["ErrorIn"] | null;
         };
+        /** OverviewOut */
+        OverviewOut: {
+            /** Now */
+            now: string;
+            /** Approvals */
+            approvals: components["schemas"]["ApprovalsCardOut"] | components["schemas"]["CardError"];
+            /** Failures */
+            failures: components["schemas"]["FailuresCardOut"] | components["schemas"]["CardError"];
+            /** Cost */
+            cost: components["schemas"]["CostCardOut"] | components["schemas"]["CardError"];
+            /** Quality */
+            quality: components["schemas"]["QualityCardOut"] | components["schemas"]["CardError"];
+            /** Series */
+            series: components["schemas"]["SeriesCardOut"] | components["schemas"]["CardError"];
+        };
         /** PendingOut */
         PendingOut: {
             /**
@@ -1852,6 +2049,14 @@ export interface components {
              * @description Events the projector could not fold and skipped (see projection_errors)
              */
             set_aside: number;
+        };
+        /** QualityCardOut */
+        QualityCardOut: {
+            /**
+             * Regressions
+             * @description Open eval regressions, newest first
+             */
+            regressions: components["schemas"]["RegressionOut"][];
         };
         /** RegressionList */
         RegressionList: {
@@ -2232,6 +2437,21 @@ export interface components {
             /** Sample Rate */
             sample_rate: number;
         };
+        /** SeriesCardOut */
+        SeriesCardOut: {
+            /**
+             * Window
+             * @enum {string}
+             */
+            window: "24h" | "7d";
+            /** Hours */
+            hours: components["schemas"]["HourOut"][];
+            /**
+             * Cap Usd
+             * @description The project's daily cap, if any
+             */
+            cap_usd: string | null;
+        };
         /** SessionOut */
         SessionOut: {
             /** Login */
@@ -2275,6 +2495,20 @@ export interface components {
             n: number;
             /** Mean */
             mean: number;
+        };
+        /** SignatureOut */
+        SignatureOut: {
+            /** Error Type */
+            error_type: string | null;
+            /**
+             * Span Name
+             * @description The failing span's name (none known: null)
+             */
+            span_name: string | null;
+            /** Count */
+            count: number;
+            /** Last Seen */
+            last_seen: string;
         };
         /** SpanOut */
         SpanOut: {
@@ -2360,9 +2594,57 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** SpikeOut */
+        SpikeOut: {
+            /** Agent */
+            agent: string;
+            /** Model */
+            model: string;
+            /**
+             * Hour
+             * @description Start of the UTC hour
+             */
+            hour: string;
+            /** Cost Usd */
+            cost_usd: string;
+            /**
+             * Baseline Usd
+             * @description Median spend of the same hour on the 7 days before
+             */
+            baseline_usd: string;
+            /**
+             * Factor
+             * @description cost / baseline (baseline 0: null)
+             */
+            factor: number | null;
+        };
+        /** SpikeRule */
+        SpikeRule: {
+            /** Days */
+            days: number;
+            /** Baseline Days */
+            baseline_days: number;
+            /** Factor */
+            factor: number;
+            /** Min Usd */
+            min_usd: string;
+        };
         StoredJson: string | number | boolean | components["schemas"]["StoredJson"][] | {
             [key: string]: components["schemas"]["StoredJson"];
         } | null;
+        /** TopRunOut */
+        TopRunOut: {
+            /** Run Id */
+            run_id: string;
+            /** Agent */
+            agent: string | null;
+            /** Status */
+            status: string;
+            /** Started At */
+            started_at: string | null;
+            /** Cost Usd */
+            cost_usd: string;
+        };
         /** UsageIn */
         UsageIn: {
             /**
@@ -6468,6 +6750,56 @@ export interface operations {
             };
             /** @description validation_failed: the body does not fit the schema */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_overview_v1_overview_get: {
+        parameters: {
+            query?: {
+                /** @description The hourly series' window: 24h (default) or 7d */
+                window?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OverviewOut"];
+                };
+            };
+            /** @description invalid_json, invalid_encoding, invalid_event or invalid_query (a query or path parameter, NUL characters in any) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description unauthorized: missing or invalid API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description forbidden: the key's scope or the person's role does not allow it (csrf_failed: a change with a session that did not come from this server's pages) */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,20 +1,11 @@
-"use client";
-import Link from "next/link";
+import { Suspense } from "react";
 
-import { NotBuilt } from "@/components/NotBuilt";
-import { usePendingCount } from "@/features/approvals/queries";
+import { OverviewPage } from "@/features/overview/OverviewPage";
 
-export default function OverviewPage() {
-  const pending = usePendingCount();
+export default function Page() {
   return (
-    <NotBuilt
-      view="Overview"
-      api={["GET /v1/runs?status=failed", "GET /v1/costs/daily", "GET /v1/budgets", "GET /v1/evals/regressions"]}
-    >
-      <p>
-        Failures, cost against each cap and eval regressions will be here. Approvals waiting for a person:{" "}
-        <Link href="/approvals/">{pending.data === undefined ? "…" : pending.data.count} pending</Link>.
-      </p>
-    </NotBuilt>
+    <Suspense>
+      <OverviewPage />
+    </Suspense>
   );
 }
