@@ -265,7 +265,13 @@ def test_a_batch_resent_after_a_lost_response_counts_nothing_twice(live: LiveSer
         costs = http.get("/v1/costs/daily").json()
     assert view["counts"]["llm"] == 3
     assert view["cost_usd"] == "0.0135"  # 3 x (1000 x $2.50/M + 200 x $10/M), not twice that
-    assert costs["total"] == {"calls": 3, "cost_usd": "0.0135", "unpriced_calls": 0}
+    assert costs["total"] == {
+        "calls": 3,
+        "cost_usd": "0.0135",
+        "unpriced_calls": 0,
+        "succeeded_runs": 1,
+        "refused_calls": 0,
+    }
     assert count(live.store, events, events.c.run_id == run.run_id) == 2 + 3 * 2
 
 

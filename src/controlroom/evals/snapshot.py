@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, select
 
 from controlroom import events as ev
 from controlroom.cost import Pricer
@@ -348,11 +348,8 @@ class Run:
         llm = [s for s in self.spans if s.kind == "llm"]
         if not llm:
             return []
-        rows = [
-            {"span_id": s.id, "parent_span_id": s.parent_id, "cost_source": s.cost_source} for s in self.spans
-        ]
-        skip = fold.rollups(rows)
-        return [s for s in llm if s.id not in skip]
+        skip = fold.rollup_ids((s.id, s.parent_id, s.cost_source is not None) for s in self.spans)
+        return [s for s in llm if s.id not in skip] if skip else llm
 
     def messages(self) -> list[dict[str, Any]]:
         """The conversation as ``{role, content}`` messages.
@@ -474,17 +471,17 @@ def load_runs(
     out: dict[str, Run] = {}
     for i in range(0, len(wanted), CHUNK):
         chunk = wanted[i : i + CHUNK]
-        run_rows = conn.execute(
-            select(*run_cols).where(runs.c.project_id == project_id, runs.c.run_id.in_(chunk))
-        ).all()
+        run_rows = _tuples(
+            conn, select(*run_cols).where(runs.c.project_id == project_id, runs.c.run_id.in_(chunk))
+        )
         if not run_rows:
             continue
         found = [r[0] for r in run_rows]
         by_run: defaultdict[str, list[Any]] = defaultdict(list)
         if no_spans is None:
-            span_rows = conn.execute(
-                select(*span_cols).where(spans.c.project_id == project_id, spans.c.run_id.in_(found))
-            ).all()
+            span_rows = _tuples(
+                conn, select(*span_cols).where(spans.c.project_id == project_id, spans.c.run_id.in_(found))
+            )
             for s in span_rows:
                 by_run[s[-1]].append(s)
         scored: defaultdict[str, list[RecordedScore]] = defaultdict(list)
@@ -506,6 +503,18 @@ def load_runs(
 
 
 # -- internals ------------------------------------------------------------------------------------
+
+
+def _tuples(conn: Connection, query: Select[Any]) -> list[tuple[Any, ...]]:
+    """The rows of ``query`` as the driver returns them (plain tuples, no Row objects: a snapshot
+    keeps its spans' values as they are). For columns that need no conversion on the way out only:
+    text, integers, and JSON read as text (json_text)."""
+    result = conn.execute(query)
+    try:
+        return cast("list[tuple[Any, ...]]", result.cursor.fetchall())
+    finally:
+        result.close()
+
 
 _RUN_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, ev.RUN_ABANDONED)
 _SPAN_EVENTS = (ev.SPAN_STARTED, ev.SPAN_ENDED, ev.SPAN_RECORDED)

@@ -185,15 +185,21 @@ def price_span(span: Row, pricer: Pricer) -> None:
 def rollups(spans: list[Row]) -> set[str]:
     """Spans whose usage is the sum of their descendants' (an LLM-framework span around the
     provider call, an agent span reporting its children's usage): never counted as calls."""
-    by_id = {s["span_id"]: s for s in spans}
+    return rollup_ids((s["span_id"], s["parent_span_id"], s["cost_source"] is not None) for s in spans)
+
+
+def rollup_ids(spans: Iterable[tuple[str, str | None, bool]]) -> set[str]:
+    """:func:`rollups` of spans given as (span id, parent span id, has a cost source): the
+    ancestors of every span that reported usage."""
+    listed = list(spans)
+    parent_of = {span_id: parent for span_id, parent, _ in listed}
     out: set[str] = set()
-    for s in spans:
-        if s["cost_source"] is None:
+    for _, parent, costed in listed:
+        if not costed:
             continue
-        parent = s["parent_span_id"]
-        while parent is not None and parent in by_id and parent not in out:
+        while parent is not None and parent in parent_of and parent not in out:
             out.add(parent)
-            parent = by_id[parent]["parent_span_id"]
+            parent = parent_of[parent]
     return out
 
 

@@ -471,3 +471,7 @@ class SettleOut(_Out):
     state: str
     actual_usd: str
     hold_usd: str
+
+
+DAY_SCHEMA = {"anyOf": [{"type": "string", "format": "date"}, {"const": ""}]}
+"""A day query parameter as documented (YYYY-MM-DD; empty: the default)."""

@@ -6700,9 +6700,9 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description Runs that started on or after this day (YYYY-MM-DD) */
-                since?: string | null;
+                since?: string | "";
                 /** @description Runs that started before this day (YYYY-MM-DD) */
-                until?: string | null;
+                until?: string | "";
                 agent?: string;
                 evaluator?: string;
             };

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Path, Query
+from pydantic import WithJsonSchema
 from sqlalchemy import Connection, select
 from starlette.concurrency import run_in_threadpool
 
@@ -46,7 +47,7 @@ from controlroom.server.eval_schemas import (
     Side,
 )
 from controlroom.server.responses import JSONResponse
-from controlroom.server.schemas import problems
+from controlroom.server.schemas import DAY_SCHEMA, problems
 from controlroom.store import log
 from controlroom.store.tables import runs, scores
 
@@ -463,9 +464,15 @@ async def daily_scores(
     project: ReadProject,
     store: StoreDep,
     since: Annotated[
-        str | None, Query(description="Runs that started on or after this day (YYYY-MM-DD)")
+        str | None,
+        Query(description="Runs that started on or after this day (YYYY-MM-DD)"),
+        WithJsonSchema(DAY_SCHEMA),
     ] = None,
-    until: Annotated[str | None, Query(description="Runs that started before this day (YYYY-MM-DD)")] = None,
+    until: Annotated[
+        str | None,
+        Query(description="Runs that started before this day (YYYY-MM-DD)"),
+        WithJsonSchema(DAY_SCHEMA),
+    ] = None,
     agent: QueryText = None,
     evaluator: QueryText = None,
 ) -> DailyScores:

@@ -15,6 +15,7 @@ from controlroom.server.deps import QueryText, StoreDep, in_read
 from controlroom.server.responses import JSONResponse
 from controlroom.server.schemas import (
     AFTER_2000,
+    DAY_SCHEMA,
     HEX_RUN_ID,
     USD_PATTERN,
     BriefScoreOut,
@@ -60,9 +61,6 @@ TIME_SCHEMA = {
         {"type": "string", "pattern": "^[1-8][0-9]{18}$"},
     ]
 }
-
-
-DAY_SCHEMA = {"anyOf": [{"type": "string", "format": "date"}, {"const": ""}]}  # empty: the default
 
 
 def _time(value: str | None, name: str) -> int | None:
