@@ -57,7 +57,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## Benchmarks (results recorded in bench/README.md).
-bench: $(STAMP) pg
+bench: $(STAMP) pg chromium dashboard
 	CONTROLROOM_TEST_PG_URL=$(PG_URL) $(BIN)/python bench/run.py
 
 ## Make sure the local PostgreSQL server is up.

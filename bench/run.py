@@ -36,6 +36,7 @@ PARTS = (
     "approvals",
     "regressions",
     "evals",
+    "dashboard",
 )
 # Benchmarks with their own scripts; each prints JSON lines (or one JSON document) on stdout.
 SCRIPTS: dict[str, list[list[str]]] = {
@@ -46,6 +47,7 @@ SCRIPTS: dict[str, list[list[str]]] = {
     "regressions": [["regressions.py"]],
     "evals": [["eval_snapshots.py", "--backend", "sqlite"], ["eval_jobs.py"]],
     "overview": [["overview.py", "--backend", "sqlite"], ["overview.py", "--backend", "postgresql"]],
+    "dashboard": [["dashboard.py", "--store", "demo"], ["dashboard.py", "--store", "large"]],
 }
 # (shape, projector in a separate `controlroom worker` process)
 INGEST_VARIANTS = (("started_ended", False), ("started_ended", True), ("recorded", False))
