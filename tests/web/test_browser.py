@@ -237,6 +237,39 @@ def test_a_viewer_reads_sees_why_not_and_a_forged_decision_is_refused(browse: An
     expect(page).to_have_url(re.compile(r"/login/"))
 
 
+def test_the_queue_is_worked_from_the_keyboard(browse: Any, demo: Demo) -> None:
+    """j / k move from request to request, a approves, r asks for the reason (Ctrl+Enter sends)."""
+    first, second = ask(demo, 7101, usd=15.0), ask(demo, 7102, usd=16.0)
+    page = logged_in(browse, demo, "approver", "/approvals/?tab=pending")
+    expect(card_of(page, second)).to_be_visible()
+
+    def focus_on(approval: dict[str, Any]) -> None:
+        for _ in range(len(demo.pending()) + 1):  # oldest first: the new ones are last
+            if card_of(page, approval).evaluate("el => el === document.activeElement"):
+                return
+            page.keyboard.press("j")
+        raise AssertionError(f"the keyboard never reached {approval['id']}")
+
+    focus_on(first)
+    page.keyboard.press("a")
+    expect(page.locator(".notice.done")).to_contain_text("You approved refund for support-bot")
+    expect(card_of(page, first)).to_have_count(0)
+    focus_on(second)
+    page.keyboard.press("r")
+    reason = card_of(page, second).get_by_label(re.compile("Why reject it"))
+    expect(reason).to_be_focused()
+    page.keyboard.press("Escape")  # back: nothing sent
+    expect(reason).to_have_count(0)
+    page.keyboard.press("r")
+    page.keyboard.type("duplicate of order 7101")
+    page.keyboard.press("Control+Enter")
+    expect(card_of(page, second)).to_have_count(0)
+    with demo.agent() as http:
+        assert http.get(f"/v1/approvals/{first['id']}").json()["status"] == "approved"
+        decided = http.get(f"/v1/approvals/{second['id']}").json()
+    assert (decided["status"], decided["reason"]) == ("rejected", "duplicate of order 7101")
+
+
 def test_every_view_and_the_count_on_each(browse: Any, demo: Demo) -> None:
     """Every view is built (each one's own tests write its screenshots) and shows the count."""
     page = logged_in(browse, demo, "admin", "/")

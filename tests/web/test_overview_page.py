@@ -87,6 +87,27 @@ def test_the_overview_shows_a_failure_a_spike_and_a_pending_approval(browse: Any
     )
 
 
+def test_a_failed_run_opened_from_the_overview_shows_its_failing_span_selected(
+    browse: Any, demo: Demo
+) -> None:
+    page = overview_as(browse, demo, "viewer")
+    latest = page.locator("[data-card='failures']").get_by_label("latest failed runs").locator("li").first
+    link = latest.get_by_role("link")
+    href = link.get_attribute("href")
+    assert href is not None
+    run_id = re.search(r"id=([0-9a-f]{32})", href)
+    assert run_id is not None, href
+    link.click()
+    expect(page).to_have_url(re.compile(rf"/runs/view/\?id={run_id[1]}"))
+    with demo.agent() as http:
+        run = http.get(f"/v1/runs/{run_id[1]}").json()
+    assert run["status"] in ("failed", "abandoned") and run["failing_span_id"], run
+    selected = page.locator("[role='treeitem'][aria-selected='true']")
+    expect(selected).to_have_attribute("data-span", run["failing_span_id"])
+    expect(selected).to_be_in_viewport()
+    expect(page.get_by_role("alert", name="run error")).to_contain_text(run["error"]["type"])
+
+
 def test_an_approver_approves_inline_and_a_new_request_shows_without_reload(browse: Any, demo: Demo) -> None:
     page = overview_as(browse, demo, "approver")
     card = page.locator("[data-card='approvals']")

@@ -20,7 +20,12 @@ import { whyNot } from "./rules";
 export function ApprovalCard({ approval: a, now, linkTitle = true }: { approval: Approval; now: number; linkTitle?: boolean }) {
   const title = `${a.action}`;
   return (
-    <article className="card approval" aria-label={`${a.action} for ${a.agent || "an agent"}`} data-id={a.id}>
+    <article
+      className="card approval"
+      aria-label={`${a.action} for ${a.agent || "an agent"}`}
+      data-id={a.id}
+      tabIndex={-1}
+    >
       <header className="card-head">
         <h3>
           {linkTitle ? <Link href={`/approvals/view/?id=${a.id}`}>{title}</Link> : title}
@@ -133,6 +138,7 @@ function Decide({ approval, now }: { approval: Approval; now: number }) {
             className="primary"
             disabled={refusal !== null || busy}
             title={refusal ?? undefined}
+            data-key="approve"
             onClick={() => send("approved")}
           >
             Approve
@@ -141,6 +147,7 @@ function Decide({ approval, now }: { approval: Approval; now: number }) {
             type="button"
             disabled={refusal !== null || busy}
             title={refusal ?? undefined}
+            data-key="reject"
             onClick={() => setRejecting(true)}
           >
             Reject…
@@ -153,11 +160,24 @@ function Decide({ approval, now }: { approval: Approval; now: number }) {
             event.preventDefault();
             send("rejected", reason.trim());
           }}
+          onKeyDown={(event) => {
+            if (event.key === "Escape") {
+              event.stopPropagation();
+              event.currentTarget.closest<HTMLElement>("article")?.focus(); // the keyboard goes on from the request
+              setRejecting(false);
+            } else if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && reason.trim() !== "") {
+              event.preventDefault();
+              send("rejected", reason.trim());
+            }
+          }}
         >
-          <label htmlFor={reasonId}>Why reject it? (the agent and the run log keep the reason)</label>
+          <label htmlFor={reasonId}>
+            Why reject it? (the agent and the run log keep the reason; Ctrl+Enter sends)
+          </label>
           <textarea
             id={reasonId}
             value={reason}
+            autoFocus
             required
             maxLength={2000}
             rows={3}
