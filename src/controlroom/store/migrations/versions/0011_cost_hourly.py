@@ -1,6 +1,8 @@
 """cost_hourly: spend per UTC hour, agent and model (the overview's hourly costs and spikes), and
-runs_hourly: runs per UTC hour and status; part of the read model, filled by the projector (a store
-upgraded with runs in it fills them on a rebuild)
+runs_hourly: runs per UTC hour and status; part of the read model, kept by the projector. A store
+upgraded with runs in it has both filled here from its runs and spans, with the projector's own
+fold: the projector goes on from them (it adds a run's new share and takes its old one away, so
+they must hold every run's share already)
 
 Revision ID: 0011
 Revises: 0010
@@ -9,8 +11,13 @@ Create Date: 2026-12-04
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
+
+from controlroom.projections import fold
 
 revision = "0011"
 down_revision = "0010"
@@ -37,6 +44,78 @@ def upgrade() -> None:
         sa.Column("runs", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("project_id", "hour", "status", name=op.f("pk_runs_hourly")),
     )
+    _backfill(op.get_bind())
+
+
+RUN_COLUMNS = ("project_id", "run_id", "agent", "started_at", "status")
+SPAN_COLUMNS = (
+    "project_id",
+    "run_id",
+    "span_id",
+    "parent_span_id",
+    "kind",
+    "status",
+    "started_at",
+    "ended_at",
+    "model",
+    "cost_source",
+    "cost_nanos",
+)
+
+
+def _backfill(conn: sa.Connection) -> None:
+    runs = sa.table("runs", *(sa.column(c) for c in RUN_COLUMNS))
+    spans = sa.table("spans", *(sa.column(c) for c in SPAN_COLUMNS))
+    conn.execute(
+        sa.text(
+            "INSERT INTO runs_hourly (project_id, hour, status, runs) "
+            "SELECT project_id, started_at / 3600000000000, status, count(*) FROM runs "
+            "WHERE started_at IS NOT NULL GROUP BY project_id, started_at / 3600000000000, status"
+        )
+    )
+    agents = {
+        (r.project_id, r.run_id): dict(r._mapping)
+        for r in conn.execute(sa.select(*runs.c).where(runs.c.started_at.is_not(None)))
+    }
+    hours: dict[fold.HourKey, list[int]] = {}
+    for run_key, run_spans in _by_run(conn, spans):
+        run = agents.get(run_key)
+        if run is None:
+            continue
+        for key, (n, cost) in fold.hourly(run, run_spans).items():
+            acc = hours.setdefault(key, [0, 0])
+            acc[0] += n
+            acc[1] += cost
+    rows = [
+        {"project_id": p, "hour": h, "agent": a, "model": m, "calls": n, "cost_nanos": c}
+        for (p, h, a, m), (n, c) in hours.items()
+    ]
+    cost_hourly = sa.table(
+        "cost_hourly",
+        *(sa.column(c) for c in ("project_id", "hour", "agent", "model", "calls", "cost_nanos")),
+    )
+    for i in range(0, len(rows), 5000):
+        conn.execute(cost_hourly.insert(), rows[i : i + 5000])
+
+
+def _by_run(conn: sa.Connection, spans: Any) -> Iterator[tuple[tuple[int, str], list[dict[str, Any]]]]:
+    """The spans of each run with any, one run at a time (read in the primary key's order)."""
+    current: tuple[int, str] | None = None
+    batch: list[dict[str, Any]] = []
+    query = (
+        sa.select(*spans.c)
+        .order_by(spans.c.project_id, spans.c.run_id)
+        .execution_options(stream_results=True, yield_per=10_000)
+    )
+    for row in conn.execute(query):
+        key = (row.project_id, row.run_id)
+        if key != current:
+            if current is not None:
+                yield current, batch
+            current, batch = key, []
+        batch.append(dict(row._mapping))
+    if current is not None:
+        yield current, batch
 
 
 def downgrade() -> None:
