@@ -232,6 +232,16 @@ def test_rebuild_equals_incremental_on_a_random_history(store: Store, project: P
     at, status = cols.index("started_at"), cols.index("status")
     started = Counter((r[at] // 10**9 // 3600, r[status]) for r in incremental["runs"] if r[at] is not None)
     assert {(h, st): n for _, h, st, n in incremental["runs_hourly"]} == started
+    # runs that succeeded, per quarter hour of their start: each once as a run, and once per model
+    # it made a priced or costed call of (project, grouping, bucket, agent, provider, model, n)
+    succeeded = Counter(r[at] // (900 * 10**9) for r in incremental["runs"] if r[status] == "succeeded")
+    outcomes = incremental["run_outcomes"]
+    per_bucket: Counter[int] = Counter()
+    for _, g, b, *_, n in outcomes:
+        per_bucket[b] += n if g == "run" else 0
+    assert succeeded and +per_bucket == succeeded
+    assert all(n > 0 for *_, n in outcomes)
+    assert {g for _, g, *_ in outcomes} == {"run", "provider", "model", "provider_model"}
     assert projector.rebuild() > 0
     assert snapshot(store) == incremental
 

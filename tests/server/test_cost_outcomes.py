@@ -134,6 +134,9 @@ def test_succeeded_runs_and_refused_calls_per_day_and_group(client: httpx.Client
     r = client.get("/v1/costs/daily", params={"since": "0001-01-01", "until": "9999-12-31"})
     assert r.status_code == 200, r.text
     assert (r.json()["total"]["succeeded_runs"], r.json()["total"]["refused_calls"]) == (4, 2)
+    r = client.get("/v1/costs/daily", params={"since": "2300-01-01", "until": "2300-01-02"})  # past 2262
+    assert r.status_code == 200, r.text
+    assert (r.json()["total"]["succeeded_runs"], r.json()["total"]["refused_calls"]) == (0, 0)
 
 
 @pytest.mark.parametrize(

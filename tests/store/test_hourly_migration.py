@@ -1,4 +1,4 @@
-"""Revision 0011 fills cost_hourly and runs_hourly in for a store upgraded with runs in it, with the
+"""Revision 0011 fills cost_hourly, runs_hourly and run_outcomes in for a store upgraded with runs in it, with the
 projector's own fold: the same rows the projector keeps, so that it goes on from them (a run that
 ends after the upgrade moves its share, never leaving a negative count), on SQLite and PostgreSQL."""
 
@@ -13,7 +13,7 @@ from controlroom.accounts.projects import Project
 from controlroom.projections.projector import Projector
 from controlroom.store.engine import Store, _alembic_config
 from controlroom.store.ingest import ingest_events
-from controlroom.store.tables import cost_hourly, runs_hourly
+from controlroom.store.tables import cost_hourly, run_outcomes, runs_hourly
 from factories import BASE_TS, llm_usage, rid, run_ended, run_started, sid, span_ended, span_started
 
 HOUR = 3600 * 10**9
@@ -26,11 +26,12 @@ def _to(store: Store, revision: str, *, up: bool) -> None:
         (command.upgrade if up else command.downgrade)(cfg, revision)
 
 
-def _tables(store: Store) -> tuple[list[Any], list[Any]]:
+def _tables(store: Store) -> tuple[list[Any], list[Any], list[Any]]:
     with store.read() as conn:
-        costs = conn.execute(select(cost_hourly).order_by(*cost_hourly.primary_key.columns)).all()
-        counts = conn.execute(select(runs_hourly).order_by(*runs_hourly.primary_key.columns)).all()
-    return [tuple(r) for r in costs], [tuple(r) for r in counts]
+        return tuple(  # type: ignore[return-value]
+            [tuple(r) for r in conn.execute(select(t).order_by(*t.primary_key.columns))]
+            for t in (cost_hourly, runs_hourly, run_outcomes)
+        )
 
 
 def _send(store: Store, project: Project, events: list[dict[str, Any]]) -> None:
@@ -63,7 +64,7 @@ def test_revision_0011_fills_the_hourly_tables_of_a_store_with_runs(store: Store
         ],
     )
     projected = _tables(store)
-    assert projected[0] and projected[1]
+    assert all(projected)  # calls per hour, runs per hour, a run that succeeded
     _to(store, "0010", up=False)  # as a store before the hourly tables
     _to(store, "head", up=True)
     assert _tables(store) == projected  # what the projector had kept, to the row
@@ -78,5 +79,6 @@ def test_revision_0011_fills_the_hourly_tables_of_a_store_with_runs(store: Store
     )
     after = _tables(store)
     assert all(n >= 0 for *_, n in after[1]) and all(r[-2] >= 0 for r in after[0])
+    assert sum(n for _, g, *_, n in after[2] if g == "run") == 2  # done, and going once it ended
     Projector(store).rebuild()
     assert _tables(store) == after  # the same as folding the whole log again

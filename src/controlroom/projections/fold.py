@@ -359,6 +359,27 @@ def run_hour(run: Row) -> tuple[int, int, str] | None:
     return run["project_id"], run["started_at"] // 10**9 // 3600, run["status"]
 
 
+OutcomeKey = tuple[int, str, int, str, str, str]  # project, grouping, 15-min bucket, agent, provider, model
+OUTCOME_BUCKET_NS = 900 * 10**9
+
+
+def outcomes(run: Row, spans: Iterable[Row]) -> set[OutcomeKey]:
+    """The run's rows in run_outcomes, once it succeeded: itself, and each provider, model and
+    (provider, model) among its model calls (each counted once, as cost_daily counts them)."""
+    if run["status"] != "succeeded" or run["started_at"] is None:
+        return set()
+    p, bucket, agent = run["project_id"], run["started_at"] // OUTCOME_BUCKET_NS, run["agent"] or ""
+    out: set[OutcomeKey] = {(p, "run", bucket, agent, "", "")}
+    for s in calls(list(spans)):
+        if s["cost_source"] is None:  # a call that reported no usage (a refused one, a timeout)
+            continue
+        provider, model = s["provider"] or "", s["model"] or ""
+        out.add((p, "provider", bucket, agent, provider, ""))
+        out.add((p, "model", bucket, agent, "", model))
+        out.add((p, "provider_model", bucket, agent, provider, model))
+    return out
+
+
 RESERVATION_ATTRIBUTE = "controlroom.reservation_id"
 BUCKET_SECONDS = 900
 

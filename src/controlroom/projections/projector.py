@@ -33,6 +33,7 @@ from controlroom.store.tables import (
     projection_errors,
     projects,
     reservations,
+    run_outcomes,
     run_tags,
     runs,
     runs_hourly,
@@ -309,6 +310,7 @@ class Projector:
         spend: dict[tuple[int, int, str], int] = defaultdict(int)
         hours: dict[fold.HourKey, list[int]] = defaultdict(lambda: [0, 0])
         run_hours: dict[tuple[int, int, str], int] = defaultdict(int)
+        succeeded: dict[fold.OutcomeKey, int] = defaultdict(int)
         for key, run in new_runs.items():
             spans_now = new_spans[key].values()
             fold.summarise_run(run, spans_now)
@@ -322,6 +324,8 @@ class Projector:
                 hours[hk][1] += cost
             if (rh := fold.run_hour(run)) is not None:
                 run_hours[rh] += 1
+            for ok in fold.outcomes(run, spans_now):
+                succeeded[ok] += 1
             if key in old_runs:
                 old, old_run_spans = old_runs[key], old_spans.get(key, {}).values()
                 for dk, acc in fold.contributions(old, old_run_spans, tz).items():
@@ -333,11 +337,14 @@ class Projector:
                     hours[hk][1] -= cost
                 if (rh := fold.run_hour(old)) is not None:
                     run_hours[rh] -= 1
+                for ok in fold.outcomes(old, old_run_spans):
+                    succeeded[ok] -= 1
 
         def write(conn: Connection) -> None:
             self._write(conn, old_runs, new_runs, new_spans, touched_spans, new_scores, deltas)
             self._write_spend(conn, spend)
             self._write_hours(conn, hours, run_hours)
+            self._write_outcomes(conn, succeeded)
 
         return _Fold(write, {k: (r, new_spans[k]) for k, r in new_runs.items()})
 
@@ -485,6 +492,26 @@ class Projector:
         if left:  # runs that moved to another status (or hour): a row left at 0 is dropped
             key = tuple_(runs_hourly.c.project_id, runs_hourly.c.hour, runs_hourly.c.status)
             conn.execute(delete(runs_hourly).where(key.in_(left), runs_hourly.c.runs == 0))
+
+    def _write_outcomes(self, conn: Connection, succeeded: dict[fold.OutcomeKey, int]) -> None:
+        rows = [
+            {
+                "project_id": p,
+                "bucket": b,
+                "grouping": g,
+                "agent": a,
+                "provider": pr,
+                "model": m,
+                "succeeded_runs": n,
+            }
+            for (p, g, b, a, pr, m), n in sorted(succeeded.items())
+            if n
+        ]
+        self.store.insert_many(conn, run_outcomes, rows, _add(run_outcomes, ("succeeded_runs",)))
+        left = [k for k, n in succeeded.items() if n < 0]
+        if left:  # a run no longer succeeded (or moved): a row left at 0 is dropped
+            key = tuple_(*run_outcomes.primary_key.columns)
+            conn.execute(delete(run_outcomes).where(key.in_(left), run_outcomes.c.succeeded_runs == 0))
 
     @staticmethod
     def _save_position(conn: Connection, seq: int) -> None:

@@ -535,6 +535,22 @@ runs_hourly = Table(
     Column("runs", BigInteger, nullable=False),
 )
 
+# Runs that succeeded per 15-minute UTC bucket of their start (the costs view's cost per successful
+# run: a day in any timezone is whole buckets), per agent and per the model-call groups the run made:
+# ``grouping`` "run" counts each run once (provider and model ""), "provider" once per provider it
+# called, "model" once per model, "provider_model" once per (provider, model). Part of the read model.
+run_outcomes = Table(
+    "run_outcomes",
+    metadata,
+    Column("project_id", Integer, primary_key=True),
+    Column("grouping", String(16), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),  # UTC epoch seconds // 900
+    Column("agent", String(256), primary_key=True),
+    Column("provider", String(256), primary_key=True),
+    Column("model", String(256), primary_key=True),
+    Column("succeeded_runs", BigInteger, nullable=False),
+)
+
 # -- the daily cost cap (control state, written synchronously; not derived from the log) ------
 budgets = Table(
     "budgets",
@@ -578,4 +594,14 @@ reservations = Table(
     Index("ix_reservations_open", "state", "expires_at"),
 )
 
-READ_MODEL_TABLES = (runs, run_tags, spans, cost_daily, scores, unguarded_spend, cost_hourly, runs_hourly)
+READ_MODEL_TABLES = (
+    runs,
+    run_tags,
+    spans,
+    cost_daily,
+    scores,
+    unguarded_spend,
+    cost_hourly,
+    runs_hourly,
+    run_outcomes,
+)

@@ -1,5 +1,7 @@
-"""cost_hourly: spend per UTC hour, agent and model (the overview's hourly costs and spikes), and
-runs_hourly: runs per UTC hour and status; part of the read model, kept by the projector. A store
+"""cost_hourly: spend per UTC hour, agent and model (the overview's hourly costs and spikes),
+runs_hourly: runs per UTC hour and status, and run_outcomes: runs that succeeded per 15 minutes,
+agent and model-call group (the costs view's cost per successful run); part of the read model,
+kept by the projector. A store
 upgraded with runs in it has both filled here from its runs and spans, with the projector's own
 fold: the projector goes on from them (it adds a run's new share and takes its old one away, so
 they must hold every run's share already)
@@ -44,10 +46,24 @@ def upgrade() -> None:
         sa.Column("runs", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("project_id", "hour", "status", name=op.f("pk_runs_hourly")),
     )
+    op.create_table(
+        "run_outcomes",
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("grouping", sa.String(length=16), nullable=False),
+        sa.Column("bucket", sa.BigInteger(), nullable=False),
+        sa.Column("agent", sa.String(length=256), nullable=False),
+        sa.Column("provider", sa.String(length=256), nullable=False),
+        sa.Column("model", sa.String(length=256), nullable=False),
+        sa.Column("succeeded_runs", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "project_id", "grouping", "bucket", "agent", "provider", "model", name=op.f("pk_run_outcomes")
+        ),
+    )
     _backfill(op.get_bind())
 
 
 RUN_COLUMNS = ("project_id", "run_id", "agent", "started_at", "status")
+OUTCOME_COLUMNS = ("project_id", "grouping", "bucket", "agent", "provider", "model", "succeeded_runs")
 SPAN_COLUMNS = (
     "project_id",
     "run_id",
@@ -57,6 +73,7 @@ SPAN_COLUMNS = (
     "status",
     "started_at",
     "ended_at",
+    "provider",
     "model",
     "cost_source",
     "cost_nanos",
@@ -78,14 +95,23 @@ def _backfill(conn: sa.Connection) -> None:
         for r in conn.execute(sa.select(*runs.c).where(runs.c.started_at.is_not(None)))
     }
     hours: dict[fold.HourKey, list[int]] = {}
+    succeeded: dict[fold.OutcomeKey, int] = {}
+    seen: set[tuple[int, str]] = set()
     for run_key, run_spans in _by_run(conn, spans):
         run = agents.get(run_key)
         if run is None:
             continue
+        seen.add(run_key)
         for key, (n, cost) in fold.hourly(run, run_spans).items():
             acc = hours.setdefault(key, [0, 0])
             acc[0] += n
             acc[1] += cost
+        for ok in fold.outcomes(run, run_spans):
+            succeeded[ok] = succeeded.get(ok, 0) + 1
+    for run_key, run in agents.items():  # runs without spans count as runs too
+        if run_key not in seen:
+            for ok in fold.outcomes(run, []):
+                succeeded[ok] = succeeded.get(ok, 0) + 1
     rows = [
         {"project_id": p, "hour": h, "agent": a, "model": m, "calls": n, "cost_nanos": c}
         for (p, h, a, m), (n, c) in hours.items()
@@ -96,6 +122,10 @@ def _backfill(conn: sa.Connection) -> None:
     )
     for i in range(0, len(rows), 5000):
         conn.execute(cost_hourly.insert(), rows[i : i + 5000])
+    run_outcomes = sa.table("run_outcomes", *(sa.column(c) for c in OUTCOME_COLUMNS))
+    counted = [dict(zip(OUTCOME_COLUMNS, (*k, n), strict=True)) for k, n in succeeded.items()]
+    for i in range(0, len(counted), 5000):
+        conn.execute(run_outcomes.insert(), counted[i : i + 5000])
 
 
 def _by_run(conn: sa.Connection, spans: Any) -> Iterator[tuple[tuple[int, str], list[dict[str, Any]]]]:
@@ -119,5 +149,6 @@ def _by_run(conn: sa.Connection, spans: Any) -> Iterator[tuple[tuple[int, str], 
 
 
 def downgrade() -> None:
+    op.drop_table("run_outcomes")
     op.drop_table("runs_hourly")
     op.drop_table("cost_hourly")
