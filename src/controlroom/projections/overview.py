@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, func, literal_column, select
 
 from controlroom.approvals import requests as ap
 from controlroom.budget import ledger
@@ -166,7 +166,9 @@ def approvals_card(conn: Connection, project_id: int, now: int) -> ApprovalsCard
         select(
             func.count(),
             func.min(approvals.c.requested_at),
-            func.count(approvals.c.expires_at).filter(approvals.c.expires_at < now + NEAR_EXPIRY_NS),
+            func.count(approvals.c.expires_at).filter(
+                approvals.c.expires_at >= now, approvals.c.expires_at < now + NEAR_EXPIRY_NS
+            ),  # past its expiry already: the sweeper's, not a person's (it can no longer be decided)
         ).where(pending)
     ).one()
     queue = ap.queue(conn, project_id=project_id, status="pending", limit=APPROVALS_INLINE) if count else []
@@ -329,8 +331,14 @@ def cost_card(conn: Connection, project_id: int, timezone: str, now: int) -> Cos
         TopRun(r.run_id, r.agent, r.status, r.started_at, r.cost_nanos)
         for r in conn.execute(
             select(runs.c.run_id, runs.c.agent, runs.c.status, runs.c.started_at, runs.c.cost_nanos)
-            .where(runs.c.project_id == project_id, runs.c.started_at >= day_start, runs.c.cost_nanos > 0)
-            .order_by(runs.c.cost_nanos.desc(), runs.c.run_id)
+            # from today's runs (ix_runs_list's range), sorted: walking ix_runs_cost from the dearest
+            # down would read most runs of the project early in a day ("+ 0": not that index)
+            .where(
+                runs.c.project_id == project_id,
+                runs.c.started_at >= day_start,
+                runs.c.cost_nanos + literal_column("0") > literal_column("0"),
+            )
+            .order_by((runs.c.cost_nanos + literal_column("0")).desc(), runs.c.run_id)
             .limit(TOP_RUNS)
         )
     ]

@@ -34,7 +34,8 @@ export function useRun(id: string) {
 export function useSpanPayload(runId: string, spanId: string | null, running: boolean) {
   const { project } = useWho();
   return useQuery({
-    queryKey: ["runs", project, "span", runId, spanId],
+    // the span's state in the key: once it ends, its payload (its output) is asked for once more
+    queryKey: ["runs", project, "span", runId, spanId, running],
     queryFn: async () =>
       unwrap(
         await api.GET("/v1/runs/{run_id}/spans/{span_id}", {
