@@ -22,6 +22,9 @@ from controlroom.server.app import create_app
 from controlroom.store.engine import Store
 from controlroom.store.tables import metadata
 
+# the dashboard tests' browser fixtures (tests/web/web_fixtures.py): one definition for every module
+pytest_plugins = ["web_fixtures"]
+
 PG_ADMIN_URL = os.environ.get("CONTROLROOM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

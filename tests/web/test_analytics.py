@@ -16,7 +16,12 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from web_support import Demo, analytics_demo_server, chromium, require_built, screenshot
+from web_support import (
+    Demo,
+    analytics_demo_server,
+    require_built,
+    screenshot,
+)
 
 import controlroom
 from controlroom.demo import DEMO_PASSWORD
@@ -30,27 +35,6 @@ expect.set_options(timeout=15_000)
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     with analytics_demo_server(require_built(), tmp_path_factory.mktemp("analytics")) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def browse(browser: Any, demo: Demo) -> Iterator[Any]:
-    """A fresh context at laptop size in a timezone other than the server's; the dashboard asks
-    nothing of any other server."""
-    context = browser.new_context(
-        viewport={"width": 1366, "height": 900}, timezone_id=TIMEZONE, locale="en-US"
-    )
-    context.set_default_timeout(15_000)
-    elsewhere: list[str] = []
-    context.on("request", lambda r: None if r.url.startswith(demo.url + "/") else elsewhere.append(r.url))
-    yield context
-    context.close()
-    assert elsewhere == [], f"the dashboard asked something of another server: {elsewhere}"
 
 
 def logged_in(browse: Any, demo: Demo, login: str, path: str) -> Any:

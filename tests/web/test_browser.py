@@ -19,7 +19,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import expect
-from web_support import Demo, chromium, demo_server, require_built, screenshot
+from web_support import (
+    Demo,
+    demo_server,
+    require_built,
+    screenshot,
+)
 
 import controlroom
 from controlroom.demo import DEMO_PASSWORD
@@ -27,33 +32,13 @@ from tests_support import wait_for
 
 TIMEZONE = "Europe/Paris"  # the viewer's, not the server's (UTC)
 expect.set_options(timeout=15_000)  # conditions are waited on, never slept on: at most this long
+VIEWPORT = {"width": 1366, "height": 860}
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     with demo_server(require_built(), tmp_path_factory.mktemp("demo")) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def browse(browser: Any, demo: Demo) -> Iterator[Any]:
-    """A fresh browser context (no cookies) at laptop size, in a timezone other than the server's,
-    recording every request: the dashboard asks nothing of any other server (no CDN, no fonts)."""
-    context = browser.new_context(
-        viewport={"width": 1366, "height": 860}, timezone_id=TIMEZONE, locale="en-US"
-    )
-    context.set_default_timeout(15_000)
-    elsewhere: list[str] = []
-    context.on("request", lambda r: None if r.url.startswith(demo.url + "/") else elsewhere.append(r.url))
-    yield context
-    context.close()
-    assert elsewhere == [], f"the dashboard asked something of another server: {elsewhere}"
 
 
 def log_in(page: Any, login: str) -> None:

@@ -13,7 +13,12 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from web_support import Demo, chromium, demo_server, require_built, screenshot
+from web_support import (
+    Demo,
+    demo_server,
+    require_built,
+    screenshot,
+)
 
 from controlroom.demo import DEMO_PASSWORD
 from tests_support import wait_for
@@ -25,26 +30,6 @@ expect.set_options(timeout=15_000)  # conditions are waited on, never slept on: 
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     with demo_server(require_built(), tmp_path_factory.mktemp("overview"), days=7) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def browse(browser: Any, demo: Demo) -> Iterator[Any]:
-    """A fresh context at laptop size that records any request to another server (there must be none)."""
-    context = browser.new_context(
-        viewport={"width": 1366, "height": 900}, timezone_id="America/New_York", locale="en-US"
-    )
-    context.set_default_timeout(15_000)
-    elsewhere: list[str] = []
-    context.on("request", lambda r: None if r.url.startswith(demo.url + "/") else elsewhere.append(r.url))
-    yield context
-    context.close()
-    assert elsewhere == [], f"the dashboard asked something of another server: {elsewhere}"
 
 
 def overview_as(browse: Any, demo: Demo, login: str) -> Any:

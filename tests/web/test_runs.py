@@ -16,12 +16,18 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from web_support import Demo, chromium, demo_server, require_built, screenshot
+from web_support import (
+    Demo,
+    demo_server,
+    require_built,
+    screenshot,
+)
 
 from controlroom.demo import DEMO_PASSWORD
 from tests_support import wait_for
 
 expect.set_options(timeout=15_000)  # conditions are waited on, never slept on: at most this long
+VIEWPORT = {"width": 1366, "height": 860}
 SEC = 10**9
 MAX_TREE_ROWS = 120  # a screenful and the overscan: nowhere near 2,000
 
@@ -32,27 +38,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         with server.agent() as http:  # the history folded into the read model
             wait_for(lambda: http.get("/v1/health").json()["projector"]["lag_events"] == 0, timeout=60)
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def browse(browser: Any, demo: Demo) -> Iterator[Any]:
-    """A fresh context at laptop size in another timezone than the server's, recording every
-    request: nothing is asked of any other server."""
-    context = browser.new_context(
-        viewport={"width": 1366, "height": 860}, timezone_id="America/New_York", locale="en-US"
-    )
-    context.set_default_timeout(15_000)
-    elsewhere: list[str] = []
-    context.on("request", lambda r: None if r.url.startswith(demo.url + "/") else elsewhere.append(r.url))
-    yield context
-    context.close()
-    assert elsewhere == [], f"the dashboard asked something of another server: {elsewhere}"
 
 
 def open_logged_in(browse: Any, demo: Demo, path: str) -> Any:
