@@ -342,3 +342,4 @@ def evals(api: Checked, run_id: str) -> None:
     api("POST", "/v1/scores", 422, json={"run_id": run_id, "name": "by-hand"})
     api("GET", "/v1/scores/daily", 200, params={"since": "2001-01-01"})
     api("GET", "/v1/scores/daily", 400, params={"since": "yesterday"})
+    api("GET", "/v1/scores/daily", 200, params={"since": "", "until": "7845-10-17"})  # past 2262: clamped

@@ -95,6 +95,7 @@ class LedgerConnections:
         self._checkpointing = threading.Lock()
         self._pg_idle: list[Any] = []  # idle ledger connections (psycopg) on PostgreSQL
         self._pg_idle_durable: list[Any] = []  # the same for durable transactions (synchronous_commit on)
+        self._disposed = False
         self._pg_slots = threading.BoundedSemaphore(PG_MAX)
         self._pg_dsn = u.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -250,7 +251,7 @@ class LedgerConnections:
             return
         with self.lock:
             idle = self._pg_idle_durable if durable else self._pg_idle
-            if len(idle) < PG_IDLE:
+            if not self._disposed and len(idle) < PG_IDLE:  # after dispose: closed, never kept
                 idle.append(conn)
                 return
         conn.close()
@@ -272,6 +273,7 @@ class LedgerConnections:
 
     def dispose(self) -> None:
         with self.lock:
+            self._disposed = True  # a transaction still under way closes its connection at its end
             self._close()
             idle = self._pg_idle + self._pg_idle_durable
             self._pg_idle, self._pg_idle_durable = [], []

@@ -479,14 +479,18 @@ async def daily_scores(
     """By the day each judged run started, in the project's timezone: how many scores, their mean
     value and mean normalised value (0..1, 1 the best), and for boolean scores how many passed.
     Without ``since`` and ``until``: the last 30 days."""
+    from controlroom.projections.outcomes import NEVER
     from controlroom.projections.queries import parse_day
 
     tz = ZoneInfo(project.timezone)
     today = datetime.now(tz).date()
     end = parse_day(until, "until") if until else today.fromordinal(today.toordinal() + 1)
     start = parse_day(since, "since") if since else end.fromordinal(end.toordinal() - 30)
-    start_ns = int(datetime(start.year, start.month, start.day, tzinfo=tz).timestamp()) * 10**9
-    end_ns = int(datetime(end.year, end.month, end.day, tzinfo=tz).timestamp()) * 10**9
+    # epoch nanoseconds (what is stored, and what SQL integers hold) end in 2262: clamped to them
+    start_ns = min(
+        max(0, int(datetime(start.year, start.month, start.day, tzinfo=tz).timestamp()) * 10**9), NEVER
+    )
+    end_ns = min(max(0, int(datetime(end.year, end.month, end.day, tzinfo=tz).timestamp()) * 10**9), NEVER)
 
     def read(conn: Connection) -> DailyScores:
         q = (
