@@ -205,7 +205,7 @@ def list_runs(
     else:
         q = select(runs).where(runs.c.project_id == project_id)
         started, rid = runs.c.started_at, runs.c.run_id
-    q = _flag_filters(q, project_id, f)
+    q = _flag_filters(conn, q, project_id, f)
     if f.agent is not None:
         q = q.where(runs.c.agent == f.agent)
     if f.status:
@@ -264,7 +264,7 @@ def _runs_by_score(
     )
     score = agg.c.score
     q = select(runs, score).join(agg, runs.c.run_id == agg.c.run_id).where(runs.c.project_id == project_id)
-    q = _flag_filters(q, project_id, f)
+    q = _flag_filters(conn, q, project_id, f)
     if f.tag is not None:
         q = q.where(
             select(run_tags.c.run_id)
@@ -313,15 +313,18 @@ def _runs_by_score(
     )
 
 
-def _flag_filters(q: Any, project_id: int, f: RunFilter) -> Any:
+def _flag_filters(conn: Connection, q: Any, project_id: int, f: RunFilter) -> Any:
     """The filters on what happened to a run beside its row: a pending approval request (the few
-    pending requests, through the queue's index), a call the budget refused (the runs' partial
-    index on refused_count > 0)."""
+    pending requests, read first through the queue's index, so that the runs are looked up by
+    their key instead of every run of the project being checked against them), a call the budget
+    refused (the runs' partial index on refused_count > 0)."""
     if f.awaiting_approval:
-        pending = select(approvals.c.run_id).where(
-            approvals.c.project_id == project_id, approvals.c.status == "pending"
-        )
-        q = q.where(runs.c.run_id.in_(pending))
+        pending = conn.execute(
+            select(approvals.c.run_id)
+            .where(approvals.c.project_id == project_id, approvals.c.status == "pending")
+            .distinct()
+        ).scalars()
+        q = q.where(runs.c.run_id.in_(list(pending)))
     if f.refused_by_cap:
         q = q.where(runs.c.refused_count > literal_column("0"))  # a literal: the partial index
     return q
