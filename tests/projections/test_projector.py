@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -290,6 +291,29 @@ def test_concurrent_writers_lose_nothing(store: Store, project: Project) -> None
         assert conn.execute(select(func.count()).where(runs.c.status == "succeeded")).scalar_one() == 320
         costs = all_time_costs(conn, project.id)
     assert costs["total"]["calls"] == 320
+
+
+def test_a_run_waiting_on_a_person_is_not_abandoned(store: Store, project: Project) -> None:
+    """However long a person takes to decide, a run with a request still open is waiting, not
+    abandoned; once the request is closed (withdrawn here), a quiet run is abandoned as any other."""
+    from controlroom.approvals import requests as ap
+
+    r = rid()
+    send(store, project, [run_started(r)])
+    projector = Projector(store)
+    projector.catch_up()
+    asked, _ = ap.request(
+        store, project_id=project.id, run_id=r, action="refund", arguments={"usd": 5}, idempotency_key="k"
+    )
+    projector.catch_up()
+    later = time.time_ns() + 10 * 86_400 * 10**9
+    assert sweep_abandoned(store, quiet_seconds=3600, now_ns=later) == 0
+    ap.cancel(store, project_id=project.id, approval_id=asked.id, reason="the customer called back")
+    projector.catch_up()
+    assert sweep_abandoned(store, quiet_seconds=3600, now_ns=later) == 1
+    projector.catch_up()
+    with store.read() as conn:
+        assert conn.execute(select(runs.c.status).where(runs.c.run_id == r)).scalar_one() == "abandoned"
 
 
 def test_quiet_run_is_abandoned_and_revived_by_later_events(store: Store, project: Project) -> None:

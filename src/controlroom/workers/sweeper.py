@@ -1,17 +1,21 @@
 """The abandoned-run sweeper: a run with no end and no event for the quiet period gets a
-``run.abandoned`` event in the log (so a rebuild reproduces it), which marks it failed."""
+``run.abandoned`` event in the log (so a rebuild reproduces it), which marks it failed. A run with
+an approval request still open (pending: waiting for a person; approved or claimed: its action about
+to run or running) is waiting, not abandoned: it is left alone however long that takes."""
 
 from __future__ import annotations
 
 import time
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 from controlroom import events as ev
 from controlroom.store import log
 from controlroom.store.engine import Store
 from controlroom.store.ingest import event_row
-from controlroom.store.tables import runs
+from controlroom.store.tables import approvals, runs
+
+OPEN_REQUESTS = ("pending", "approved", "claimed")
 
 
 def sweep_abandoned(
@@ -23,7 +27,15 @@ def sweep_abandoned(
     with store.read() as conn:
         quiet = conn.execute(
             select(runs.c.project_id, runs.c.run_id, runs.c.last_event_at)
-            .where(runs.c.status == "running", runs.c.last_event_at < cutoff)
+            .where(
+                runs.c.status == "running",
+                runs.c.last_event_at < cutoff,
+                ~exists().where(
+                    approvals.c.project_id == runs.c.project_id,
+                    approvals.c.run_id == runs.c.run_id,
+                    approvals.c.status.in_(OPEN_REQUESTS),
+                ),
+            )
             .limit(limit)
         ).all()
     if not quiet:
