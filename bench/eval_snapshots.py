@@ -35,7 +35,7 @@ from controlroom.evals.builtins import (
     trajectory,
 )
 from controlroom.evals.evaluator import Evaluator, evaluate
-from controlroom.evals.snapshot import load_runs
+from controlroom.evals.loading import load_runs
 from controlroom.store.engine import Store
 from controlroom.store.tables import projects, runs
 from generate import GenConfig, build

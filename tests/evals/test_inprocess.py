@@ -14,7 +14,7 @@ import controlroom
 from controlroom.accounts.projects import Project
 from controlroom.budget import ledger
 from controlroom.evals.inprocess import local_client
-from controlroom.evals.snapshot import load_runs
+from controlroom.evals.loading import load_runs
 from controlroom.projections.projector import Projector
 from controlroom.sdk._client import get_client, recording_with
 from controlroom.store.engine import Store

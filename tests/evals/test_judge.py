@@ -27,7 +27,8 @@ from controlroom.evals.context import EvalContext, evaluating
 from controlroom.evals.evaluator import evaluate
 from controlroom.evals.judge import LLMJudge
 from controlroom.evals.judge_prompt import parse_answer
-from controlroom.evals.snapshot import Run, load_runs
+from controlroom.evals.loading import load_runs
+from controlroom.evals.snapshot import Run
 from controlroom.projections.projector import Projector
 from controlroom.sdk._transport import MockTransport, Request, Response
 from controlroom.store import log

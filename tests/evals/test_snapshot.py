@@ -15,8 +15,9 @@ from sqlalchemy import event as sa_event
 
 from controlroom.accounts import projects
 from controlroom.accounts.projects import Project
+from controlroom.evals.loading import load_runs
 from controlroom.evals.messages import to_messages
-from controlroom.evals.snapshot import Run, Span, load_runs
+from controlroom.evals.snapshot import Run, Span
 from controlroom.projections.projector import Projector
 from controlroom.store.engine import Store
 from controlroom.store.ingest import ingest_events

@@ -278,7 +278,7 @@ def evals_try(db: str | None, project: str, evaluator: str, run_id: str, params:
     from controlroom.evals import configs as cf
     from controlroom.evals.context import EvalContext, evaluating
     from controlroom.evals.evaluator import evaluate
-    from controlroom.evals.snapshot import load_runs
+    from controlroom.evals.loading import load_runs
 
     store = _store(db)
     with store.read() as conn:

@@ -183,7 +183,7 @@ def _judge(
     run_ids: Sequence[str],
     now: int,
 ) -> _Judged:
-    from controlroom.evals.snapshot import load_runs
+    from controlroom.evals.loading import load_runs
 
     with store.read() as conn:
         loaded = load_runs(conn, project_id, run_ids, reads=e.reads)

@@ -2,8 +2,8 @@
 
 Two ways to get one, giving equal snapshots of the same events:
 
-- :func:`load_runs` reads many runs from the read model in three queries per chunk of ids (runs,
-  spans, scores), the batch path of eval jobs;
+- :func:`controlroom.evals.loading.load_runs` reads many runs from the read model in three queries
+  per chunk of ids (runs, spans, scores), the batch path of eval jobs;
 - :meth:`Run.from_events` folds a list of events in memory with the projector's own fold, so an
   evaluator is unit-tested without a server or a database.
 
@@ -17,14 +17,12 @@ nobody reads is never decoded.
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 import orjson
-from sqlalchemy import Connection, Select, select
 
 from controlroom import events as ev
 from controlroom.cost import Pricer
@@ -32,14 +30,11 @@ from controlroom.evals.messages import reply_messages, to_messages
 from controlroom.money import Usage
 from controlroom.projections import fold
 from controlroom.projections.queries import _acyclic_parents
-from controlroom.store.json_text import decode, json_text
-from controlroom.store.tables import runs, scores, spans
+from controlroom.store.json_text import decode
 
-__all__ = ["Error", "LlmCall", "RecordedScore", "Run", "Span", "ToolCall", "load_runs"]
+__all__ = ["Error", "LlmCall", "NotLoaded", "RecordedScore", "Run", "Span", "ToolCall"]
 
 T = TypeVar("T")
-CHUNK = 500
-"""Run ids per query: `run_id IN (...)` on the primary key, well under SQLite's variable limit."""
 NANOS_PER_USD = Decimal(10**9)
 TOOL_NAME_PREFIX = "execute_tool "  # OpenTelemetry GenAI names a tool span "execute_tool {tool}"
 
@@ -421,12 +416,12 @@ class Run:
             fold.price_span(span, pricer)
         fold.summarise_run(row, span_rows.values())
         span_values = [
-            tuple(_dumps(s[c]) if c in _JSON_SPAN_COLUMNS else s[c] for c in _SPAN_COLUMNS)
+            tuple(_dumps(s[c]) if c in JSON_SPAN_COLUMNS else s[c] for c in SPAN_COLUMNS)
             for s in span_rows.values()
         ]
-        run_values = tuple(_dumps(row[c]) if c in _JSON_RUN_COLUMNS else row[c] for c in _RUN_COLUMNS)
+        run_values = tuple(_dumps(row[c]) if c in JSON_RUN_COLUMNS else row[c] for c in RUN_COLUMNS)
         score_rows.sort(key=lambda s: s[:2])
-        built = _run(run_values, span_values, tuple(s for _, _, s in score_rows))
+        built = build_run(run_values, span_values, tuple(s for _, _, s in score_rows))
         return built.with_reference(reference) if reference is not None else built
 
 
@@ -449,78 +444,13 @@ class NotLoaded(tuple):  # type: ignore[type-arg]
     __iter__ = __len__ = __getitem__ = __contains__ = __bool__ = _refuse
 
 
-def load_runs(
-    conn: Connection, project_id: int, run_ids: Iterable[str], *, reads: Iterable[str] = ("spans", "scores")
-) -> dict[str, Run]:
-    """The runs of ``run_ids`` in the read model, by id (ids it does not hold are left out).
-
-    Three queries per chunk of 500 ids, whatever the runs hold; JSON values stay text until read.
-    ``reads`` names what to load beyond the runs' rows (an evaluator's ``reads``): without
-    "spans" or "scores", those are :class:`NotLoaded` (one query per chunk when neither is read)."""
-    reads = frozenset(reads)
-    no_spans = None if "spans" in reads else NotLoaded("spans")
-    no_scores = None if "scores" in reads else NotLoaded("scores")
-    wanted = list(dict.fromkeys(run_ids))
-    dialect = conn.dialect.name
-    run_cols = [json_text(runs.c[c], dialect) if c in _JSON_RUN_COLUMNS else runs.c[c] for c in _RUN_COLUMNS]
-    span_cols = [  # the run id last: a row is a span's values as _span reads them, no copy
-        *(json_text(spans.c[c], dialect) if c in _JSON_SPAN_COLUMNS else spans.c[c] for c in _SPAN_COLUMNS),
-        spans.c.run_id,
-    ]
-    score_cols = [scores.c.run_id, *(scores.c[c] for c in _SCORE_COLUMNS)]
-    out: dict[str, Run] = {}
-    for i in range(0, len(wanted), CHUNK):
-        chunk = wanted[i : i + CHUNK]
-        run_rows = _tuples(
-            conn, select(*run_cols).where(runs.c.project_id == project_id, runs.c.run_id.in_(chunk))
-        )
-        if not run_rows:
-            continue
-        found = [r[0] for r in run_rows]
-        by_run: defaultdict[str, list[Any]] = defaultdict(list)
-        if no_spans is None:
-            span_rows = _tuples(
-                conn, select(*span_cols).where(spans.c.project_id == project_id, spans.c.run_id.in_(found))
-            )
-            for s in span_rows:
-                by_run[s[-1]].append(s)
-        scored: defaultdict[str, list[RecordedScore]] = defaultdict(list)
-        if no_scores is None:
-            for sc in conn.execute(
-                select(*score_cols)
-                .where(scores.c.project_id == project_id, scores.c.run_id.in_(found))
-                .order_by(scores.c.ts, scores.c.event_id)
-            ):
-                scored[sc[0]].append(RecordedScore(*sc[1:]))
-        for r in run_rows:
-            run = _run(
-                r, by_run.get(r[0], ()), tuple(scored.get(r[0], ())) if no_scores is None else no_scores
-            )
-            if no_spans is not None:
-                object.__setattr__(run, "spans", no_spans)
-            out[r[0]] = run
-    return out
-
-
-# -- internals ------------------------------------------------------------------------------------
-
-
-def _tuples(conn: Connection, query: Select[Any]) -> list[tuple[Any, ...]]:
-    """The rows of ``query`` as the driver returns them (plain tuples, no Row objects: a snapshot
-    keeps its spans' values as they are). For columns that need no conversion on the way out only:
-    text, integers, and JSON read as text (json_text)."""
-    result = conn.execute(query)
-    try:
-        return cast("list[tuple[Any, ...]]", result.cursor.fetchall())
-    finally:
-        result.close()
-
-
 _RUN_EVENTS = (ev.RUN_STARTED, ev.RUN_ENDED, ev.RUN_ABANDONED)
 _SPAN_EVENTS = (ev.SPAN_STARTED, ev.SPAN_ENDED, ev.SPAN_RECORDED)
 _REVIVING = (ev.RUN_STARTED, ev.RUN_ENDED, *_SPAN_EVENTS)  # as the projector's REVIVING_EVENTS
 
-_RUN_COLUMNS = (
+# The stored layout a snapshot is built from (the read model's columns, in the order build_run and
+# a Span read them); JSON columns stay JSON text until read.
+RUN_COLUMNS = (
     "run_id",
     "agent",
     "status",
@@ -542,8 +472,8 @@ _RUN_COLUMNS = (
     "tags",
     "metadata",
 )
-_JSON_RUN_COLUMNS = frozenset(("inputs", "output", "tags", "metadata"))
-_SPAN_COLUMNS = (
+JSON_RUN_COLUMNS = frozenset(("inputs", "output", "tags", "metadata"))
+SPAN_COLUMNS = (
     "span_id",
     "parent_span_id",
     "kind",
@@ -566,8 +496,8 @@ _SPAN_COLUMNS = (
     "output",
     "attributes",
 )
-_JSON_SPAN_COLUMNS = frozenset(("input", "output", "attributes"))
-_SCORE_COLUMNS = ("name", "value", "label", "comment", "span_id", "source", "evaluator", "ts")
+JSON_SPAN_COLUMNS = frozenset(("input", "output", "attributes"))
+SCORE_COLUMNS = ("name", "value", "label", "comment", "span_id", "source", "evaluator", "ts")
 _pricer: Pricer | None = None
 
 
@@ -600,7 +530,7 @@ def _builder(cls: type[T]) -> Callable[[tuple[Any, ...]], T]:
 
 
 def _span(v: Any) -> Span:
-    """A Span over its values in _SPAN_COLUMNS order (the run id may follow: it is not read)."""
+    """A Span over its values in SPAN_COLUMNS order (the run id may follow: it is not read)."""
     return tuple.__new__(Span, v)
 
 
@@ -608,8 +538,8 @@ def _order(v: Any) -> tuple[int, int]:
     return (v[5] or v[6] or 0, v[21])  # started (or ended) at, then arrival (first_seq)
 
 
-def _run(r: Any, span_values: Iterable[Any], run_scores: tuple[RecordedScore, ...]) -> Run:
-    """A Run from its values in _RUN_COLUMNS order, its spans' and its scores."""
+def build_run(r: Any, span_values: Iterable[Any], run_scores: tuple[RecordedScore, ...]) -> Run:
+    """A Run from its values in RUN_COLUMNS order, its spans' and its scores."""
     ordered = sorted(span_values, key=_order)
     return _new_run(
         (
