@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -449,16 +449,7 @@ class Projector:
             )
 
     def _write_spend(self, conn: Connection, spend: dict[tuple[int, int, str], int]) -> None:
-        rows = [
-            {"project_id": p, "bucket": b, "agent": a, "cost_nanos": c}
-            for (p, b, a), c in sorted(spend.items())
-            if c
-        ]
-        self.store.insert_many(conn, unguarded_spend, rows, _add(unguarded_spend, ("cost_nanos",)))
-        emptied = [k for k, c in spend.items() if c < 0]
-        if emptied:
-            key = tuple_(unguarded_spend.c.project_id, unguarded_spend.c.bucket, unguarded_spend.c.agent)
-            conn.execute(delete(unguarded_spend).where(key.in_(emptied), unguarded_spend.c.cost_nanos == 0))
+        self._add_deltas(conn, unguarded_spend, spend, ("cost_nanos",))
 
     def _write_hours(
         self,
@@ -466,52 +457,37 @@ class Projector:
         hours: dict[fold.HourKey, list[int]],
         run_hours: dict[tuple[int, int, str], int],
     ) -> None:
-        rows = [
-            {"project_id": p, "hour": h, "agent": a, "model": m, "calls": n, "cost_nanos": c}
-            for (p, h, a, m), (n, c) in sorted(hours.items())
-            if n or c
-        ]
-        self.store.insert_many(conn, cost_hourly, rows, _add(cost_hourly, ("calls", "cost_nanos")))
-        emptied = [k for k, (n, c) in hours.items() if n < 0 or c < 0]
-        if emptied:  # every call moved elsewhere: dropped, as a rebuild would never have made it
-            key = tuple_(
-                cost_hourly.c.project_id, cost_hourly.c.hour, cost_hourly.c.agent, cost_hourly.c.model
-            )
-            conn.execute(
-                delete(cost_hourly).where(
-                    key.in_(emptied), cost_hourly.c.calls == 0, cost_hourly.c.cost_nanos == 0
-                )
-            )
-        counted = [
-            {"project_id": p, "hour": h, "status": st, "runs": n}
-            for (p, h, st), n in sorted(run_hours.items())
-            if n
-        ]
-        self.store.insert_many(conn, runs_hourly, counted, _add(runs_hourly, ("runs",)))
-        left = [k for k, n in run_hours.items() if n < 0]
-        if left:  # runs that moved to another status (or hour): a row left at 0 is dropped
-            key = tuple_(runs_hourly.c.project_id, runs_hourly.c.hour, runs_hourly.c.status)
-            conn.execute(delete(runs_hourly).where(key.in_(left), runs_hourly.c.runs == 0))
+        self._add_deltas(conn, cost_hourly, hours, ("calls", "cost_nanos"))
+        self._add_deltas(conn, runs_hourly, run_hours, ("runs",))
 
     def _write_outcomes(self, conn: Connection, succeeded: dict[fold.OutcomeKey, int]) -> None:
-        rows = [
-            {
-                "project_id": p,
-                "bucket": b,
-                "grouping": g,
-                "agent": a,
-                "provider": pr,
-                "model": m,
-                "succeeded_runs": n,
-            }
-            for (p, g, b, a, pr, m), n in sorted(succeeded.items())
-            if n
-        ]
-        self.store.insert_many(conn, run_outcomes, rows, _add(run_outcomes, ("succeeded_runs",)))
-        left = [k for k, n in succeeded.items() if n < 0]
-        if left:  # a run no longer succeeded (or moved): a row left at 0 is dropped
-            key = tuple_(*run_outcomes.primary_key.columns)
-            conn.execute(delete(run_outcomes).where(key.in_(left), run_outcomes.c.succeeded_runs == 0))
+        self._add_deltas(conn, run_outcomes, succeeded, ("succeeded_runs",))
+
+    def _add_deltas(
+        self,
+        conn: Connection,
+        table: Table,
+        deltas: Mapping[tuple[Any, ...], int | Sequence[int]],
+        columns: tuple[str, ...],
+    ) -> None:
+        """A rollup's changes: each key (the table's primary key, in its order) adds its deltas to
+        ``columns`` of its row, made if missing. A row that a negative delta left at zero in every
+        column is dropped (its calls or runs moved elsewhere), as a rebuild would never make it."""
+        keys = [c.name for c in table.primary_key]
+        rows, shrunk = [], []
+        for key, delta in sorted(deltas.items()):
+            values = (delta,) if isinstance(delta, int) else tuple(delta)
+            if any(values):
+                rows.append(dict(zip(keys, key, strict=True)) | dict(zip(columns, values, strict=True)))
+            if any(v < 0 for v in values):
+                shrunk.append(key)
+        self.store.insert_many(conn, table, rows, _add(table, columns))
+        if shrunk:
+            conn.execute(
+                delete(table).where(
+                    tuple_(*table.primary_key.columns).in_(shrunk), *(table.c[c] == 0 for c in columns)
+                )
+            )
 
     @staticmethod
     def _save_position(conn: Connection, seq: int) -> None:
